@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Independent reference implementation of key derivation v1.
+
+Prints the test vectors published in the README and pinned by the unit tests
+in src/key.rs. It shares no code with the Rust implementation on purpose: if
+both agree, the documented rule is what the binary does.
+"""
+import hashlib
+import struct
+import uuid
+
+
+def framed_sha256(*fields):
+    """SHA-256 over fields, each as a 4-byte big-endian length and its bytes."""
+    h = hashlib.sha256()
+    for field in fields:
+        data = field if isinstance(field, bytes) else field.encode()
+        h.update(struct.pack(">I", len(data)))
+        h.update(data)
+    return h.digest()
+
+
+def key(provider, identity, attempt, salt, fingerprint):
+    raw = bytearray(
+        framed_sha256("idempotent-request/v1", provider, *identity, attempt, salt, fingerprint)[:16]
+    )
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+GITHUB = ["https://github.com", "123456", "9876543210", "deploy", "", "create-deployment"]
+ZERO = bytes(32)
+REQUEST_FP = framed_sha256("POST", "https://api.example.com/deployments", "", b'{"ref":"v1.2.3"}')
+
+print("1 github, run scope, no salt, zero fingerprint:", key("github", GITHUB, "", "", ZERO))
+print("2 github, run scope, salt eu-west, zero fingerprint:", key("github", GITHUB, "", "eu-west", ZERO))
+print("3 local, salt nightly, zero fingerprint:", key("local", [], "", "nightly", ZERO))
+print("4 fingerprint of POST https://api.example.com/deployments {\"ref\":\"v1.2.3\"}:", REQUEST_FP.hex())
+print("5 github, run scope, no salt, that fingerprint:", key("github", GITHUB, "", "", REQUEST_FP))
+print("6 github, attempt scope (attempt 2), that fingerprint:", key("github", GITHUB, "2", "", REQUEST_FP))

@@ -1,0 +1,527 @@
+//! Validation of [`RawInputs`] into a typed [`Config`]. Nothing here sends
+//! anything; every failure names the input, says what is wrong and what is
+//! accepted, and maps to exit code 2.
+
+use crate::backoff::Backoff;
+use crate::body::{Body, FileBody};
+use crate::cli::RawInputs;
+use crate::headers::{self, Header};
+use crate::inputs::spec;
+use crate::key::{self, KeyFormat};
+use crate::provider::KeyScope;
+use crate::retry::Policy;
+use crate::status::StatusSet;
+use crate::units::{parse_bool, parse_count, parse_duration, parse_size};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// An input that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid input `{input}`: {message}")]
+pub struct ConfigError {
+    /// The input's name.
+    pub input: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn fail<T>(input: &'static str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        input,
+        message: message.into(),
+    })
+}
+
+/// How the idempotency key is chosen and sent.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// `idempotency-key`: sent verbatim instead of deriving one.
+    pub explicit: Option<String>,
+    /// `key-header`.
+    pub header: HeaderName,
+    /// `key-scope`.
+    pub scope: KeyScope,
+    /// `key-salt`.
+    pub salt: String,
+    /// `key-include-body`.
+    pub include_body: bool,
+    /// `key-headers`.
+    pub headers: Vec<HeaderName>,
+    /// `key-format`.
+    pub format: KeyFormat,
+}
+
+/// TLS settings; the files are read when the HTTP client is built.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// `ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `client-cert` and `client-key`.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// `insecure`.
+    pub insecure: bool,
+}
+
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `url`.
+    pub url: Url,
+    /// `method`, upper-cased.
+    pub method: Method,
+    /// `headers` and `-H`, in order, plus the Content-Type from
+    /// `content-type` or `json` at the end.
+    pub headers: Vec<Header>,
+    /// How many of [`Config::headers`] came from `headers` and `-H` (these
+    /// never follow a redirect to another origin).
+    pub user_header_count: usize,
+    /// `body`, `body-file` or `json`.
+    pub body: Body,
+    /// Key settings.
+    pub key: KeySettings,
+    /// `accept-status`, `retry-on-status`, `max-attempts`.
+    pub policy: Policy,
+    /// `retry-delay`, `retry-max-delay`.
+    pub backoff: Backoff,
+    /// `timeout`.
+    pub timeout: Duration,
+    /// `connect-timeout`.
+    pub connect_timeout: Duration,
+    /// `deadline`.
+    pub deadline: Duration,
+    /// `follow-redirects`.
+    pub follow_redirects: bool,
+    /// `ca-file`, `client-cert`, `client-key`, `insecure`.
+    pub tls: TlsSettings,
+    /// `max-output-size`.
+    pub max_output_size: usize,
+    /// `max-response-size`.
+    pub max_response_size: u64,
+    /// `mask-response`.
+    pub mask_response: bool,
+    /// `dry-run`.
+    pub dry_run: bool,
+}
+
+/// Reads input `name` (or its default) with `parse`. `show` says whether
+/// the value may be quoted back in the error (never for secrets or bodies).
+fn parse_input<T>(
+    raw: &RawInputs,
+    name: &'static str,
+    show: bool,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let text = raw.get(name).unwrap_or(spec(name).default);
+    parse(text).or_else(|message| {
+        if show {
+            fail(name, format!("`{text}`: {message}"))
+        } else {
+            fail(name, message)
+        }
+    })
+}
+
+fn duration(
+    raw: &RawInputs,
+    name: &'static str,
+    allow_zero: bool,
+) -> Result<Duration, ConfigError> {
+    parse_input(raw, name, true, |text| {
+        let value = parse_duration(text)?;
+        if value.is_zero() && !allow_zero {
+            return Err("must be greater than zero".to_owned());
+        }
+        Ok(value)
+    })
+}
+
+fn flag(raw: &RawInputs, name: &'static str) -> Result<bool, ConfigError> {
+    parse_input(raw, name, true, parse_bool)
+}
+
+fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| {
+        format!("{e}; give an absolute URL such as https://api.example.com/deployments")
+    })?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err("the URL has no host".to_owned()),
+        other => Err(format!(
+            "the scheme `{other}` is not supported; use http or https"
+        )),
+    }
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| "expected an HTTP method token such as POST, PUT or PATCH".to_owned())
+}
+
+fn parse_scope(text: &str) -> Result<KeyScope, String> {
+    match text {
+        "run" => Ok(KeyScope::Run),
+        "attempt" => Ok(KeyScope::Attempt),
+        _ => Err("expected `run` or `attempt`".to_owned()),
+    }
+}
+
+fn parse_format(text: &str) -> Result<KeyFormat, String> {
+    match text {
+        "plain" => Ok(KeyFormat::Plain),
+        "structured" => Ok(KeyFormat::Structured),
+        _ => Err("expected `plain` or `structured`".to_owned()),
+    }
+}
+
+fn parse_name_list(text: &str) -> Result<Vec<HeaderName>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(headers::parse_name)
+        .collect()
+}
+
+fn parse_body(raw: &RawInputs) -> Result<Body, ConfigError> {
+    let given: Vec<&'static str> = ["body", "body-file", "json"]
+        .into_iter()
+        .filter(|name| raw.get(name).is_some())
+        .collect();
+    if given.len() > 1 {
+        return fail(
+            given[1],
+            format!(
+                "`{}` and `{}` are both set; give only one of body, body-file and json",
+                given[0], given[1]
+            ),
+        );
+    }
+    if let Some(text) = raw.get("body") {
+        return Ok(Body::Bytes(text.as_bytes().to_vec().into()));
+    }
+    if let Some(path) = raw.get("body-file") {
+        return FileBody::new(path.as_ref())
+            .map(Body::File)
+            .or_else(|e| fail("body-file", format!("cannot read `{path}`: {e}")));
+    }
+    if let Some(document) = raw.get("json") {
+        return crate::json::to_json_bytes(document)
+            .map(|bytes| Body::Bytes(bytes.into()))
+            .or_else(|message| fail("json", message));
+    }
+    Ok(Body::Empty)
+}
+
+fn parse_headers(raw: &RawInputs) -> Result<Vec<Header>, ConfigError> {
+    let mut headers = match raw.get("headers") {
+        Some(text) => headers::parse_lines(text).or_else(|m| fail("headers", m))?,
+        None => Vec::new(),
+    };
+    for line in &raw.header_flags {
+        headers.push(headers::parse_line(line).or_else(|m| fail("headers", format!("-H: {m}")))?);
+    }
+    Ok(headers)
+}
+
+fn parse_key(raw: &RawInputs, headers: &[Header]) -> Result<KeySettings, ConfigError> {
+    let header = parse_input(raw, "key-header", true, headers::parse_name)?;
+    if headers.iter().any(|(name, _)| *name == header) {
+        return fail(
+            "headers",
+            format!(
+                "`{header}` is set in headers, but the tool sends that header itself; give the key with `idempotency-key` instead"
+            ),
+        );
+    }
+    let explicit = raw
+        .get("idempotency-key")
+        .map(|_| {
+            parse_input(raw, "idempotency-key", false, |k| {
+                key::validate_explicit(k).map(|()| k.to_owned())
+            })
+        })
+        .transpose()?;
+    let key_headers = parse_input(raw, "key-headers", true, parse_name_list)?;
+    for name in &key_headers {
+        if !headers.iter().any(|(n, _)| n == name) {
+            return fail(
+                "key-headers",
+                format!(
+                    "`{name}` is not among the request's headers; add it to headers or remove it from key-headers"
+                ),
+            );
+        }
+    }
+    Ok(KeySettings {
+        explicit,
+        header,
+        scope: parse_input(raw, "key-scope", true, parse_scope)?,
+        salt: raw.get("key-salt").unwrap_or_default().to_owned(),
+        include_body: flag(raw, "key-include-body")?,
+        headers: key_headers,
+        format: parse_input(raw, "key-format", true, parse_format)?,
+    })
+}
+
+fn parse_tls(raw: &RawInputs) -> Result<TlsSettings, ConfigError> {
+    let path = |name| raw.get(name).map(PathBuf::from);
+    let client_identity = match (path("client-cert"), path("client-key")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return fail(
+                "client-key",
+                "`client-cert` is set without `client-key`; mutual TLS needs both",
+            );
+        }
+        (None, Some(_)) => {
+            return fail(
+                "client-cert",
+                "`client-key` is set without `client-cert`; mutual TLS needs both",
+            );
+        }
+    };
+    Ok(TlsSettings {
+        ca_file: path("ca-file"),
+        client_identity,
+        insecure: flag(raw, "insecure")?,
+    })
+}
+
+impl Config {
+    /// Validates `raw`.
+    pub fn from_raw(raw: &RawInputs) -> Result<Self, ConfigError> {
+        let Some(url_text) = raw.get("url") else {
+            return fail(
+                "url",
+                "is required; give the URL to send the request to (--url or INPUT_URL)",
+            );
+        };
+        let url = parse_url(url_text).or_else(|m| fail("url", m))?;
+        let method = parse_input(raw, "method", true, parse_method)?;
+        let mut headers = parse_headers(raw)?;
+        let user_header_count = headers.len();
+        let body = parse_body(raw)?;
+        let has_content_type = headers.iter().any(|(n, _)| n == CONTENT_TYPE);
+        let content_type = match raw.get("content-type") {
+            Some(_) if has_content_type => {
+                return fail(
+                    "content-type",
+                    "Content-Type is also set in headers; keep one of the two",
+                );
+            }
+            Some(text) => Some(
+                HeaderValue::from_str(text)
+                    .or_else(|_| fail("content-type", "holds a control character"))?,
+            ),
+            None if raw.get("json").is_some() && !has_content_type => {
+                Some(HeaderValue::from_static("application/json"))
+            }
+            None => None,
+        };
+        headers.extend(content_type.map(|value| (CONTENT_TYPE, value)));
+        let key = parse_key(raw, &headers)?;
+        let policy = Policy {
+            accept: parse_input(raw, "accept-status", true, StatusSet::parse)?,
+            retry_on: parse_input(raw, "retry-on-status", true, StatusSet::parse)?,
+            max_attempts: parse_input(raw, "max-attempts", true, |t| parse_count(t, 1, 100))?,
+        };
+        let backoff = Backoff {
+            base: duration(raw, "retry-delay", true)?,
+            cap: duration(raw, "retry-max-delay", true)?,
+        };
+        let max_output_size = parse_input(raw, "max-output-size", true, |text| {
+            let size = parse_size(text)?;
+            usize::try_from(size)
+                .ok()
+                .filter(|&s| s <= 1 << 30)
+                .ok_or_else(|| "must be at most 1GiB".to_owned())
+        })?;
+        Ok(Self {
+            url,
+            method,
+            headers,
+            user_header_count,
+            body,
+            key,
+            policy,
+            backoff,
+            timeout: duration(raw, "timeout", false)?,
+            connect_timeout: duration(raw, "connect-timeout", false)?,
+            deadline: duration(raw, "deadline", false)?,
+            follow_redirects: flag(raw, "follow-redirects")?,
+            tls: parse_tls(raw)?,
+            max_output_size,
+            max_response_size: parse_input(raw, "max-response-size", true, parse_size)?,
+            mask_response: flag(raw, "mask-response")?,
+            dry_run: flag(raw, "dry-run")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawInputs {
+        let mut raw = RawInputs::default();
+        for &(name, value) in pairs {
+            raw.set(spec(name), value);
+        }
+        raw
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> ConfigError {
+        Config::from_raw(&raw(pairs)).unwrap_err()
+    }
+
+    const URL: (&str, &str) = ("url", "https://api.example/deploy");
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let config = Config::from_raw(&raw(&[URL])).unwrap();
+        assert_eq!(config.method, Method::POST);
+        assert_eq!(config.key.header, "idempotency-key");
+        assert_eq!(config.key.scope, KeyScope::Run);
+        assert!(config.key.include_body);
+        assert_eq!(config.key.format, KeyFormat::Plain);
+        assert!(config.policy.accept.contains(204) && !config.policy.accept.contains(300));
+        assert!(config.policy.retry_on.contains(409) && !config.policy.retry_on.contains(501));
+        assert_eq!(config.policy.max_attempts, 5);
+        assert_eq!(config.backoff.base, Duration::from_secs(1));
+        assert_eq!(config.backoff.cap, Duration::from_secs(30));
+        assert_eq!(config.timeout, Duration::from_secs(60));
+        assert_eq!(config.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.deadline, Duration::from_secs(600));
+        assert!(!config.follow_redirects && !config.tls.insecure);
+        assert_eq!(config.max_output_size, 1 << 20);
+        assert_eq!(config.max_response_size, 100 << 20);
+        assert!(!config.mask_response && !config.dry_run);
+        assert!(config.body.is_empty());
+    }
+
+    #[test]
+    fn url_is_required_and_must_be_http() {
+        assert_eq!(error(&[]).input, "url");
+        for bad in [
+            "api.example/deploy",
+            "ftp://api.example/",
+            "https://",
+            "mailto:a@b",
+        ] {
+            assert_eq!(error(&[("url", bad)]).input, "url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn method_is_upper_cased() {
+        let config = Config::from_raw(&raw(&[URL, ("method", "patch")])).unwrap();
+        assert_eq!(config.method, Method::PATCH);
+        assert_eq!(error(&[URL, ("method", "PO ST")]).input, "method");
+    }
+
+    #[test]
+    fn body_inputs_are_exclusive() {
+        let err = error(&[URL, ("body", "x"), ("json", "{}")]);
+        assert_eq!(err.input, "json");
+        assert!(err.message.contains("only one"), "{err}");
+    }
+
+    #[test]
+    fn missing_body_file_names_the_path() {
+        let err = error(&[URL, ("body-file", "/nonexistent/payload.bin")]);
+        assert_eq!(err.input, "body-file");
+        assert!(err.message.contains("/nonexistent/payload.bin"), "{err}");
+    }
+
+    #[test]
+    fn json_sets_content_type_unless_given() {
+        let config = Config::from_raw(&raw(&[URL, ("json", "a: 1")])).unwrap();
+        assert_eq!(config.headers.last().unwrap().1, "application/json");
+        let config = Config::from_raw(&raw(&[
+            URL,
+            ("json", "{}"),
+            ("headers", "Content-Type: application/vnd+json"),
+        ]))
+        .unwrap();
+        assert_eq!(config.headers.len(), 1);
+        assert_eq!(config.user_header_count, 1);
+    }
+
+    #[test]
+    fn content_type_twice_is_an_error() {
+        let err = error(&[
+            URL,
+            ("content-type", "text/plain"),
+            ("headers", "Content-Type: a/b"),
+        ]);
+        assert_eq!(err.input, "content-type");
+    }
+
+    #[test]
+    fn key_header_in_headers_is_an_error() {
+        let err = error(&[URL, ("headers", "Idempotency-Key: mine")]);
+        assert_eq!(err.input, "headers");
+        assert!(err.message.contains("idempotency-key"), "{err}");
+    }
+
+    #[test]
+    fn key_headers_must_be_sent() {
+        assert_eq!(
+            error(&[URL, ("key-headers", "X-Tenant")]).input,
+            "key-headers"
+        );
+        let config = Config::from_raw(&raw(&[
+            URL,
+            ("key-headers", "X-Tenant"),
+            ("headers", "X-Tenant: a"),
+        ]))
+        .unwrap();
+        assert_eq!(config.key.headers, ["x-tenant"]);
+    }
+
+    #[test]
+    fn secrets_are_not_echoed_in_errors() {
+        let err = error(&[URL, ("idempotency-key", "bad key with s3cret")]);
+        assert_eq!(err.input, "idempotency-key");
+        assert!(!err.to_string().contains("s3cret"));
+        let err = error(&[URL, ("headers", "Authorization Bearer s3cret")]);
+        assert!(!err.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn each_scalar_input_rejects_junk_by_name() {
+        for (name, junk) in [
+            ("key-scope", "forever"),
+            ("key-format", "quoted"),
+            ("key-include-body", "maybe"),
+            ("accept-status", "2xx"),
+            ("retry-on-status", "5xx"),
+            ("max-attempts", "0"),
+            ("retry-delay", "soon"),
+            ("retry-max-delay", "-1"),
+            ("timeout", "0"),
+            ("connect-timeout", "x"),
+            ("deadline", "0s"),
+            ("follow-redirects", "yes"),
+            ("insecure", "1"),
+            ("max-output-size", "2GiB"),
+            ("max-response-size", "lots"),
+            ("mask-response", "no"),
+            ("dry-run", "y"),
+            ("key-header", "bad header"),
+            ("key-headers", "ok, bad name"),
+        ] {
+            let err = error(&[URL, (name, junk)]);
+            assert_eq!(err.input, name, "{name}={junk}: {err}");
+        }
+    }
+
+    #[test]
+    fn mutual_tls_needs_both_files() {
+        assert_eq!(error(&[URL, ("client-cert", "c.pem")]).input, "client-key");
+        assert_eq!(error(&[URL, ("client-key", "k.pem")]).input, "client-cert");
+    }
+}

@@ -1,0 +1,291 @@
+//! The table of inputs: the one place where every input's name, default and
+//! meaning is defined.
+//!
+//! The CLI flags, the `INPUT_*` environment lookup, `--help`, the README's
+//! input table and `action.yml` are all derived from (or checked against)
+//! [`INPUTS`], so they cannot drift apart.
+
+/// One input of the client, settable as `--NAME` or `INPUT_NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// Kebab-case name, as used in `action.yml` and for the flag.
+    pub name: &'static str,
+    /// Default as the user would write it; empty when there is none.
+    pub default: &'static str,
+    /// One-sentence meaning, shown by `--help` and in the docs.
+    pub help: &'static str,
+    /// Placeholder shown by `--help` for the value.
+    pub value_name: &'static str,
+    /// `true` when the value is taken verbatim (not trimmed).
+    pub verbatim: bool,
+}
+
+const fn input(
+    name: &'static str,
+    default: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+) -> Input {
+    Input {
+        name,
+        default,
+        help,
+        value_name,
+        verbatim: false,
+    }
+}
+
+const fn verbatim(name: &'static str, value_name: &'static str, help: &'static str) -> Input {
+    Input {
+        name,
+        default: "",
+        help,
+        value_name,
+        verbatim: true,
+    }
+}
+
+/// Every input, in the order the docs list them.
+pub const INPUTS: &[Input] = &[
+    input(
+        "url",
+        "",
+        "URL",
+        "Absolute http(s) URL to send the request to (required).",
+    ),
+    input(
+        "method",
+        "POST",
+        "METHOD",
+        "HTTP method; any token, upper-cased.",
+    ),
+    input(
+        "headers",
+        "",
+        "LINES",
+        "Request headers, one `Name: value` per line; blank lines are ignored.",
+    ),
+    verbatim(
+        "body",
+        "TEXT",
+        "Raw request body, sent verbatim (excludes `body-file` and `json`).",
+    ),
+    input(
+        "body-file",
+        "",
+        "PATH",
+        "File sent as the request body, streamed and re-opened for every attempt.",
+    ),
+    verbatim(
+        "json",
+        "DOCUMENT",
+        "A JSON or YAML document, sent as JSON (Content-Type: application/json unless set).",
+    ),
+    input(
+        "content-type",
+        "",
+        "TYPE",
+        "Shorthand for the Content-Type header.",
+    ),
+    input(
+        "idempotency-key",
+        "",
+        "KEY",
+        "Explicit key sent verbatim instead of a derived one (1-255 visible ASCII characters).",
+    ),
+    input(
+        "key-header",
+        "Idempotency-Key",
+        "NAME",
+        "Header that carries the key.",
+    ),
+    input(
+        "key-scope",
+        "run",
+        "run|attempt",
+        "`run`: one key for every attempt of the run (survives re-runs); `attempt`: a new key per run attempt.",
+    ),
+    input(
+        "key-salt",
+        "",
+        "TEXT",
+        "Extra string mixed into the derived key, to tell apart otherwise identical requests.",
+    ),
+    input(
+        "key-include-body",
+        "true",
+        "BOOL",
+        "Whether the request body feeds the derived key.",
+    ),
+    input(
+        "key-headers",
+        "",
+        "NAMES",
+        "Comma-separated header names whose values feed the derived key.",
+    ),
+    input(
+        "key-format",
+        "plain",
+        "plain|structured",
+        "`plain` sends the bare key; `structured` sends it as an RFC 8941 sf-string (quoted).",
+    ),
+    input(
+        "accept-status",
+        "200-299",
+        "LIST",
+        "Comma-separated status codes and ranges that count as success.",
+    ),
+    input(
+        "max-attempts",
+        "5",
+        "N",
+        "Total number of attempts, the first included.",
+    ),
+    input(
+        "retry-on-status",
+        "408,409,425,429,500,502,503,504",
+        "LIST",
+        "Comma-separated status codes and ranges that are retried, or `none`.",
+    ),
+    input(
+        "retry-delay",
+        "1s",
+        "DURATION",
+        "Base of the exponential backoff between attempts.",
+    ),
+    input(
+        "retry-max-delay",
+        "30s",
+        "DURATION",
+        "Cap of one backoff sleep.",
+    ),
+    input(
+        "timeout",
+        "60s",
+        "DURATION",
+        "Time limit of one attempt, response body included.",
+    ),
+    input(
+        "connect-timeout",
+        "10s",
+        "DURATION",
+        "Time limit for establishing a connection.",
+    ),
+    input(
+        "deadline",
+        "10m",
+        "DURATION",
+        "Time limit for all attempts and waits together.",
+    ),
+    input(
+        "follow-redirects",
+        "false",
+        "BOOL",
+        "Follow up to 10 redirects; unsafe methods follow only 307/308; credentials never cross origins.",
+    ),
+    input(
+        "ca-file",
+        "",
+        "PATH",
+        "PEM bundle of certificates trusted in addition to the platform roots.",
+    ),
+    input(
+        "client-cert",
+        "",
+        "PATH",
+        "PEM certificate (chain) for mutual TLS; needs `client-key`.",
+    ),
+    input(
+        "client-key",
+        "",
+        "PATH",
+        "PEM private key for mutual TLS; needs `client-cert`.",
+    ),
+    input(
+        "insecure",
+        "false",
+        "BOOL",
+        "Skip TLS certificate verification (prints a warning on every run).",
+    ),
+    input(
+        "max-output-size",
+        "1MiB",
+        "SIZE",
+        "Largest response body put into the `body` output; the rest is cut on a UTF-8 boundary.",
+    ),
+    input(
+        "max-response-size",
+        "100MiB",
+        "SIZE",
+        "Largest response body accepted at all; a larger one fails with exit code 3.",
+    ),
+    input(
+        "mask-response",
+        "false",
+        "BOOL",
+        "Register every line of the response body as a secret (`::add-mask::`).",
+    ),
+    input(
+        "dry-run",
+        "false",
+        "BOOL",
+        "Derive and print the key and the request line; send nothing.",
+    ),
+];
+
+/// Looks an input up by name.
+///
+/// # Panics
+/// Panics when `name` is not in [`INPUTS`]: that is a programming error,
+/// caught by every test that builds a config.
+pub fn spec(name: &str) -> &'static Input {
+    INPUTS
+        .iter()
+        .find(|input| input.name == name)
+        .unwrap_or_else(|| panic!("`{name}` is not in the input table"))
+}
+
+/// The environment variable spellings of an input, in lookup order:
+/// `INPUT_KEY-SCOPE` (what the runner sets for JavaScript and Docker actions)
+/// and `INPUT_KEY_SCOPE` (what survives every shell, used by `action.yml`).
+pub fn env_names(name: &str) -> [String; 2] {
+    let upper = name.to_ascii_uppercase();
+    [
+        format!("INPUT_{upper}"),
+        format!("INPUT_{}", upper.replace('-', "_")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_kebab_case() {
+        let mut seen = std::collections::HashSet::new();
+        for input in INPUTS {
+            assert!(seen.insert(input.name), "duplicate input {}", input.name);
+            assert!(
+                input
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{} is not kebab-case",
+                input.name
+            );
+            assert!(
+                input.help.ends_with('.'),
+                "{} help lacks a period",
+                input.name
+            );
+        }
+    }
+
+    #[test]
+    fn env_names_cover_both_spellings() {
+        assert_eq!(
+            env_names("key-scope"),
+            ["INPUT_KEY-SCOPE".to_owned(), "INPUT_KEY_SCOPE".to_owned()]
+        );
+    }
+}

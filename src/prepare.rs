@@ -1,0 +1,210 @@
+//! Turns a [`Config`] into the exact request every attempt sends, including
+//! its idempotency key. After this stage nothing about the request changes:
+//! every attempt sends the same method, URL, headers, key and body bytes.
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::env::Env;
+use crate::fingerprint::{self, fingerprint};
+use crate::headers::Header;
+use crate::key;
+use crate::provider::Identity;
+use reqwest::Method;
+use reqwest::header::HeaderValue;
+
+/// Where the key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `idempotency-key`.
+    Explicit,
+    /// Derived from the CI identity of this provider.
+    Derived(&'static str),
+    /// No CI and no salt: a random key for this invocation only.
+    Random,
+}
+
+/// The idempotency key of this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The key itself.
+    pub value: String,
+    /// Where it came from.
+    pub source: KeySource,
+}
+
+/// The request every attempt sends.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Method.
+    pub method: Method,
+    /// URL.
+    pub url: url::Url,
+    /// Headers, user headers first (see [`Config::user_header_count`]).
+    pub headers: Vec<Header>,
+    /// How many of `headers` came from the user.
+    pub user_header_count: usize,
+    /// The key and its header, when one is sent.
+    pub key: Option<(Key, Header)>,
+    /// Body.
+    pub body: Body,
+}
+
+/// Methods that are safe by definition (RFC 9110 §9.2.1) get no key unless
+/// one is given explicitly.
+pub fn is_safe(method: &Method) -> bool {
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method)
+}
+
+/// Failure to prepare the request: the body file could not be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot hash `body-file` for the key: {0}")]
+pub struct PrepareError(#[from] pub std::io::Error);
+
+/// Resolves the key (explicit, derived or random) and assembles the request.
+pub fn prepare(config: Config, env: &Env) -> Result<Prepared, PrepareError> {
+    let key = resolve_key(&config, env)?;
+    let key = key.map(|key| {
+        let text = key::header_value(&key.value, config.key.format);
+        // Keys are visible ASCII (validated or UUIDs), always a valid value.
+        let value = HeaderValue::from_str(&text).expect("keys are visible ASCII");
+        (key, (config.key.header.clone(), value))
+    });
+    Ok(Prepared {
+        method: config.method,
+        url: config.url,
+        headers: config.headers,
+        user_header_count: config.user_header_count,
+        key,
+        body: config.body,
+    })
+}
+
+fn resolve_key(config: &Config, env: &Env) -> Result<Option<Key>, PrepareError> {
+    if let Some(value) = &config.key.explicit {
+        return Ok(Some(Key {
+            value: value.clone(),
+            source: KeySource::Explicit,
+        }));
+    }
+    if is_safe(&config.method) {
+        return Ok(None);
+    }
+    let identity = Identity::detect(env, config.key.scope);
+    if identity.provider == "local" && config.key.salt.is_empty() {
+        return Ok(Some(Key {
+            value: uuid::Uuid::new_v4().to_string(),
+            source: KeySource::Random,
+        }));
+    }
+    let fp = fingerprint(&fingerprint::Request {
+        method: config.method.as_str(),
+        url: &config.url,
+        headers: &config.headers,
+        key_headers: &config.key.headers,
+        body: config.key.include_body.then_some(&config.body),
+    })?;
+    Ok(Some(Key {
+        value: key::derive(&identity, &config.key.salt, &fp).to_string(),
+        source: KeySource::Derived(identity.provider),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RawInputs;
+    use crate::inputs::spec;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let mut raw = RawInputs::default();
+        raw.set(spec("url"), "https://api.example/deploy");
+        for &(name, value) in pairs {
+            raw.set(spec(name), value);
+        }
+        Config::from_raw(&raw).unwrap()
+    }
+
+    fn github() -> Env {
+        [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_RUN_ID", "1"),
+            ("GITHUB_RUN_ATTEMPT", "1"),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn key_of(pairs: &[(&str, &str)], env: &Env) -> Option<String> {
+        prepare(config(pairs), env)
+            .unwrap()
+            .key
+            .map(|(k, _)| k.value)
+    }
+
+    #[test]
+    fn safe_methods_get_no_key_unless_explicit() {
+        for method in ["GET", "HEAD", "OPTIONS", "TRACE"] {
+            assert_eq!(key_of(&[("method", method)], &github()), None);
+        }
+        assert_eq!(
+            key_of(&[("method", "GET"), ("idempotency-key", "k1")], &github()),
+            Some("k1".to_owned())
+        );
+    }
+
+    #[test]
+    fn authorization_does_not_feed_the_key() {
+        let a = key_of(&[("headers", "Authorization: Bearer one")], &github());
+        let b = key_of(&[("headers", "Authorization: Bearer two")], &github());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn body_feeds_the_key_unless_excluded() {
+        let a = key_of(&[("body", "ts=1")], &github());
+        let b = key_of(&[("body", "ts=2")], &github());
+        assert_ne!(a, b);
+        let a = key_of(
+            &[("body", "ts=1"), ("key-include-body", "false")],
+            &github(),
+        );
+        let b = key_of(
+            &[("body", "ts=2"), ("key-include-body", "false")],
+            &github(),
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn key_headers_feed_the_key() {
+        let a = key_of(
+            &[("headers", "X-Tenant: a"), ("key-headers", "x-tenant")],
+            &github(),
+        );
+        let b = key_of(
+            &[("headers", "X-Tenant: b"), ("key-headers", "x-tenant")],
+            &github(),
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn local_without_salt_is_random_and_with_salt_is_stable() {
+        let env = Env::default();
+        let first = prepare(config(&[]), &env).unwrap().key.unwrap().0;
+        assert_eq!(first.source, KeySource::Random);
+        assert_ne!(Some(first.value), key_of(&[], &env));
+        assert_eq!(
+            key_of(&[("key-salt", "s")], &env),
+            key_of(&[("key-salt", "s")], &env)
+        );
+    }
+
+    #[test]
+    fn structured_format_quotes_the_header_value() {
+        let prepared = prepare(config(&[("key-format", "structured")]), &github()).unwrap();
+        let (key, (name, value)) = prepared.key.unwrap();
+        assert_eq!(name, "idempotency-key");
+        assert_eq!(value.to_str().unwrap(), format!("\"{}\"", key.value));
+    }
+}

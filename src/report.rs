@@ -1,0 +1,281 @@
+//! The last stage: turns how the loop finished into step outputs, an exit
+//! code, a final log line or error annotation, and the step summary.
+//! [`Report::new`] is pure; [`Report::emit`] does the writing.
+
+use crate::exit::Exit;
+use crate::log::Log;
+use crate::outputs::{self, Outputs};
+use crate::prepare::Prepared;
+use crate::retry::{Failure, StopReason};
+use crate::retry_loop::Finished;
+use crate::summary::{self, Summary};
+use crate::transport::{Response, is_replayed};
+use crate::units::show;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Where results go.
+pub struct Sinks {
+    /// `$GITHUB_OUTPUT`, when set.
+    pub github_output: Option<PathBuf>,
+    /// `$GITHUB_STEP_SUMMARY`, when set.
+    pub step_summary: Option<PathBuf>,
+    /// Without `$GITHUB_OUTPUT`: JSON (`--output json`) instead of the body.
+    pub json: bool,
+    /// `mask-response`.
+    pub mask_response: bool,
+    /// `max-output-size`.
+    pub max_output_size: usize,
+}
+
+/// Everything the run reports.
+pub struct Report {
+    /// The step outputs.
+    pub outputs: Outputs,
+    /// The exit code.
+    pub exit: Exit,
+    /// Title and message of the failure, when it failed.
+    pub error: Option<(String, String)>,
+    response: Option<Response>,
+    summary_outcome: String,
+}
+
+/// Describes a failure and what to do about it.
+fn failure_message(
+    finished: &Finished,
+    response: Option<&Response>,
+    failure: Option<&crate::transport::AttemptFailure>,
+    rerun_safe: bool,
+) -> (String, String) {
+    let n = finished.attempts;
+    let rerun = if rerun_safe {
+        " Re-running the job is safe: it sends the same idempotency key."
+    } else {
+        ""
+    };
+    let what = match (response, failure) {
+        (Some(r), _) => format!(
+            "the server answered {} {}",
+            r.status.as_u16(),
+            r.status.canonical_reason().unwrap_or("")
+        )
+        .trim_end()
+        .to_owned(),
+        (None, Some(f)) => f.reason.clone(),
+        (None, None) => "no response".to_owned(),
+    };
+    match (finished.stop, failure.map(|f| f.kind)) {
+        (Some(StopReason::FinalStatus), _) => (
+            format!(
+                "Request rejected: HTTP {}",
+                response.map_or(0, |r| r.status.as_u16())
+            ),
+            format!(
+                "After {n} attempt(s) {what}, which is not in accept-status and is not retried. \
+                 The response is in the `status`, `headers` and `body` outputs; fix the request, \
+                 or widen accept-status if this status means success."
+            ),
+        ),
+        (Some(StopReason::DeadlineWouldPass { wait }), _) => (
+            "Request gave up: deadline".to_owned(),
+            format!(
+                "After {n} attempt(s) {what}; the next wait ({}) would pass the deadline. \
+                 Raise `deadline` to wait longer.{rerun}",
+                show(wait)
+            ),
+        ),
+        (_, Some(Failure::Tls)) => (
+            "Request failed: TLS".to_owned(),
+            format!(
+                "{what}. Not retried: this is a configuration problem. Trust the server's CA with \
+                 `ca-file`, check `client-cert`/`client-key`, or fix the server's certificate."
+            ),
+        ),
+        (_, Some(Failure::TooLarge)) => (
+            "Request failed: response too large".to_owned(),
+            format!(
+                "{what}. Raise `max-response-size` if the response is expected to be this large."
+            ),
+        ),
+        (_, Some(Failure::Local)) => ("Request failed".to_owned(), format!("{what}.")),
+        (_, Some(_)) => (
+            "Request failed: no response".to_owned(),
+            format!(
+                "No HTTP response after {n} attempt(s): {what}. Check that the URL is reachable \
+                 from this runner, or raise `max-attempts` or `deadline`.{rerun}"
+            ),
+        ),
+        (_, None) => (
+            format!(
+                "Request failed: HTTP {}",
+                response.map_or(0, |r| r.status.as_u16())
+            ),
+            format!(
+                "After {n} attempt(s) {what}; max-attempts is used up. Raise `max-attempts` or \
+                 `deadline` to keep trying.{rerun}"
+            ),
+        ),
+    }
+}
+
+impl Report {
+    /// Builds the report. `rerun_safe` says whether a re-run sends the same
+    /// key (run scope), which the failure message then mentions.
+    pub fn new(
+        finished: Finished,
+        prepared: &Prepared,
+        max_output_size: usize,
+        rerun_safe: bool,
+    ) -> Self {
+        let mut out = Outputs::default();
+        let (response, failure) = match finished.last {
+            Ok(ref r) => (Some(r), None),
+            Err(ref f) => (None, Some(f)),
+        };
+        if let Some(r) = response {
+            out.set("status", r.status.as_u16().to_string());
+            out.set(
+                "headers",
+                outputs::headers_json(r.headers.iter().map(|(n, v)| (n.as_str(), v.clone()))),
+            );
+            let (text, truncated) = outputs::body_text(&r.head, r.body_len, max_output_size);
+            out.set("body", text);
+            out.set("body-truncated", truncated.to_string());
+            out.set("body-file", r.body_file.display().to_string());
+        }
+        out.set(
+            "idempotency-key",
+            prepared
+                .key
+                .as_ref()
+                .map(|(k, _)| k.value.clone())
+                .unwrap_or_default(),
+        );
+        out.set("attempts", finished.attempts.to_string());
+        out.set("replayed", response.is_some_and(is_replayed).to_string());
+        out.set("elapsed-ms", finished.elapsed.as_millis().to_string());
+        let error = finished
+            .stop
+            .map(|_| failure_message(&finished, response, failure, rerun_safe));
+        if let Some((_, message)) = &error {
+            out.set("error", message.clone());
+        }
+        let exit = match (&finished.last, finished.stop) {
+            (Ok(_), None) => Exit::Success,
+            (Ok(_), Some(_)) => Exit::Rejected,
+            (Err(_), _) => Exit::NoResponse,
+        };
+        let summary_outcome = match (response, failure) {
+            (Some(r), _) => r.status.as_u16().to_string(),
+            (None, Some(f)) => format!("no response ({})", f.reason),
+            (None, None) => "no response".to_owned(),
+        };
+        Self {
+            outputs: out,
+            exit,
+            error,
+            response: finished.last.ok(),
+            summary_outcome,
+        }
+    }
+
+    /// Writes outputs, the summary and the final log lines; prints the body
+    /// (or JSON) on stdout when there is no `$GITHUB_OUTPUT`. Returns the
+    /// exit code (a failure to write outputs turns success into failure).
+    pub fn emit(self, prepared: &Prepared, sinks: &Sinks, log: &mut Log) -> Exit {
+        let Report {
+            outputs,
+            mut exit,
+            error,
+            response,
+            summary_outcome,
+        } = self;
+        if let (true, Some(body)) = (sinks.mask_response, outputs.get("body")) {
+            log.mask(body);
+        }
+        if let (Some(r), Some(_)) = (&response, &error) {
+            let (excerpt, _) = outputs::body_text(&r.head, r.body_len, 500);
+            if !excerpt.trim().is_empty() {
+                log.untrusted("response body (excerpt):", &excerpt);
+            }
+        }
+        if let Some((title, message)) = &error {
+            log.error(title, message);
+        }
+        // The body file outlives this process only where something points at it.
+        let keep_body = sinks.github_output.is_some() || sinks.json;
+        if let Err(e) = write_results(&outputs, response, keep_body, sinks, log) {
+            log.error("Cannot write outputs", &format!("{e:#}"));
+            // The result never reached the workflow: not a success.
+            if exit == Exit::Success {
+                exit = Exit::NoResponse;
+            }
+        }
+        if let Some(path) = &sinks.step_summary {
+            let text = summary::render(&Summary {
+                method: prepared.method.as_str(),
+                url: &crate::redact::redact_url(&prepared.url),
+                key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
+                attempts: outputs
+                    .get("attempts")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+                outcome: &summary_outcome,
+                replayed: outputs.get("replayed") == Some("true"),
+                elapsed_ms: outputs
+                    .get("elapsed-ms")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+            });
+            if let Err(e) = append(path, text.as_bytes()) {
+                log.warning(
+                    "Cannot write the step summary",
+                    &format!("{}: {e}", path.display()),
+                );
+            }
+        }
+        exit
+    }
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(bytes)
+}
+
+fn write_results(
+    outputs: &Outputs,
+    response: Option<Response>,
+    keep_body: bool,
+    sinks: &Sinks,
+    log: &mut Log,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let body_path = response.map(|r| r.body_file);
+    if let Some(path) = &sinks.github_output {
+        let text = outputs::render(outputs, outputs::random_delimiter)?;
+        append(path, text.as_bytes())
+            .with_context(|| format!("appending to GITHUB_OUTPUT ({})", path.display()))?;
+    } else if log.is_github() {
+        log.warning(
+            "No GITHUB_OUTPUT",
+            "GITHUB_OUTPUT is not set, so no step outputs were written; the body is not printed under GitHub Actions",
+        );
+    } else if sinks.json {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", outputs.to_json()).context("writing to stdout")?;
+    } else if let Some(path) = &body_path {
+        let mut file = std::fs::File::open(path).context("reading the response body file")?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut file, &mut stdout).context("writing the body to stdout")?;
+        stdout.flush().context("writing the body to stdout")?;
+    }
+    // Dropping the path deletes the file; keep it where an output names it.
+    if let (true, Some(path)) = (keep_body, body_path) {
+        path.keep().context("keeping the response body file")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! The one module that talks HTTP: builds the client from the TLS settings
+//! and performs one attempt (the request, any redirects, the whole response
+//! body) under a time limit.
+//!
+//! reqwest's own redirect handling is off: following is done here, through
+//! [`crate::redirect`], so that the rule about which headers may reach
+//! another origin is ours and covers the key and every user header.
+
+use crate::body::Body;
+use crate::config::{Config, ConfigError, TlsSettings};
+use crate::prepare::Prepared;
+use crate::redirect::{self, Hop, MAX_REDIRECTS};
+use crate::retry::Failure;
+use futures_util::TryStreamExt;
+use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode};
+use std::error::Error as _;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// A complete response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers in order, names lower-case, values decoded lossily.
+    pub headers: Vec<(String, String)>,
+    /// The first bytes of the body (enough for the `body` output).
+    pub head: Vec<u8>,
+    /// The body's length.
+    pub body_len: u64,
+    /// A temporary file holding the whole body; deleted on drop unless kept.
+    pub body_file: tempfile::TempPath,
+}
+
+impl Response {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An attempt that produced no complete response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// What kind of failure, for the retry policy.
+    pub kind: Failure,
+    /// What happened, in plain words (never a header value or a body).
+    pub reason: String,
+}
+
+/// The result of one attempt, with notes about redirects followed or refused.
+#[derive(Debug)]
+pub struct Attempted {
+    /// The response, or why there is none.
+    pub result: Result<Response, AttemptFailure>,
+    /// Log lines about redirects.
+    pub notes: Vec<String>,
+}
+
+/// Performs attempts of one prepared request.
+pub struct Transport {
+    client: reqwest::Client,
+    follow_redirects: bool,
+    max_response_size: u64,
+    head_size: usize,
+    body_dir: PathBuf,
+}
+
+fn tls_error(input: &'static str, message: String) -> ConfigError {
+    ConfigError { input, message }
+}
+
+fn read_pem(input: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
+        .map_err(|e| tls_error(input, format!("cannot read `{}`: {e}", path.display())))
+}
+
+fn apply_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsSettings,
+) -> Result<reqwest::ClientBuilder, ConfigError> {
+    if let Some(path) = &tls.ca_file {
+        let pem = read_pem("ca-file", path)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| {
+                tls_error(
+                    "ca-file",
+                    format!("`{}` holds no PEM certificate", path.display()),
+                )
+            })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    if let Some((cert, key)) = &tls.client_identity {
+        let mut pem = read_pem("client-key", key)?;
+        pem.push(b'\n');
+        pem.extend(read_pem("client-cert", cert)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            tls_error(
+                "client-cert",
+                "`client-cert` and `client-key` must be a PEM certificate and its PEM private key"
+                    .to_owned(),
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder.tls_danger_accept_invalid_certs(tls.insecure))
+}
+
+impl Transport {
+    /// Builds the HTTP client. Fails like a bad input when a TLS file is
+    /// missing or malformed.
+    pub fn new(config: &Config, body_dir: PathBuf) -> Result<Self, ConfigError> {
+        // The ring provider is the only one compiled in; installing it twice
+        // (tests build several transports) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("idempotent-request/", env!("CARGO_PKG_VERSION")));
+        let client = apply_tls(builder, &config.tls)?.build().map_err(|e| {
+            let input = if config.tls.client_identity.is_some() {
+                "client-cert"
+            } else {
+                "ca-file"
+            };
+            tls_error(
+                input,
+                format!("the TLS settings were refused: {}", chain(&e)),
+            )
+        })?;
+        Ok(Self {
+            client,
+            follow_redirects: config.follow_redirects,
+            max_response_size: config.max_response_size,
+            // Three bytes more than shown, so a character cut at the limit
+            // is seen whole and the cut falls on its boundary.
+            head_size: config.max_output_size.saturating_add(3),
+            body_dir,
+        })
+    }
+
+    /// One attempt: the request and any redirects, within `timeout`.
+    pub async fn attempt(&self, request: &Prepared, timeout: Duration) -> Attempted {
+        let mut notes = Vec::new();
+        let result = match tokio::time::timeout(timeout, self.follow(request, &mut notes)).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptFailure {
+                kind: Failure::NoResponse,
+                reason: format!(
+                    "no complete response within {}",
+                    crate::units::show(timeout)
+                ),
+            }),
+        };
+        Attempted { result, notes }
+    }
+
+    async fn follow(
+        &self,
+        request: &Prepared,
+        notes: &mut Vec<String>,
+    ) -> Result<Response, AttemptFailure> {
+        let mut method = request.method.clone();
+        let mut url = request.url.clone();
+        let mut with_body = true;
+        for _ in 0..=MAX_REDIRECTS {
+            let response = self.send(request, &method, &url, with_body).await?;
+            let status = response.status().as_u16();
+            if !self.follow_redirects || !(300..400).contains(&status) {
+                return self.read(response).await;
+            }
+            let location = response
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok());
+            match redirect::next_hop(&method, status, &url, location) {
+                Hop::Final => return self.read(response).await,
+                Hop::Refused(why) => {
+                    notes.push(format!("not following the {status} redirect: {why}"));
+                    return self.read(response).await;
+                }
+                Hop::Follow {
+                    method: next_method,
+                    url: next_url,
+                    keep_body,
+                } => {
+                    notes.push(format!(
+                        "following {status} to {}",
+                        crate::redact::redact_url(&next_url)
+                    ));
+                    method = next_method;
+                    url = next_url;
+                    with_body &= keep_body;
+                }
+            }
+        }
+        Err(AttemptFailure {
+            kind: Failure::NoResponse,
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// Sends one request. Headers from the user and the key go only to the
+    /// request's own origin; the Content-Type goes wherever the body goes.
+    async fn send(
+        &self,
+        request: &Prepared,
+        method: &Method,
+        url: &Url,
+        with_body: bool,
+    ) -> Result<reqwest::Response, AttemptFailure> {
+        let same_origin = redirect::same_origin(&request.url, url);
+        let mut builder = self.client.request(method.clone(), url.clone());
+        for (index, (name, value)) in request.headers.iter().enumerate() {
+            let from_user = index < request.user_header_count;
+            let is_body_header = name == reqwest::header::CONTENT_TYPE;
+            if (same_origin || !from_user) && (with_body || !is_body_header) {
+                builder = builder.header(name, value);
+            }
+        }
+        if let (true, Some((_, (name, value)))) = (same_origin, &request.key) {
+            builder = builder.header(name, value);
+        }
+        if with_body {
+            builder = attach_body(builder, &request.body).await?;
+        }
+        builder.send().await.map_err(|e| classify(&e))
+    }
+
+    /// Reads the whole body into a temporary file, keeping its first bytes.
+    async fn read(&self, response: reqwest::Response) -> Result<Response, AttemptFailure> {
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let too_large = |len: u64| AttemptFailure {
+            kind: Failure::TooLarge,
+            reason: format!(
+                "the response body ({len} bytes or more) is larger than max-response-size ({} bytes)",
+                self.max_response_size
+            ),
+        };
+        if let Some(len) = response
+            .content_length()
+            .filter(|&l| l > self.max_response_size)
+        {
+            return Err(too_large(len));
+        }
+        let mut file = tempfile::Builder::new()
+            .prefix("idempotent-request-")
+            .suffix(".body")
+            .tempfile_in(&self.body_dir)
+            .map_err(|e| local_failure(&self.body_dir, e))?;
+        let mut head = Vec::new();
+        let mut total = 0u64;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| classify(&e))? {
+            total += chunk.len() as u64;
+            if total > self.max_response_size {
+                return Err(too_large(total));
+            }
+            let room = self.head_size.saturating_sub(head.len());
+            head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            file.write_all(&chunk)
+                .map_err(|e| local_failure(&self.body_dir, e))?;
+        }
+        file.flush().map_err(|e| local_failure(&self.body_dir, e))?;
+        Ok(Response {
+            status,
+            headers,
+            head,
+            body_len: total,
+            body_file: file.into_temp_path(),
+        })
+    }
+}
+
+async fn attach_body(
+    builder: reqwest::RequestBuilder,
+    body: &Body,
+) -> Result<reqwest::RequestBuilder, AttemptFailure> {
+    Ok(match body {
+        Body::Empty => builder,
+        Body::Bytes(bytes) => builder.body(bytes.clone()),
+        Body::File(file) => {
+            let opened = tokio::fs::File::open(&file.path).await;
+            let check = match &opened {
+                Ok(f) => f.metadata().await.and_then(|m| file.check_len(m.len())),
+                Err(_) => Ok(()),
+            };
+            let opened = opened
+                .and_then(|f| check.map(|()| f))
+                .map_err(|e| AttemptFailure {
+                    kind: Failure::Local,
+                    reason: format!("cannot read body-file `{}`: {e}", file.path.display()),
+                })?;
+            // A fixed Content-Length (not chunked encoding) keeps every
+            // attempt byte-identical and lets the server see the size.
+            builder
+                .header(CONTENT_LENGTH, HeaderValue::from(file.len))
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024),
+                ))
+        }
+    })
+}
+
+fn local_failure(dir: &std::path::Path, e: std::io::Error) -> AttemptFailure {
+    AttemptFailure {
+        kind: Failure::Local,
+        reason: format!(
+            "cannot store the response body under `{}`: {e}",
+            dir.display()
+        ),
+    }
+}
+
+/// Classifies a reqwest error for the retry policy and describes it in
+/// plain words, without the URL (it may hold credentials).
+fn classify(error: &reqwest::Error) -> AttemptFailure {
+    if let Some(tls) = find_rustls_error(error) {
+        return AttemptFailure {
+            kind: Failure::Tls,
+            reason: format!("TLS failure: {tls}"),
+        };
+    }
+    let detail = chain(error);
+    if error.is_connect() {
+        AttemptFailure {
+            kind: Failure::NotSent,
+            reason: format!("could not connect: {detail}"),
+        }
+    } else if error.is_timeout() {
+        AttemptFailure {
+            kind: Failure::NoResponse,
+            reason: "timed out waiting for the response".to_owned(),
+        }
+    } else {
+        AttemptFailure {
+            kind: Failure::NoResponse,
+            reason: format!("no complete response: {detail}"),
+        }
+    }
+}
+
+/// The messages of the error's sources, outermost first, joined by `: `
+/// (the top-level reqwest message only says which phase failed).
+fn chain(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = error.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Finds a rustls error among the sources, looking inside `io::Error`s
+/// (whose `source()` skips the error they wrap).
+fn find_rustls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Whether the server marked the response as a replay.
+pub fn is_replayed(response: &Response) -> bool {
+    const MARKERS: [&str; 3] = [
+        "idempotent-replayed",
+        "idempotency-replayed",
+        "x-idempotent-replayed",
+    ];
+    response.headers.iter().any(|(name, value)| {
+        MARKERS.contains(&name.as_str()) && value.trim().eq_ignore_ascii_case("true")
+    })
+}
