@@ -58,14 +58,19 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         Ok(prepared) => prepared,
         Err(e) => return usage_error(log, env, &e.to_string()),
     };
-    describe_key(&prepared, log);
     if invocation.action == Action::Key {
+        // Under GitHub Actions the log shares stdout, which `key` reserves
+        // for the key so that `$(idempotent-request key …)` captures it.
+        if !log.is_github() {
+            describe_key(&prepared, log);
+        }
         println!(
             "{}",
             prepared.key.as_ref().map_or("", |(k, _)| k.value.as_str())
         );
         return Exit::Success;
     }
+    describe_key(&prepared, log);
     let request_line = format!("{} {}", prepared.method, redact_url(&prepared.url));
     if dry_run {
         log.info(&format!(
@@ -130,11 +135,16 @@ impl Attempter for Sender<'_> {
     }
 }
 
-/// Masks every credential the request carries before anything is logged.
+/// Masks every credential the request carries before anything is logged:
+/// the whole value, and for `Scheme credential` values the credential alone.
 fn register_secrets(config: &Config, log: &mut Log) {
     for (name, value) in &config.headers {
         if is_secret(name, Some(&config.key.header)) {
-            log.mask(&String::from_utf8_lossy(value.as_bytes()));
+            let value = String::from_utf8_lossy(value.as_bytes());
+            log.mask(&value);
+            if let Some((_, credential)) = value.split_once(' ') {
+                log.mask(credential.trim());
+            }
         }
     }
     if let Some(password) = config.url.password() {

@@ -377,22 +377,21 @@ fn chain(error: &reqwest::Error) -> String {
     }
 }
 
-/// Finds a rustls error among the sources, looking inside `io::Error`s
-/// (whose `source()` skips the error they wrap).
+/// Finds a rustls error among the causes. An `io::Error` is entered
+/// through `get_ref()`, because its `source()` skips the error it wraps
+/// (and the TLS stream nests one `io::Error` inside another).
 fn find_rustls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(tls) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        current = e.source();
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -1,0 +1,280 @@
+//! The binary against fault-injecting servers on 127.0.0.1: retries, the
+//! key on every attempt, lost responses replayed, and exit codes.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use support::{AfterCommit, Reply, Response, Server, Toy, client, github_env, read_outputs};
+
+/// Answers the statuses in `script` in order, then the last one forever.
+fn scripted(script: Vec<Response>) -> impl Fn(&support::Request) -> Reply + Send + Sync {
+    let count = AtomicUsize::new(0);
+    move |_| {
+        let i = count.fetch_add(1, Ordering::SeqCst).min(script.len() - 1);
+        Reply::Respond(script[i].clone())
+    }
+}
+
+const FAST: [&str; 2] = ["--retry-delay", "10ms"];
+
+#[test]
+fn plain_success_writes_outputs() {
+    let server = Server::start(scripted(vec![
+        Response::new(201)
+            .header("content-type", "application/json")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(r#"{"id":7}"#),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/deployments"), "--json", "ref: v1"])
+        .assert()
+        .success();
+    let out = read_outputs(dir.path());
+    assert_eq!(out["status"], "201");
+    assert_eq!(out["body"], r#"{"id":7}"#);
+    assert_eq!(out["body-truncated"], "false");
+    assert_eq!(out["attempts"], "1");
+    assert_eq!(out["replayed"], "false");
+    assert!(!out.contains_key("error"));
+    let headers: serde_json::Value = serde_json::from_str(&out["headers"]).unwrap();
+    assert_eq!(headers["set-cookie"], serde_json::json!(["a=1", "b=2"]));
+    assert_eq!(
+        std::fs::read_to_string(&out["body-file"]).unwrap(),
+        r#"{"id":7}"#
+    );
+    assert!(out["body-file"].starts_with(&dir.path().display().to_string()));
+    let request = &server.requests()[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.body, br#"{"ref":"v1"}"#);
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(
+        request.header("idempotency-key"),
+        Some(out["idempotency-key"].as_str())
+    );
+    let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
+    assert!(summary.contains("| Final status | 201 |"), "{summary}");
+}
+
+#[test]
+fn two_503s_then_201_sends_the_same_key_three_times() {
+    let server = Server::start(scripted(vec![
+        Response::new(503),
+        Response::new(503),
+        Response::new(201).body("created"),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/d"), "--body", "x"])
+        .args(FAST)
+        .assert()
+        .success();
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let keys: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "3");
+    assert_eq!(out["idempotency-key"], keys[0]);
+    assert!(
+        log.contains("attempt 1/5: 503 Service Unavailable; retrying in"),
+        "{log}"
+    );
+    assert!(log.contains("attempt 3/5: 201 Created"), "{log}");
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let server = Server::start(scripted(vec![
+        Response::new(429).header("retry-after", "1"),
+        Response::new(200),
+    ]));
+    let assert = client()
+        .args(["--url", &server.url("/"), "--retry-delay", "0"])
+        .assert()
+        .success();
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].received_at - requests[0].received_at;
+    assert!(
+        gap >= std::time::Duration::from_secs(1),
+        "waited only {gap:?}"
+    );
+    let log = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(log.contains("retrying in 1s (Retry-After)"), "{log}");
+}
+
+#[test]
+fn retry_after_past_the_deadline_gives_up_at_once() {
+    let server = Server::start(scripted(vec![
+        Response::new(503).header("retry-after", "3600"),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/"), "--deadline", "5m"])
+        .assert()
+        .code(1);
+    assert_eq!(server.requests().len(), 1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "1");
+    assert_eq!(out["status"], "503");
+    assert!(
+        out["error"].contains("would pass the deadline"),
+        "{}",
+        out["error"]
+    );
+    // Far below the hour the server asked for: it did not wait.
+    assert!(out["elapsed-ms"].parse::<u64>().unwrap() < 60_000);
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        log.contains("::error title=Request gave up%3A deadline::"),
+        "{log}"
+    );
+}
+
+#[test]
+fn lost_response_after_commit_is_retried_and_replayed_once() {
+    let toy = Arc::new(Toy::default());
+    let server = Server::start(toy.handler(AfterCommit::Drop));
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/deployments"), "--body", "deploy"])
+        .args(FAST)
+        .assert()
+        .success();
+    assert_eq!(toy.effects(), 1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "2");
+    assert_eq!(out["replayed"], "true");
+    assert_eq!(out["body"], r#"{"deployment":1}"#);
+}
+
+#[test]
+fn read_timeout_after_commit_is_retried_and_replayed_once() {
+    let toy = Arc::new(Toy::default());
+    let server = Server::start(toy.handler(AfterCommit::Hang));
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/deployments"), "--timeout", "300ms"])
+        .args(FAST)
+        .assert()
+        .success();
+    assert_eq!(toy.effects(), 1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "2");
+    assert_eq!(out["replayed"], "true");
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        log.contains("attempt 1/5: no complete response within 300ms"),
+        "{log}"
+    );
+}
+
+#[test]
+fn reset_and_truncated_body_are_retried() {
+    let count = AtomicUsize::new(0);
+    let server = Server::start(move |_| match count.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::Reset,
+        1 => Reply::Truncate(Response::new(200).body("0123456789")),
+        _ => Reply::Respond(Response::new(200).body("whole")),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/")])
+        .args(FAST)
+        .assert()
+        .success();
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "3");
+    assert_eq!(out["body"], "whole");
+}
+
+#[test]
+fn connection_refused_until_attempts_run_out_exits_3() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{port}/"),
+            "--max-attempts",
+            "3",
+        ])
+        .args(FAST)
+        .assert()
+        .code(3);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "3");
+    assert!(!out.contains_key("status"));
+    assert!(
+        out["error"].contains("No HTTP response after 3 attempt(s)"),
+        "{}",
+        out["error"]
+    );
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(log.contains("could not connect"), "{log}");
+}
+
+#[test]
+fn client_errors_are_final_and_outputs_are_written() {
+    let server = Server::start(scripted(vec![
+        Response::new(422).body("::set-output name=status::200\n{\"error\":\"bad ref\"}"),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/")])
+        .assert()
+        .code(1);
+    assert_eq!(server.requests().len(), 1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["status"], "422");
+    assert!(out["body"].contains("bad ref"));
+    assert!(out["error"].contains("422"));
+    // The server's text is printed only between stop-commands markers.
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let start = log
+        .find("::stop-commands::")
+        .expect("stop-commands before server text");
+    let token = log[start + 17..].lines().next().unwrap();
+    let resume = log.find(&format!("::{token}::")).expect("commands resumed");
+    let body_at = log.find("::set-output").unwrap();
+    assert!(start < body_at && body_at < resume, "{log}");
+}
+
+#[test]
+fn retryable_status_until_attempts_run_out_exits_1() {
+    let server = Server::start(scripted(vec![Response::new(502)]));
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/"), "--max-attempts", "2"])
+        .args(FAST)
+        .assert()
+        .code(1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["status"], "502");
+    assert_eq!(out["attempts"], "2");
+    assert!(
+        out["error"].contains("Re-running the job is safe"),
+        "{}",
+        out["error"]
+    );
+}
