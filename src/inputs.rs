@@ -223,7 +223,7 @@ pub const INPUTS: &[Input] = &[
         "mask-response",
         "false",
         "BOOL",
-        "Register every line of the response body as a secret (`::add-mask::`).",
+        "Register every line of the `body` output as a secret (`::add-mask::`), splitting on CR and LF.",
     ),
     input(
         "dry-run",

@@ -14,7 +14,6 @@ use crate::retry::Failure;
 use futures_util::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
-use std::error::Error as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -333,67 +332,81 @@ fn local_failure(dir: &std::path::Path, e: std::io::Error) -> AttemptFailure {
 /// Classifies a reqwest error for the retry policy and describes it in
 /// plain words, without the URL (it may hold credentials).
 fn classify(error: &reqwest::Error) -> AttemptFailure {
-    if let Some(tls) = find_rustls_error(error) {
+    if let Some(tls) = causes(error).find_map(|e| e.downcast_ref::<rustls::Error>()) {
         return AttemptFailure {
             kind: Failure::Tls,
             reason: format!("TLS failure: {tls}"),
         };
     }
-    let detail = chain(error);
-    if error.is_connect() {
-        AttemptFailure {
-            kind: Failure::NotSent,
-            reason: format!("could not connect: {detail}"),
-        }
-    } else if error.is_timeout() {
-        AttemptFailure {
-            kind: Failure::NoResponse,
-            reason: "timed out waiting for the response".to_owned(),
-        }
+    let kind = if error.is_connect() {
+        Failure::NotSent
     } else {
-        AttemptFailure {
-            kind: Failure::NoResponse,
-            reason: format!("no complete response: {detail}"),
-        }
+        Failure::NoResponse
+    };
+    AttemptFailure {
+        kind,
+        reason: plain_words(error),
     }
 }
 
-/// The messages of the error's sources, outermost first, joined by `: `
-/// (the top-level reqwest message only says which phase failed).
-fn chain(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = error.source();
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = e.source();
-    }
-    if parts.is_empty() {
-        error.to_string()
-    } else {
-        parts.join(": ")
-    }
-}
-
-/// Finds a rustls error among the causes. An `io::Error` is entered
+/// The error and its causes, outermost first. An `io::Error` is entered
 /// through `get_ref()`, because its `source()` skips the error it wraps
 /// (and the TLS stream nests one `io::Error` inside another).
-fn find_rustls_error(error: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        current = match e.downcast_ref::<std::io::Error>() {
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |&e: &&'a (dyn std::error::Error + 'static)| {
+        match e.downcast_ref::<std::io::Error>() {
             Some(io) => io
                 .get_ref()
                 .map(|inner| inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
-        };
+        }
+    })
+}
+
+/// Says what went wrong in words a CI log reader knows.
+fn plain_words(error: &reqwest::Error) -> String {
+    use std::io::ErrorKind::*;
+    let io_kind = causes(error)
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
+        .find(|kind| *kind != Other);
+    let detail = chain(error);
+    let phase = if error.is_connect() {
+        "could not connect"
+    } else {
+        "no complete response"
+    };
+    match io_kind {
+        Some(ConnectionRefused) => format!("{phase}: connection refused"),
+        Some(ConnectionReset) => format!("{phase}: the connection was reset"),
+        Some(TimedOut) => format!("{phase}: timed out"),
+        _ if error.is_timeout() => format!("{phase}: timed out"),
+        _ if detail.contains("connection closed before message completed") => {
+            "no complete response: the server closed the connection before answering".to_owned()
+        }
+        _ if detail.contains("dns error") => format!("{phase}: DNS lookup failed ({detail})"),
+        _ => format!("{phase}: {detail}"),
     }
-    None
+}
+
+/// The messages of the error's causes after the first, joined by `: `
+/// (the top-level reqwest message only says which phase failed).
+fn chain(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in causes(error).skip(1) {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    match (parts.is_empty(), error.url()) {
+        (false, _) => parts.join(": "),
+        // reqwest's own message names the URL, which may hold credentials.
+        (true, Some(url)) => error.to_string().replace(&format!(" for url ({url})"), ""),
+        (true, None) => error.to_string(),
+    }
 }
 
 /// Whether the server marked the response as a replay.

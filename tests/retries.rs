@@ -146,12 +146,19 @@ fn lost_response_after_commit_is_retried_and_replayed_once() {
     let toy = Arc::new(Toy::default());
     let server = Server::start(toy.handler(AfterCommit::Drop));
     let dir = tempfile::tempdir().unwrap();
-    client()
+    let assert = client()
         .envs(github_env(dir.path()))
         .args(["--url", &server.url("/deployments"), "--body", "deploy"])
         .args(FAST)
         .assert()
         .success();
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        log.contains(
+            "attempt 1/5: no complete response: the server closed the connection before answering"
+        ),
+        "{log}"
+    );
     assert_eq!(toy.effects(), 1);
     let out = read_outputs(dir.path());
     assert_eq!(out["attempts"], "2");
@@ -190,7 +197,7 @@ fn reset_and_truncated_body_are_retried() {
         _ => Reply::Respond(Response::new(200).body("whole")),
     });
     let dir = tempfile::tempdir().unwrap();
-    client()
+    let assert = client()
         .envs(github_env(dir.path()))
         .args(["--url", &server.url("/")])
         .args(FAST)
@@ -199,6 +206,12 @@ fn reset_and_truncated_body_are_retried() {
     let out = read_outputs(dir.path());
     assert_eq!(out["attempts"], "3");
     assert_eq!(out["body"], "whole");
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    assert!(
+        log.contains("attempt 1/5: no complete response: the connection was reset"),
+        "{log}"
+    );
+    assert!(log.contains("attempt 2/5: no complete response"), "{log}");
 }
 
 #[test]
@@ -229,7 +242,10 @@ fn connection_refused_until_attempts_run_out_exits_3() {
         out["error"]
     );
     let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
-    assert!(log.contains("could not connect"), "{log}");
+    assert!(
+        log.contains("attempt 1/3: could not connect: connection refused; retrying"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -219,3 +219,37 @@ fn hostile_body_cannot_set_other_outputs() {
     assert_eq!(out["replayed"], "false");
     assert_eq!(out["body"], body);
 }
+
+#[test]
+fn http_proxy_from_the_environment_is_used() {
+    let proxy = Server::start(ok);
+    client()
+        .env("HTTP_PROXY", proxy.url(""))
+        .args([
+            "--url",
+            "http://api.invalid/deploy",
+            "--key-salt",
+            "p",
+            "--max-attempts",
+            "1",
+        ])
+        .assert()
+        .success();
+    let seen = &proxy.requests()[0];
+    assert_eq!(seen.path, "http://api.invalid/deploy");
+    assert!(seen.header("idempotency-key").is_some());
+}
+
+#[test]
+fn no_proxy_bypasses_the_proxy() {
+    let proxy = Server::start(ok);
+    let target = Server::start(ok);
+    client()
+        .env("HTTP_PROXY", proxy.url(""))
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--url", &target.url("/direct"), "--max-attempts", "1"])
+        .assert()
+        .success();
+    assert_eq!(proxy.requests().len(), 0);
+    assert_eq!(target.requests()[0].path, "/direct");
+}

@@ -1,0 +1,101 @@
+//! The input and output tables in the code are the source of truth; these
+//! tests fail when the README or `--help` drift from them.
+
+use idempotent_request::inputs::INPUTS;
+use idempotent_request::outputs::OUTPUTS;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The rows of the Markdown table whose header row starts with `| {first} |`.
+fn table_rows(text: &str, first: &str) -> Vec<Vec<String>> {
+    let header = format!("| {first} |");
+    let start = text
+        .find(&header)
+        .unwrap_or_else(|| panic!("no `{header}` table"));
+    text[start..]
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            line.trim_matches('|')
+                .split(" | ")
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn readme_lists_every_input_with_its_default_and_meaning() {
+    let rows = table_rows(&readme(), "input");
+    let documented: Vec<(String, String, String)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    let expected: Vec<(String, String, String)> = INPUTS
+        .iter()
+        .map(|i| {
+            let default = if i.default.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", i.default)
+            };
+            (format!("`{}`", i.name), default, i.help.to_owned())
+        })
+        .collect();
+    assert_eq!(documented, expected);
+}
+
+#[test]
+fn readme_lists_every_output() {
+    let rows = table_rows(&readme(), "output");
+    let documented: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let expected: Vec<(String, String)> = OUTPUTS
+        .iter()
+        .map(|o| (format!("`{}`", o.name), o.help.to_owned()))
+        .collect();
+    assert_eq!(documented, expected);
+}
+
+#[test]
+fn help_lists_every_input_and_exit_code() {
+    let help = idempotent_request::cli::command()
+        .term_width(10_000)
+        .render_long_help()
+        .to_string();
+    for input in INPUTS {
+        assert!(
+            help.contains(&format!("--{} ", input.name))
+                || help.contains(&format!("--{} [", input.name)),
+            "--help lacks --{}",
+            input.name
+        );
+        if !input.default.is_empty() {
+            assert!(
+                help.contains(&format!("[default: {}]", input.default)),
+                "--help lacks the default of {}",
+                input.name
+            );
+        }
+    }
+    for code in [
+        "0  success",
+        "1  the final",
+        "2  invalid input",
+        "3  no HTTP response",
+    ] {
+        assert!(help.contains(code), "--help lacks exit code line {code:?}");
+    }
+}
+
+#[test]
+fn readme_documents_every_exit_code() {
+    let rows = table_rows(&readme(), "code");
+    let codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(codes, ["0", "1", "2", "3"]);
+}
