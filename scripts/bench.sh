@@ -31,28 +31,43 @@ echo "- Kernel: $(uname -r); $(rustc --version); $(curl --version | head -1 | cu
 echo
 echo "## One POST to a loopback server, whole process"
 echo
-hyperfine --style none --warmup 10 --runs 200 --export-markdown "${work}/post.md" \
+# --shell=none and --output=null: no shell start-up or terminal in the timings.
+hyperfine --shell=none --output=null --style none --warmup 20 --runs 300 \
+  --export-json "${work}/post.json" \
   --command-name curl \
-  "curl -s -o /dev/null -X POST -H 'Content-Type: application/json' -H 'Idempotency-Key: 0c912e23-e230-8723-a6ce-f4ec917af1f9' --data '{\"ref\":\"v1\"}' ${url}deployments" \
+  "curl -s -X POST -H 'Content-Type: application/json' -H 'Idempotency-Key: 0c912e23-e230-8723-a6ce-f4ec917af1f9' --data '{\"ref\":\"v1\"}' ${url}deployments" \
   --command-name idempotent-request \
-  "${bin} --url ${url}deployments --json '{\"ref\":\"v1\"}' --key-salt bench >/dev/null 2>&1" \
+  "${bin} --url ${url}deployments --json '{\"ref\":\"v1\"}' --key-salt bench" \
   >/dev/null
-cat "${work}/post.md"
+python3 - "${work}/post.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+print("| command | median [ms] | mean ± σ [ms] | min [ms] | max [ms] |")
+print("|---|---:|---:|---:|---:|")
+for r in results:
+    print(f"| `{r['command']}` | {r['median']*1e3:.2f} | {r['mean']*1e3:.2f} ± {r['stddev']*1e3:.2f} | {r['min']*1e3:.2f} | {r['max']*1e3:.2f} |")
+curl, ours = results[0]["median"], results[1]["median"]
+print(f"\nidempotent-request / curl, medians: {ours / curl:.2f}x (target: at most 1.5x)")
+PY
 echo
 
 echo "## Hashing a 1 GiB body-file for the key"
 echo
 head -c 1073741824 /dev/urandom >"${work}/1g.bin"
 head -c 1048576 /dev/urandom >"${work}/1m.bin"
-hyperfine --style none --warmup 1 --runs 5 --export-markdown "${work}/hash.md" \
+hyperfine --shell=none --output=null --style none --warmup 1 --runs 7 \
+  --export-json "${work}/hash.json" \
   --command-name "sha256sum (baseline)" "sha256sum ${work}/1g.bin" \
   --command-name "idempotent-request key" "${bin} key --url ${url} --key-salt bench --body-file ${work}/1g.bin" \
   >/dev/null
-cat "${work}/hash.md"
-mean=$(hyperfine --style none --runs 5 --export-json "${work}/hash.json" \
-  "${bin} key --url ${url} --key-salt bench --body-file ${work}/1g.bin" >/dev/null &&
-  python3 -c "import json;print(json.load(open('${work}/hash.json'))['results'][0]['mean'])")
-python3 -c "print(f'\nThroughput: {1073741824 / ${mean} / 1e9:.2f} GB/s (1 GiB in {${mean}:.3f} s, whole process)')"
+python3 - "${work}/hash.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+print("| command | median [s] | mean ± σ [s] | throughput (median) |")
+print("|---|---:|---:|---:|")
+for r in results:
+    print(f"| `{r['command']}` | {r['median']:.3f} | {r['mean']:.3f} ± {r['stddev']:.3f} | {2**30 / r['median'] / 1e9:.2f} GB/s |")
+PY
 echo
 rss() { /usr/bin/time -f '%M' "${bin}" key --url "${url}" --key-salt bench --body-file "$1" 2>&1 >/dev/null | tail -1; }
 echo "Peak RSS: $(rss "${work}/1m.bin") KiB with a 1 MiB body, $(rss "${work}/1g.bin") KiB with a 1 GiB body."
