@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Installs the idempotent-request binary for this runner and writes its path
+# to the step output `path`. Run by action.yml's first step.
+#
+# The version, the release repository and the SHA-256 of every release asset
+# come from dist/manifest.json, committed next to this script by the release
+# workflow: the action at a tag verifies exactly the binaries of that tag, and
+# no checksum is ever taken from the place the binary is downloaded from.
+# Without a manifest entry for this runner (a branch, a commit, `uses: ./`),
+# the binary is built from this checkout with cargo.
+set -CeEuo pipefail
+
+bail() {
+  printf '::error title=idempotent-request install failed::%s\n' "$*"
+  exit 1
+}
+info() { printf '%s\n' "$*"; }
+work=""
+trap '[[ -z "${work}" ]] || rm -rf "${work}"' EXIT
+
+action_dir="${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH must be set (run this from action.yml)}"
+manifest="${action_dir}/dist/manifest.json"
+output_file="${GITHUB_OUTPUT:?GITHUB_OUTPUT must be set}"
+
+# --- runner to release target ------------------------------------------------
+exe=""
+case "${RUNNER_OS:-}/${RUNNER_ARCH:-}" in
+  Linux/X64) target=x86_64-unknown-linux-musl ;;
+  Linux/ARM64) target=aarch64-unknown-linux-musl ;;
+  macOS/ARM64) target=aarch64-apple-darwin ;;
+  macOS/X64) target=x86_64-apple-darwin ;;
+  # Windows on ARM64 runs the x64 build under emulation.
+  Windows/X64 | Windows/ARM64) target=x86_64-pc-windows-msvc exe=.exe ;;
+  *) bail "no idempotent-request build for RUNNER_OS='${RUNNER_OS:-}' RUNNER_ARCH='${RUNNER_ARCH:-}'; supported: Linux X64/ARM64, macOS X64/ARM64, Windows X64/ARM64" ;;
+esac
+
+# --- the manifest ------------------------------------------------------------
+[[ -f "${manifest}" ]] || bail "missing ${manifest}; the action checkout is incomplete"
+# Reads one string from the manifest with jq, or python3 where jq is absent.
+manifest_get() {
+  local query="$1"
+  if command -v jq >/dev/null 2>&1; then
+    jq -r --arg t "${target}" "${query} // \"\"" "${manifest}"
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 - "${manifest}" "${target}" "${query}" <<'PY'
+import json, sys
+manifest, target, query = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+value = {
+    ".version": lambda: manifest.get("version"),
+    ".repository": lambda: manifest.get("repository"),
+    ".assets[$t].name": lambda: manifest.get("assets", {}).get(target, {}).get("name"),
+    ".assets[$t].sha256": lambda: manifest.get("assets", {}).get(target, {}).get("sha256"),
+}[query]()
+print(value or "")
+PY
+  else
+    bail "reading ${manifest} needs jq or python3 on the runner; install one of them"
+  fi
+}
+version=$(manifest_get '.version')
+repository=$(manifest_get '.repository')
+# shellcheck disable=SC2016 # $t is a jq variable, not a shell one
+asset=$(manifest_get '.assets[$t].name')
+# shellcheck disable=SC2016
+sha256=$(manifest_get '.assets[$t].sha256')
+[[ "${version}" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$ ]] || bail "manifest version '${version}' is not a version number"
+
+write_path() {
+  printf 'path=%s\n' "$1" >>"${output_file}"
+  info "idempotent-request ${version} (${target}): $1"
+}
+
+# --- no release for this checkout: build from source -------------------------
+if [[ -z "${asset}" ]]; then
+  if ! command -v cargo >/dev/null 2>&1; then
+    bail "this checkout of the action is not a release (no binary for ${target} in dist/manifest.json) and cargo is not installed to build it; pin a release tag, e.g. uses: OWNER/idempotent-request@v1"
+  fi
+  info "no release binary for this checkout of the action: building from source with cargo"
+  target_dir="${CARGO_TARGET_DIR:-${RUNNER_TEMP:-${action_dir}}/idempotent-request-build}"
+  cargo build --release --locked --quiet --bin idempotent-request \
+    --manifest-path "${action_dir}/Cargo.toml" --target-dir "${target_dir}" ||
+    bail "cargo build failed; pin a release tag instead of a branch or commit"
+  write_path "${target_dir}/release/idempotent-request${exe}"
+  exit 0
+fi
+
+[[ "${repository}" =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]] || bail "manifest repository '${repository}' is not owner/name"
+[[ "${asset}" =~ ^[A-Za-z0-9_.-]+\.tar\.gz$ ]] || bail "manifest asset name '${asset}' is not a .tar.gz file name"
+[[ "${sha256}" =~ ^[0-9a-f]{64}$ ]] || bail "manifest SHA-256 for ${target} is not 64 hex digits"
+
+# --- the tool cache ----------------------------------------------------------
+cache_root="${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:?RUNNER_TOOL_CACHE or RUNNER_TEMP must be set}}"
+cache_dir="${cache_root}/idempotent-request/${version}/${target}"
+binary="${cache_dir}/idempotent-request${exe}"
+if [[ -f "${cache_dir}.complete" && -x "${binary}" ]]; then
+  info "cache hit: ${cache_dir}"
+  write_path "${binary}"
+  exit 0
+fi
+
+# --- download, verify, unpack ------------------------------------------------
+server="${GITHUB_SERVER_URL:-https://github.com}"
+protocols='=https'
+if [[ "${server}" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?$ ]]; then
+  protocols='=http,https' # plain http only for loopback (tests)
+elif [[ ! "${server}" =~ ^https://[A-Za-z0-9.-]+(:[0-9]+)?$ ]]; then
+  bail "GITHUB_SERVER_URL '${server}' is not an https URL"
+fi
+url="${server}/${repository}/releases/download/v${version}/${asset}"
+work=$(mktemp -d)
+info "downloading ${url}"
+curl --proto "${protocols}" --tlsv1.2 --fail --silent --show-error --location \
+  --retry 5 --retry-delay 2 --retry-connrefused \
+  --output "${work}/${asset}" "${url}" ||
+  bail "could not download ${url}"
+
+if command -v sha256sum >/dev/null 2>&1; then
+  actual=$(sha256sum "${work}/${asset}")
+else
+  actual=$(shasum -a 256 "${work}/${asset}") # macOS
+fi
+actual="${actual%% *}"
+if [[ "${actual}" != "${sha256}" ]]; then
+  bail "checksum mismatch for ${asset}: the manifest says ${sha256}, the download is ${actual}. The file was corrupted or tampered with; it was not run. Re-run the job, and if it persists report it."
+fi
+info "verified SHA-256 ${actual}"
+
+rm -rf "${cache_dir}" "${cache_dir}.complete"
+mkdir -p "${cache_dir}"
+tar -xzf "${work}/${asset}" -C "${cache_dir}"
+[[ -f "${binary}" ]] || bail "${asset} does not contain idempotent-request${exe}"
+chmod +x "${binary}"
+# Marked complete only now: an interrupted install is never taken for a hit.
+touch "${cache_dir}.complete"
+write_path "${binary}"

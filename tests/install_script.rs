@@ -1,0 +1,244 @@
+//! scripts/install.sh, the action's installer, against a release served from
+//! 127.0.0.1: download and verify, cache hit without a download, a tampered
+//! asset refused, the python3 fallback, and its clear failures.
+
+mod support;
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::{Reply, Response, Server};
+
+const VERSION: &str = "9.9.9";
+const ASSET: &str = "idempotent-request-9.9.9-x86_64-unknown-linux-musl.tar.gz";
+
+/// A release archive holding a stand-in `idempotent-request`.
+fn release_asset(dir: &Path) -> Vec<u8> {
+    let staging = dir.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(
+        staging.join("idempotent-request"),
+        "#!/bin/sh\necho stand-in\n",
+    )
+    .unwrap();
+    let archive = dir.join(ASSET);
+    let status = Command::new("tar")
+        .args([
+            "-czf",
+            archive.to_str().unwrap(),
+            "-C",
+            staging.to_str().unwrap(),
+            "idempotent-request",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(archive).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An action checkout: the real install script and a manifest.
+fn action_dir(root: &Path, manifest: &serde_json::Value) -> PathBuf {
+    let dir = root.join("action");
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh"),
+        dir.join("scripts/install.sh"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("dist/manifest.json"), manifest.to_string()).unwrap();
+    dir
+}
+
+fn manifest_for(sha256: &str) -> serde_json::Value {
+    serde_json::json!({
+        "version": VERSION,
+        "repository": "acme/idempotent-request",
+        "assets": { "x86_64-unknown-linux-musl": { "name": ASSET, "sha256": sha256 } }
+    })
+}
+
+/// A PATH of symlinks to every program on the current PATH except `hidden`.
+fn path_without(root: &Path, hidden: &[&str]) -> String {
+    let bin = root.join(format!("path-without-{}", hidden.join("-")));
+    std::fs::create_dir_all(&bin).unwrap();
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap()) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if !hidden.iter().any(|h| name == *h) && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    bin.display().to_string()
+}
+
+struct Run {
+    output: Output,
+    path: Option<String>,
+}
+
+impl Run {
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+            + &String::from_utf8_lossy(&self.output.stderr)
+    }
+}
+
+fn install(action: &Path, root: &Path, server: &str, env: &[(&str, &str)]) -> Run {
+    let output_file = root.join("github_output");
+    let _ = std::fs::remove_file(&output_file);
+    let mut cmd = Command::new("bash");
+    cmd.arg(action.join("scripts/install.sh"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("RUNNER_OS", "Linux")
+        .env("RUNNER_ARCH", "X64")
+        .env("RUNNER_TOOL_CACHE", root.join("toolcache"))
+        .env("RUNNER_TEMP", root)
+        .env("GITHUB_SERVER_URL", server)
+        .env("GITHUB_ACTION_PATH", action)
+        .env("GITHUB_OUTPUT", &output_file);
+    cmd.envs(env.iter().copied());
+    let output = cmd.output().unwrap();
+    let path = std::fs::read_to_string(&output_file)
+        .ok()
+        .and_then(|text| text.strip_prefix("path=").map(|p| p.trim_end().to_owned()));
+    Run { output, path }
+}
+
+fn serve(asset: Vec<u8>) -> Server {
+    let wanted = format!("/acme/idempotent-request/releases/download/v{VERSION}/{ASSET}");
+    Server::start(move |request| {
+        if request.path == wanted {
+            Reply::Respond(Response::new(200).body(asset.clone()))
+        } else {
+            Reply::Respond(Response::new(404))
+        }
+    })
+}
+
+#[test]
+fn verified_download_then_cache_hit_without_download() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = release_asset(root.path());
+    let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
+    let server = serve(asset);
+
+    let first = install(&action, root.path(), &server.url(""), &[]);
+    assert!(first.output.status.success(), "{}", first.log());
+    let binary = PathBuf::from(first.path.clone().expect("path output"));
+    let expected_dir = root
+        .path()
+        .join("toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl");
+    assert_eq!(binary, expected_dir.join("idempotent-request"));
+    let marker = root
+        .path()
+        .join("toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl.complete");
+    assert!(
+        marker.exists(),
+        "the cache entry is marked complete after verification"
+    );
+    let ran = Command::new(&binary).output().unwrap();
+    assert_eq!(ran.stdout, b"stand-in\n");
+    assert!(first.log().contains("verified SHA-256"), "{}", first.log());
+    assert_eq!(server.requests().len(), 1);
+
+    let second = install(&action, root.path(), &server.url(""), &[]);
+    assert!(second.output.status.success(), "{}", second.log());
+    assert_eq!(second.path, first.path);
+    assert!(second.log().contains("cache hit"), "{}", second.log());
+    assert_eq!(server.requests().len(), 1, "a cache hit downloads nothing");
+}
+
+#[test]
+fn tampered_asset_is_refused_and_never_cached() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = release_asset(root.path());
+    let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
+    let mut tampered = asset.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    let server = serve(tampered);
+
+    let run = install(&action, root.path(), &server.url(""), &[]);
+    assert!(!run.output.status.success());
+    assert!(
+        run.log()
+            .contains("::error title=idempotent-request install failed::checksum mismatch"),
+        "{}",
+        run.log()
+    );
+    assert_eq!(run.path, None);
+    let cache = root.path().join("toolcache/idempotent-request/9.9.9");
+    assert!(!cache.join("x86_64-unknown-linux-musl.complete").exists());
+    assert!(
+        !cache
+            .join("x86_64-unknown-linux-musl/idempotent-request")
+            .exists()
+    );
+}
+
+#[test]
+fn python3_reads_the_manifest_where_jq_is_absent() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = release_asset(root.path());
+    let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
+    let server = serve(asset);
+    let path = path_without(root.path(), &["jq"]);
+    let run = install(&action, root.path(), &server.url(""), &[("PATH", &path)]);
+    assert!(run.output.status.success(), "{}", run.log());
+    assert!(run.path.is_some());
+}
+
+#[test]
+fn plain_http_is_refused_except_on_loopback() {
+    let root = tempfile::tempdir().unwrap();
+    let action = action_dir(root.path(), &manifest_for(&"0".repeat(64)));
+    let run = install(&action, root.path(), "http://downloads.example", &[]);
+    assert!(!run.output.status.success());
+    assert!(run.log().contains("is not an https URL"), "{}", run.log());
+}
+
+#[test]
+fn unsupported_runner_is_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let action = action_dir(root.path(), &manifest_for(&"0".repeat(64)));
+    let run = install(
+        &action,
+        root.path(),
+        "https://github.com",
+        &[("RUNNER_OS", "FreeBSD")],
+    );
+    assert!(!run.output.status.success());
+    assert!(
+        run.log()
+            .contains("no idempotent-request build for RUNNER_OS='FreeBSD'"),
+        "{}",
+        run.log()
+    );
+}
+
+#[test]
+fn checkout_without_a_release_and_without_cargo_says_to_pin_a_tag() {
+    let root = tempfile::tempdir().unwrap();
+    let manifest = serde_json::json!({ "version": VERSION, "repository": "", "assets": {} });
+    let action = action_dir(root.path(), &manifest);
+    let path = path_without(root.path(), &["cargo"]);
+    let run = install(
+        &action,
+        root.path(),
+        "https://github.com",
+        &[("PATH", &path)],
+    );
+    assert!(!run.output.status.success());
+    assert!(run.log().contains("pin a release tag"), "{}", run.log());
+}
