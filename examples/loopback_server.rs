@@ -1,20 +1,33 @@
-//! A loopback HTTP server for the benchmarks: answers every request with
-//! `201` and a small JSON body. Prints its URL, then serves until killed.
-//! `cargo run --release --example loopback_server`
+//! A loopback HTTP server for benchmarks and the action's end-to-end test.
+//! Prints its URL, then serves until killed.
+//!
+//! - `cargo run --release --example loopback_server`: answers every request
+//!   with `201` and a small JSON body (the benchmark target).
+//! - `… -- idempotent`: an idempotent API that performs each key's operation
+//!   once, loses the first response of each key (drops the connection after
+//!   committing), and replays stored responses with `Idempotent-Replayed`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{Reply, Response, Server};
+use std::sync::Arc;
+use support::{AfterCommit, Reply, Response, Server, Toy};
 
 fn main() {
-    let server = Server::start(|_| {
-        Reply::Respond(
-            Response::new(201)
-                .header("content-type", "application/json")
-                .body(r#"{"id":1}"#),
-        )
-    });
+    let server = match std::env::args().nth(1).as_deref() {
+        Some("idempotent") => Server::start(Arc::new(Toy::default()).handler(AfterCommit::Drop)),
+        None => Server::start(|_| {
+            Reply::Respond(
+                Response::new(201)
+                    .header("content-type", "application/json")
+                    .body(r#"{"id":1}"#),
+            )
+        }),
+        Some(other) => {
+            eprintln!("unknown mode `{other}`; use no argument or `idempotent`");
+            std::process::exit(2);
+        }
+    };
     println!("{}", server.url("/"));
     loop {
         std::thread::park();
