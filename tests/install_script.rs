@@ -1,7 +1,7 @@
 //! scripts/install.sh, the action's installer, against a release served from
 //! 127.0.0.1: download and verify, cache hit without a download, a tampered
 //! asset refused, the python3 fallback, and its clear failures.
-// Unix only: it measures the child with getrusage / runs the bash installer.
+// Unix only: the installer is a bash script run with Unix tools.
 #![cfg(unix)]
 
 mod support;

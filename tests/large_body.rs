@@ -1,7 +1,7 @@
 //! A 200 MiB `body-file` is sent whole and hashed for the key with memory
 //! that does not grow with the body. Alone in its test binary, so the peak
 //! RSS of the children of this process is the client's.
-// Unix only: it measures the child with getrusage / runs the bash installer.
+// Unix only: the peak memory of the child comes from getrusage.
 #![cfg(unix)]
 
 mod support;
