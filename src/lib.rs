@@ -36,3 +36,6 @@ pub mod summary;
 pub mod transport;
 pub mod units;
 pub mod workflow;
+
+#[cfg(feature = "gateway")]
+pub mod gateway;

@@ -4,6 +4,7 @@
 //! test, and a runner for the real binary with a clean environment.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+pub mod redis;
 pub mod tls;
 
 use sha2::{Digest, Sha256};

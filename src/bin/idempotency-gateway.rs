@@ -1,0 +1,89 @@
+//! The `idempotency-gateway` binary: parse, open the store, serve until
+//! SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 2 for invalid
+//! settings, 1 when the store cannot be opened or the listener fails.
+
+use clap::Parser;
+use idempotent_request::gateway::{self, clock::SystemClock, config::Args, proxy::Gateway};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDEMPOTENCY_GATEWAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    if let Err(message) = args.validate() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store = gateway::open_store(&args.store, args.durability)
+        .await
+        .map_err(|e| format!("cannot open the store: {e}"))?;
+    let gateway = Arc::new(Gateway::new(args.settings(), store, Arc::new(SystemClock))?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let admin = match args.admin_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        listen = %listener.local_addr().map_err(|e| e.to_string())?,
+        upstream = %args.upstream,
+        store = ?args.store,
+        "idempotency-gateway ready"
+    );
+    gateway::serve(
+        gateway,
+        listener,
+        admin,
+        shutdown_signal(),
+        args.shutdown_timeout,
+    )
+    .await
+    .map_err(|e| format!("the listener failed: {e}"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

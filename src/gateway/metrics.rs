@@ -1,0 +1,127 @@
+//! Prometheus metrics, served on the admin listener at `/metrics`:
+//!
+//! - `idempotency_gateway_requests_total{outcome}`: requests by outcome
+//!   (`forwarded`, `replayed`, `conflict`, `mismatch`, `invalid`,
+//!   `passed_through`, `store_error`, `outcome_unknown`).
+//! - `idempotency_gateway_upstream_duration_seconds`: time to the upstream's
+//!   complete answer (histogram).
+//! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
+//!   (`claim`, `finish`, `release`, `renew`, `expire_lease`) (histogram).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// What happened to a request, for the counter and the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// Claimed and forwarded to the upstream.
+    Forwarded,
+    /// Answered from a stored record.
+    Replayed,
+    /// `409`: the key is in flight.
+    Conflict,
+    /// `422`: the key was used for another request.
+    Mismatch,
+    /// `400`/`413`: unusable key or body.
+    Invalid,
+    /// Not covered (method, or no key without `--require-key`): proxied as is.
+    PassedThrough,
+    /// `503`: the store failed before the claim.
+    StoreError,
+    /// `502`: the outcome is unknown (timeout, reset, expired lease).
+    OutcomeUnknown,
+}
+
+impl RequestOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Forwarded => "forwarded",
+            RequestOutcome::Replayed => "replayed",
+            RequestOutcome::Conflict => "conflict",
+            RequestOutcome::Mismatch => "mismatch",
+            RequestOutcome::Invalid => "invalid",
+            RequestOutcome::PassedThrough => "passed_through",
+            RequestOutcome::StoreError => "store_error",
+            RequestOutcome::OutcomeUnknown => "outcome_unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+/// The gateway's instruments.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OutcomeLabel, Counter>,
+    upstream: Histogram,
+    store: Family<OperationLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("idempotency_gateway");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register("requests", "Requests by outcome", requests.clone());
+        // 0.5 ms to ~33 s.
+        let upstream = Histogram::new(exponential_buckets(0.0005, 2.0, 17));
+        registry.register(
+            "upstream_duration_seconds",
+            "Time to the upstream's complete answer",
+            upstream.clone(),
+        );
+        let store = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register("store_duration_seconds", "Store operations", store.clone());
+        Self {
+            registry,
+            requests,
+            upstream,
+            store,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, outcome: RequestOutcome) {
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records an upstream call's duration.
+    pub fn upstream(&self, elapsed: Duration) {
+        self.upstream.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a store operation's duration.
+    pub fn store(&self, operation: &'static str, elapsed: Duration) {
+        self.store
+            .get_or_create(&OperationLabel { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

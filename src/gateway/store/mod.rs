@@ -1,0 +1,247 @@
+//! The gateway's record store: one small async trait, [`Store`], with an
+//! in-memory, a SQLite and a Redis implementation, all held to one contract
+//! test suite (`tests/store_contract.rs`).
+//!
+//! A record is identified by (caller, key). It is either *in flight* (a
+//! claim: the fingerprint, the claimer's token and a lease) or *done* (the
+//! fingerprint, a final [`Outcome`] and an expiry). The rules every
+//! implementation keeps:
+//! - `claim` is atomic: among concurrent claims of one id, exactly one wins.
+//!   A done record past its expiry counts as absent.
+//! - Only the holder of the claim's token may renew, finish or release it;
+//!   `finish` stores only over the holder's own in-flight claim, so the first
+//!   final record wins and a late completion never overwrites it.
+//! - `expire_lease` turns an in-flight record whose lease ran out into the
+//!   "outcome unknown" outcome; the operation is never forwarded again.
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller, so
+//! tests control the clock.
+
+pub mod memory;
+pub mod redis;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a record: who asked (a hash of the scope headers) and the key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordId {
+    /// SHA-256 of the caller's scope header values.
+    pub caller: [u8; 32],
+    /// The idempotency key, unquoted.
+    pub key: String,
+}
+
+/// A claim holder's secret, so only it can renew, finish or release.
+pub type Token = [u8; 16];
+
+/// A stored upstream response, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header names and values in order; repeated headers are kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as the upstream sent it (content encoding untouched).
+    pub body: Vec<u8>,
+}
+
+/// A final outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The upstream's response.
+    Response(StoredResponse),
+    /// The request was sent but whether the upstream acted is unknown.
+    Unknown(String),
+    /// The upstream answered, but the answer could not be stored (too large).
+    NotStored(String),
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Claimed; being forwarded.
+    InFlight {
+        /// The request's fingerprint.
+        fingerprint: [u8; 32],
+        /// The claimer's token.
+        token: Token,
+        /// When the lease runs out, unless renewed.
+        lease_until: u64,
+    },
+    /// Finished.
+    Done {
+        /// The request's fingerprint.
+        fingerprint: [u8; 32],
+        /// What to replay.
+        outcome: Outcome,
+        /// When the record stops being replayed.
+        expires_at: u64,
+    },
+}
+
+impl Record {
+    /// The fingerprint of the request that created the record.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        match self {
+            Record::InFlight { fingerprint, .. } | Record::Done { fingerprint, .. } => fingerprint,
+        }
+    }
+}
+
+/// The result of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// This caller won and must forward.
+    Won,
+    /// A record exists (in flight, or done and not expired).
+    Existing(Record),
+}
+
+/// A store failure (unreachable, I/O, corrupt data).
+#[derive(Debug, thiserror::Error)]
+#[error("store error: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub(crate) fn from<E: std::fmt::Display>(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The store contract (see the module documentation).
+pub trait Store: Send + Sync + 'static {
+    /// Claims `id` for `token` until `lease_until`, unless a live record exists.
+    fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8; 32],
+        token: &Token,
+        lease_until: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send;
+
+    /// Extends the holder's lease; `false` when the claim is no longer its.
+    fn renew(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        lease_until: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores the final outcome over the holder's claim, replayed until
+    /// `expires_at`; `false` (nothing written) when the claim is no longer its.
+    fn finish(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes the holder's claim, so the next request forwards again.
+    fn release(
+        &self,
+        id: &RecordId,
+        token: &Token,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// If `id` is still in flight under `token` and its lease ran out before
+    /// `now`, stores `outcome` in its place. Returns the record as it now is.
+    fn expire_lease(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// Checks that the store answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes done records that expired before `now`; returns how many.
+    fn sweep(&self, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// The store chosen at start-up.
+pub enum AnyStore {
+    /// `--store memory`.
+    Memory(memory::MemoryStore),
+    /// `--store sqlite:PATH`.
+    Sqlite(sqlite::SqliteStore),
+    /// `--store redis://…`.
+    Redis(redis::RedisStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($store) => $call.await,
+            AnyStore::Sqlite($store) => $call.await,
+            AnyStore::Redis($store) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8; 32],
+        token: &Token,
+        lease_until: u64,
+        now: u64,
+    ) -> Result<Claimed, StoreError> {
+        dispatch!(self, s => s.claim(id, fingerprint, token, lease_until, now))
+    }
+    async fn renew(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew(id, token, lease_until))
+    }
+    async fn finish(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.finish(id, token, outcome, expires_at, now))
+    }
+    async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release(id, token))
+    }
+    async fn expire_lease(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<Option<Record>, StoreError> {
+        dispatch!(self, s => s.expire_lease(id, token, outcome, expires_at, now))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping())
+    }
+    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.sweep(now))
+    }
+}
+
+/// Encodes an outcome for stores that keep bytes.
+pub(crate) fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    postcard::to_stdvec(outcome).expect("outcomes serialise")
+}
+
+/// Decodes an outcome written by [`encode_outcome`].
+pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt stored outcome: {e}")))
+}

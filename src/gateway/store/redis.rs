@@ -1,0 +1,311 @@
+//! `--store redis://HOST:PORT/DB`: claims and records shared by several
+//! gateway replicas.
+//!
+//! Each record is a hash under `idempotency-gateway:{caller hex}:{key}` with
+//! the fields `state` (`inflight` or `done`), `fingerprint`, and either
+//! `token` + `lease_until` or `outcome` + `expires_at`. Every operation is
+//! one Lua script, so it is atomic on the server: the claim is a
+//! check-and-set on a key that does not exist (the `SET NX` of hashes), and
+//! renew/finish/release compare the token first. A claim key has no Redis
+//! expiry (it must not vanish when its lease runs out: an expired lease
+//! becomes "outcome unknown", never a fresh claim); a done record gets
+//! `PEXPIREAT` at its expiry, and is also treated as absent past
+//! `expires_at` in case clocks differ.
+
+use super::{
+    Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
+};
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+use std::time::Duration;
+
+/// A Redis-backed store.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    claim: Script,
+    renew: Script,
+    finish: Script,
+    release: Script,
+    expire_lease: Script,
+}
+
+/// KEYS[1] record; ARGV: token, fingerprint, lease_until, now.
+/// Returns 1 when claimed, else the existing hash.
+const CLAIM: &str = r"
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'done' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+  state = false
+end
+if state then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'state', 'inflight', 'token', ARGV[1], 'fingerprint', ARGV[2], 'lease_until', ARGV[3])
+return 1
+";
+
+/// KEYS[1] record; ARGV: token, lease_until.
+const RENEW: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// KEYS[1] record; ARGV: token, outcome, expires_at (ms), time to live (ms).
+const FINISH: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'token', 'lease_until')
+  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+";
+
+/// KEYS[1] record; ARGV: token.
+const RELEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// KEYS[1] record; ARGV: token, outcome, expires_at, now, time to live (ms).
+/// Returns the hash.
+const EXPIRE_LEASE: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1]
+   and tonumber(redis.call('HGET', KEYS[1], 'lease_until')) <= tonumber(ARGV[4]) then
+  redis.call('HDEL', KEYS[1], 'token', 'lease_until')
+  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+fn redis_key(id: &RecordId) -> Vec<u8> {
+    let mut key = b"idempotency-gateway:".to_vec();
+    for byte in id.caller {
+        key.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    key.push(b':');
+    key.extend_from_slice(id.key.as_bytes());
+    key
+}
+
+impl RedisStore {
+    /// Connects to `url`; fails when Redis does not answer within a few seconds.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError(format!("invalid Redis URL: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
+        Ok(Self {
+            connection,
+            scripts: Scripts {
+                claim: Script::new(CLAIM),
+                renew: Script::new(RENEW),
+                finish: Script::new(FINISH),
+                release: Script::new(RELEASE),
+                expire_lease: Script::new(EXPIRE_LEASE),
+            },
+        })
+    }
+
+    async fn invoke(
+        &self,
+        script: &Script,
+        id: &RecordId,
+        args: &[&[u8]],
+    ) -> Result<Value, StoreError> {
+        let mut invocation = script.key(redis_key(id));
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| StoreError(format!("Redis: {e}")))
+    }
+}
+
+fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
+fn number(bytes: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(bytes?).ok()?.parse().ok()
+}
+
+/// Decodes an `HGETALL` reply; `None` for an empty hash.
+fn decode_hash(value: Value) -> Result<Option<Record>, StoreError> {
+    let corrupt = || StoreError("corrupt record in Redis".to_owned());
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => return Err(corrupt()),
+    };
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let bytes = |v: &Value| match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = items
+        .chunks(2)
+        .map(|pair| Some((bytes(pair.first()?)?, bytes(pair.get(1)?)?)))
+        .collect::<Option<_>>()
+        .ok_or_else(corrupt)?;
+    let fingerprint: [u8; 32] = field(&fields, "fingerprint")
+        .and_then(|f| f.try_into().ok())
+        .ok_or_else(corrupt)?;
+    match field(&fields, "state") {
+        Some(b"inflight") => Ok(Some(Record::InFlight {
+            fingerprint,
+            token: field(&fields, "token")
+                .and_then(|t| t.try_into().ok())
+                .ok_or_else(corrupt)?,
+            lease_until: number(field(&fields, "lease_until")).ok_or_else(corrupt)?,
+        })),
+        Some(b"done") => Ok(Some(Record::Done {
+            fingerprint,
+            outcome: decode_outcome(field(&fields, "outcome").ok_or_else(corrupt)?)?,
+            expires_at: number(field(&fields, "expires_at")).ok_or_else(corrupt)?,
+        })),
+        _ => Err(corrupt()),
+    }
+}
+
+/// Redis's relative expiry for a record replayed until `expires_at`
+/// (at least 1 ms: `PEXPIRE 0` would delete it at once).
+fn ttl_ms(expires_at: u64, now: u64) -> String {
+    expires_at.saturating_sub(now).max(1).to_string()
+}
+
+fn is_one(value: &Value) -> bool {
+    matches!(value, Value::Int(1))
+}
+
+impl Store for RedisStore {
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8; 32],
+        token: &Token,
+        lease_until: u64,
+        now: u64,
+    ) -> Result<Claimed, StoreError> {
+        let (lease, now) = (lease_until.to_string(), now.to_string());
+        let reply = self
+            .invoke(
+                &self.scripts.claim,
+                id,
+                &[token, fingerprint, lease.as_bytes(), now.as_bytes()],
+            )
+            .await?;
+        if is_one(&reply) {
+            return Ok(Claimed::Won);
+        }
+        decode_hash(reply)?
+            .map(Claimed::Existing)
+            .ok_or_else(|| StoreError("Redis returned an empty record for a claim".to_owned()))
+    }
+
+    async fn renew(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        let lease = lease_until.to_string();
+        Ok(is_one(
+            &self
+                .invoke(&self.scripts.renew, id, &[token, lease.as_bytes()])
+                .await?,
+        ))
+    }
+
+    async fn finish(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (outcome, expires, ttl) = (
+            encode_outcome(outcome),
+            expires_at.to_string(),
+            ttl_ms(expires_at, now),
+        );
+        let reply = self
+            .invoke(
+                &self.scripts.finish,
+                id,
+                &[token, &outcome, expires.as_bytes(), ttl.as_bytes()],
+            )
+            .await?;
+        Ok(is_one(&reply))
+    }
+
+    async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
+        Ok(is_one(
+            &self.invoke(&self.scripts.release, id, &[token]).await?,
+        ))
+    }
+
+    async fn expire_lease(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<Option<Record>, StoreError> {
+        let ttl = ttl_ms(expires_at, now);
+        let (outcome, expires, now) = (
+            encode_outcome(outcome),
+            expires_at.to_string(),
+            now.to_string(),
+        );
+        let args: [&[u8]; 5] = [
+            token,
+            &outcome,
+            expires.as_bytes(),
+            now.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        let reply = self.invoke(&self.scripts.expire_lease, id, &args).await?;
+        decode_hash(reply)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError(format!("Redis: {e}")))
+    }
+
+    async fn sweep(&self, _now: u64) -> Result<u64, StoreError> {
+        // Redis expires done records itself (PEXPIREAT).
+        Ok(0)
+    }
+}
