@@ -15,6 +15,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(message) = args.validate() {
         eprintln!("error: {message}");
@@ -52,8 +54,16 @@ async fn run(args: Args) -> Result<(), String> {
         ),
         None => None,
     };
+    let admin_address = match &admin {
+        Some(listener) => listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string(),
+        None => "off".to_owned(),
+    };
     tracing::info!(
         listen = %listener.local_addr().map_err(|e| e.to_string())?,
+        admin = %admin_address,
         upstream = %args.upstream,
         store = ?args.store,
         "idempotency-gateway ready"

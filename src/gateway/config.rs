@@ -34,24 +34,15 @@ fn parse_store(text: &str) -> Result<StoreSpec, String> {
     }
 }
 
-fn parse_methods(text: &str) -> Result<Vec<Method>, String> {
-    text.split(',')
-        .map(str::trim)
-        .map(|m| {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                .map_err(|_| format!("`{m}` is not an HTTP method"))
-        })
-        .collect()
+fn parse_method(text: &str) -> Result<Method, String> {
+    let text = text.trim();
+    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("`{text}` is not an HTTP method"))
 }
 
-fn parse_headers(text: &str) -> Result<Vec<HeaderName>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .map(|h| {
-            HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("`{h}` is not a header name"))
-        })
-        .collect()
+fn parse_header(text: &str) -> Result<HeaderName, String> {
+    let text = text.trim();
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a header name"))
 }
 
 fn parse_upstream(text: &str) -> Result<Url, String> {
@@ -107,13 +98,13 @@ pub struct Args {
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
     /// Methods given idempotency semantics; others pass through untouched.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_parser = parse_methods)]
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_delimiter = ',', value_parser = parse_method)]
     pub methods: Vec<Method>,
     /// Refuse (400) covered requests that carry no Idempotency-Key, instead of passing them through.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_REQUIRE_KEY", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub require_key: bool,
     /// Comma-separated headers whose values identify the caller; records are never shared across callers.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_SCOPE_HEADERS", default_value = "Authorization", value_parser = parse_headers)]
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_SCOPE_HEADERS", default_value = "Authorization", value_delimiter = ',', value_parser = parse_header)]
     pub scope_headers: Vec<HeaderName>,
     /// How long a stored answer is replayed, counted from when it was stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_TTL", default_value = "24h", value_parser = positive_duration)]

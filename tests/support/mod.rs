@@ -76,6 +76,8 @@ pub enum Reply {
     Hang,
     /// Send the status line, headers and part of the body, then close.
     Truncate(Response),
+    /// Answer after a delay (a slow upstream; other connections go on).
+    Delay(std::time::Duration, Response),
 }
 
 type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -196,6 +198,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let _ = stream.write_all(&encode(&response, Some(keep))).await;
                 let _ = stream.flush().await;
                 return;
+            }
+            Reply::Delay(delay, response) => {
+                tokio::time::sleep(delay).await;
+                if stream.write_all(&encode(&response, None)).await.is_err() {
+                    return;
+                }
+                let _ = stream.flush().await;
             }
             Reply::Drop => return,
             Reply::Reset => {

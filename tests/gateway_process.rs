@@ -1,0 +1,380 @@
+//! The gateway binary as a process: crashes (SIGKILL) and restarts on the
+//! same SQLite file, graceful shutdown (SIGTERM), two replicas on one Redis,
+//! Redis going away, the admin endpoints, and the client binary through it.
+#![cfg(all(feature = "gateway", unix))]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use support::redis::RedisServer;
+use support::{Reply, Response, Server, client, github_env, read_outputs};
+
+struct Gateway {
+    child: Child,
+    url: String,
+    admin: Option<String>,
+}
+
+impl Gateway {
+    /// Starts the binary and waits for its "ready" log line.
+    fn start(upstream: &Server, args: &[&str]) -> Self {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--upstream", &upstream.url("")])
+            .args(args)
+            .env_clear()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .expect("the gateway exited before it was ready")
+                .unwrap();
+            if line.contains("idempotency-gateway ready") {
+                break line;
+            }
+        };
+        // Keep draining the log so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let admin = Some(field("admin")).filter(|a| a != "off");
+        Self {
+            child,
+            url: format!("http://{}", field("listen")),
+            admin,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An upstream that reports each request on `entered` and answers
+/// `201 {"deployment":n}` after `delay`.
+fn slow_upstream(delay: Duration) -> (Server, mpsc::Receiver<()>) {
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let count = Arc::new(Mutex::new(0));
+    let server = Server::start(move |_| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        Reply::Delay(
+            delay,
+            Response::new(201)
+                .header("content-type", "application/json")
+                .body(format!("{{\"deployment\":{n}}}")),
+        )
+    });
+    (server, entered)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Waits for the upstream to receive the request; a broken test fails
+/// here instead of hanging.
+fn wait_entered(entered: &mpsc::Receiver<()>) {
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the upstream never received the request");
+}
+
+fn post_in_background(
+    url: String,
+    key: &'static str,
+) -> std::thread::JoinHandle<Option<(u16, String)>> {
+    std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let response = http()
+                .post(format!("{url}/deployments"))
+                .header("idempotency-key", key)
+                .body("{}")
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.text().await.ok()?))
+        })
+    })
+}
+
+#[test]
+fn sigkill_mid_forward_then_restart_never_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("records.db").display());
+    let (upstream, entered) = slow_upstream(Duration::from_millis(1500));
+    let args = [
+        "--store",
+        &store,
+        "--lock-timeout",
+        "2s",
+        "--upstream-timeout",
+        "1800ms",
+    ];
+    let first = Gateway::start(&upstream, &args);
+    let pending = post_in_background(first.url.clone(), "crash-1");
+    wait_entered(&entered);
+    first.signal(libc::SIGKILL);
+    drop(first);
+    assert_eq!(
+        pending.join().unwrap(),
+        None,
+        "the gateway died before answering"
+    );
+
+    let restarted = Gateway::start(&upstream, &args);
+    // The client retries the 409s until the dead gateway's lease lapses,
+    // then gets "outcome unknown": never a second forward.
+    let dir2 = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir2.path()))
+        .args([
+            "--url",
+            &format!("{}/deployments", restarted.url),
+            "--body",
+            "{}",
+        ])
+        .args(["--idempotency-key", "crash-1", "--retry-on-status", "409"])
+        .args([
+            "--retry-delay",
+            "200ms",
+            "--retry-max-delay",
+            "400ms",
+            "--max-attempts",
+            "30",
+        ])
+        .assert()
+        .code(1);
+    let out = read_outputs(dir2.path());
+    assert_eq!(out["status"], "502");
+    assert!(out["body"].contains("outcome-unknown"), "{}", out["body"]);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn sigterm_lets_the_forward_finish_and_be_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("records.db").display());
+    let (upstream, entered) = slow_upstream(Duration::from_millis(800));
+    let mut gateway = Gateway::start(&upstream, &["--store", &store]);
+    let pending = post_in_background(gateway.url.clone(), "term-1");
+    wait_entered(&entered);
+    gateway.signal(libc::SIGTERM);
+    assert_eq!(
+        pending.join().unwrap(),
+        Some((201, "{\"deployment\":1}".to_owned()))
+    );
+    assert!(
+        gateway.child.wait().unwrap().success(),
+        "a clean shutdown exits 0"
+    );
+
+    let restarted = Gateway::start(&upstream, &["--store", &store]);
+    let replay = runtime().block_on(async {
+        http()
+            .post(format!("{}/deployments", restarted.url))
+            .header("idempotency-key", "term-1")
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn two_gateways_on_one_redis_forward_duplicates_once() {
+    let redis = RedisServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::from_millis(500));
+    let store = redis.url();
+    let a = Gateway::start(&upstream, &["--store", &store]);
+    let b = Gateway::start(&upstream, &["--store", &store]);
+    let first = post_in_background(a.url.clone(), "replica-1");
+    let second = post_in_background(b.url.clone(), "replica-1");
+    let mut statuses = [
+        first.join().unwrap().unwrap().0,
+        second.join().unwrap().unwrap().0,
+    ];
+    statuses.sort();
+    assert!(
+        statuses == [201, 409] || statuses == [201, 201],
+        "{statuses:?}"
+    );
+    let replay = post_in_background(b.url.clone(), "replica-1")
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(replay, (201, "{\"deployment\":1}".to_owned()));
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn redis_down_is_503_and_nothing_is_forwarded() {
+    let mut redis = RedisServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &redis.url(), "--admin-listen", "127.0.0.1:0"],
+    );
+    redis.stop();
+    let (status, body) = post_in_background(gateway.url.clone(), "down-1")
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("store-unavailable"), "{body}");
+    assert_eq!(upstream.requests().len(), 0);
+    let ready = runtime().block_on(async {
+        http()
+            .get(format!("http://{}/readyz", gateway.admin.as_ref().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(ready, 503);
+}
+
+#[test]
+fn admin_endpoints_report_health_and_metrics() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", "memory", "--admin-listen", "127.0.0.1:0"],
+    );
+    post_in_background(gateway.url.clone(), "m-1")
+        .join()
+        .unwrap();
+    post_in_background(gateway.url.clone(), "m-1")
+        .join()
+        .unwrap();
+    let admin = gateway.admin.clone().unwrap();
+    let (health, ready, metrics) = runtime().block_on(async {
+        let get = |path: &'static str| {
+            let url = format!("http://{admin}{path}");
+            async move { http().get(url).send().await.unwrap() }
+        };
+        (
+            get("/healthz").await.status(),
+            get("/readyz").await.status(),
+            get("/metrics").await.text().await.unwrap(),
+        )
+    });
+    assert_eq!((health.as_u16(), ready.as_u16()), (200, 200));
+    for line in [
+        "idempotency_gateway_requests_total{outcome=\"forwarded\"} 1",
+        "idempotency_gateway_requests_total{outcome=\"replayed\"} 1",
+        "idempotency_gateway_upstream_duration_seconds_count 1",
+        "idempotency_gateway_store_duration_seconds_count{operation=\"claim\"} 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[test]
+fn refuses_to_start_when_the_upstream_timeout_is_not_below_the_lease() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let output = Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+        .args(["--upstream", &upstream.url(""), "--store", "memory"])
+        .args(["--upstream-timeout", "60s", "--lock-timeout", "60s"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--upstream-timeout"));
+}
+
+#[test]
+fn client_binary_lost_response_is_replayed_through_the_gateway() {
+    // The upstream knows nothing about keys; the client gives up on the
+    // slow first answer, retries, waits out the 409s, and gets the replay.
+    let (upstream, _entered) = slow_upstream(Duration::from_millis(1200));
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &format!("{}/deployments", gateway.url),
+            "--json",
+            "{\"ref\":\"v1\"}",
+        ])
+        .args([
+            "--timeout",
+            "300ms",
+            "--retry-delay",
+            "100ms",
+            "--retry-max-delay",
+            "300ms",
+            "--max-attempts",
+            "20",
+        ])
+        .assert()
+        .success();
+    let out = read_outputs(dir.path());
+    assert_eq!(out["status"], "201");
+    assert_eq!(out["replayed"], "true");
+    assert_eq!(out["body"], "{\"deployment\":1}");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn client_binary_rerun_is_replayed_through_the_gateway() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let run = |attempt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        client()
+            .envs(github_env(dir.path()))
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .args([
+                "--url",
+                &format!("{}/deployments", gateway.url),
+                "--json",
+                "{\"ref\":\"v1\"}",
+            ])
+            .assert()
+            .success();
+        read_outputs(dir.path())
+    };
+    let first = run("1");
+    let rerun = run("2");
+    assert_eq!(first["idempotency-key"], rerun["idempotency-key"]);
+    assert_eq!(first["replayed"], "false");
+    assert_eq!(rerun["replayed"], "true");
+    assert_eq!(rerun["body"], first["body"]);
+    assert_eq!(upstream.requests().len(), 1);
+}
