@@ -1,19 +1,101 @@
 //! Quickstart: `cargo run --release --example quickstart`.
 //!
-//! Starts a small idempotent API on 127.0.0.1 that performs an operation
-//! and then loses the response (it drops the connection), runs the client
-//! as a GitHub Actions step would, and shows: the lost response retried and
-//! replayed with one side effect, then a "Re-run failed jobs" (run attempt
-//! 2) that sends the same key and gets the same answer.
+//! Runs the real `idempotency-gateway` (embedded SQLite store, in a
+//! temporary directory) in front of a toy deployment API that knows nothing
+//! about idempotency keys and answers slowly, then runs the client through
+//! it as a GitHub Actions step would:
+//! 1. the client gives up on the slow answer (its `timeout` is shorter),
+//!    retries with the same key, waits out the gateway's `409 in flight`,
+//!    and gets the stored answer: one deployment;
+//! 2. "Re-run failed jobs" (run attempt 2) sends the same key and gets the
+//!    same answer replayed: still one deployment.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use idempotent_request::gateway::clock::SystemClock;
+use idempotent_request::gateway::proxy::{Gateway, Settings};
+use idempotent_request::gateway::store::AnyStore;
+use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::{app, cli, env::Env, log::Log, outputs};
 use std::sync::Arc;
-use support::{AfterCommit, Server, Toy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::{Reply, Response, Server};
 
-fn run_step(server: &Server, attempt: &str, dir: &std::path::Path) -> Vec<(String, String)> {
+fn main() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    // A deployment API that ignores Idempotency-Key and takes 1.5 s.
+    let deployments = Arc::new(AtomicUsize::new(0));
+    let counter = deployments.clone();
+    let api = Server::start(move |_| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Response::new(201)
+                .header("content-type", "application/json")
+                .body(format!("{{\"deployment\":{n}}}")),
+        )
+    });
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let database = dir.path().join("idempotency.db");
+    let gateway_url = runtime.block_on(async {
+        let store = SqliteStore::open(&database, Durability::Process).expect("the SQLite store");
+        let settings = Settings {
+            upstream: api.url("").parse().unwrap(),
+            methods: vec![reqwest::Method::POST, reqwest::Method::PATCH],
+            require_key: false,
+            scope_headers: vec![reqwest::header::AUTHORIZATION],
+            ttl: Duration::from_secs(24 * 3600),
+            lock_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(30),
+            max_body: 10 << 20,
+        };
+        let gateway =
+            Gateway::new(settings, AnyStore::Sqlite(store), Arc::new(SystemClock)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(idempotent_request::gateway::serve(
+            Arc::new(gateway),
+            listener,
+            None,
+            std::future::pending(),
+            Duration::from_secs(30),
+        ));
+        url
+    });
+    println!("Toy API (no idempotency):   {}", api.url("/"));
+    println!(
+        "idempotency-gateway:        {gateway_url}  (SQLite: {})\n",
+        database.display()
+    );
+
+    println!(
+        "1. Run attempt 1: the API is slower than the client's timeout, so the first answer is lost."
+    );
+    let first = run_step(&gateway_url, "1", dir.path());
+    show(&first, &deployments);
+
+    println!("2. \"Re-run failed jobs\": run attempt 2 of the same workflow run.");
+    let rerun = run_step(&gateway_url, "2", dir.path());
+    show(&rerun, &deployments);
+
+    let key = |o: &[(String, String)]| o.iter().find(|(n, _)| n == "idempotency-key").cloned();
+    let same_key = key(&first) == key(&rerun);
+    println!(
+        "Same key on the re-run: {same_key}. Deployments performed: {} (exactly once).",
+        deployments.load(Ordering::SeqCst)
+    );
+    assert!(
+        same_key && deployments.load(Ordering::SeqCst) == 1,
+        "the quickstart's guarantee did not hold"
+    );
+}
+
+/// Runs the client as one GitHub Actions step and returns its outputs.
+fn run_step(gateway: &str, attempt: &str, dir: &std::path::Path) -> Vec<(String, String)> {
     let output_file = dir.join(format!("outputs-{attempt}"));
     let env: Env = [
         ("GITHUB_ACTIONS", "true"),
@@ -28,15 +110,17 @@ fn run_step(server: &Server, attempt: &str, dir: &std::path::Path) -> Vec<(Strin
     ]
     .into_iter()
     .collect();
-    let url = server.url("/deployments");
+    let url = format!("{gateway}/deployments");
     let args = [
         "idempotent-request",
         "--url",
         &url,
         "--json",
         "ref: v1.2.3\nenvironment: production",
+        "--timeout",
+        "500ms",
         "--retry-delay",
-        "200ms",
+        "300ms",
     ];
     let invocation = cli::parse(args, &env).expect("valid arguments");
     // A plain log on stderr keeps the demo readable; under a real runner the
@@ -48,41 +132,14 @@ fn run_step(server: &Server, attempt: &str, dir: &std::path::Path) -> Vec<(Strin
     outputs::parse_like_runner(&text).unwrap_or_default()
 }
 
-fn show(outputs: &[(String, String)]) {
+fn show(outputs: &[(String, String)], deployments: &AtomicUsize) {
     for (name, value) in outputs {
         if ["status", "body", "idempotency-key", "attempts", "replayed"].contains(&name.as_str()) {
             println!("  {name:16} {value}");
         }
     }
-}
-
-fn main() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let toy = Arc::new(Toy::default());
-    let server = Server::start(toy.handler(AfterCommit::Drop));
     println!(
-        "An idempotent API at {} that loses its first response.\n",
-        server.url("/")
-    );
-
-    println!("1. Run attempt 1: the server deploys, the response is lost, the client retries.");
-    let first = run_step(&server, "1", dir.path());
-    show(&first);
-    println!("  deployments performed so far: {}\n", toy.effects());
-
-    println!("2. \"Re-run failed jobs\": run attempt 2 of the same workflow run.");
-    let rerun = run_step(&server, "2", dir.path());
-    show(&rerun);
-    println!("  deployments performed so far: {}\n", toy.effects());
-
-    let same_key = first.iter().find(|(n, _)| n == "idempotency-key")
-        == rerun.iter().find(|(n, _)| n == "idempotency-key");
-    println!(
-        "Same key on the re-run: {same_key}. Deployments performed: {} (exactly once).",
-        toy.effects()
-    );
-    assert!(
-        same_key && toy.effects() == 1,
-        "the quickstart's guarantee did not hold"
+        "  deployments performed so far: {}\n",
+        deployments.load(Ordering::SeqCst)
     );
 }

