@@ -6,6 +6,7 @@ use crate::cli::{Action, Invocation, OutputMode};
 use crate::config::Config;
 use crate::env::Env;
 use crate::exit::Exit;
+use crate::github::{self, guard::Verdict, rerun};
 use crate::headers::is_secret;
 use crate::log::Log;
 use crate::outputs::{self, Outputs};
@@ -39,6 +40,21 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         json: invocation.output == OutputMode::Json,
         mask_response: config.mask_response,
         max_output_size: config.max_output_size,
+        earlier_attempts: Vec::new(),
+    };
+    let mut sinks = sinks;
+    let github_token = config
+        .github_token
+        .clone()
+        .or_else(|| env.get("GITHUB_TOKEN").map(str::to_owned));
+    if let Some(token) = &github_token {
+        log.mask(token);
+    }
+    let rerun = RerunSettings {
+        scope: config.key.scope,
+        key_ttl: config.key_ttl,
+        allow_expired: config.allow_expired_key,
+        oidc_audience: config.oidc_audience.clone(),
     };
     let limits = Limits {
         policy: config.policy.clone(),
@@ -93,7 +109,6 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         );
         return write_outputs_only(&outputs, &sinks, log).unwrap_or(Exit::Success);
     }
-    log.info(&format!("sending {request_line}"));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,6 +122,53 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
             return Exit::NoResponse;
         }
     };
+    let mut prepared = prepared;
+    if log.is_github() {
+        let checks = rerun::Checks {
+            env,
+            token: github_token.as_deref(),
+            scope: rerun.scope,
+            key_ttl: rerun.key_ttl,
+            allow_expired: rerun.allow_expired,
+        };
+        let findings = runtime.block_on(rerun::check(&checks, SystemTime::now()));
+        if findings.attempt > 1 {
+            log.info(&format!(
+                "this is run attempt {}; earlier attempts of this job:",
+                findings.attempt
+            ));
+            for line in &findings.history {
+                log.info(&format!("  {line}"));
+            }
+        }
+        sinks.earlier_attempts = findings.history;
+        match findings.verdict {
+            Some(Verdict::Refuse(message)) => return refuse(&prepared, &sinks, &message, log),
+            Some(Verdict::SendAnyway(warning)) => {
+                log.warning("The idempotency key may have expired", &warning);
+            }
+            Some(Verdict::Send) | None => {}
+        }
+    }
+    if let Some(audience) = &rerun.oidc_audience {
+        let token = github::api::http_client()
+            .and_then(|client| runtime.block_on(github::oidc::token(&client, env, audience)));
+        match token {
+            Ok(token) => {
+                log.mask(&token);
+                add_bearer(&mut prepared, &token);
+                log.info("Authorization: a GitHub OIDC token for the given audience (masked)");
+            }
+            Err(message) => {
+                return usage_error(
+                    log,
+                    env,
+                    &format!("invalid input `oidc-audience`: {message}"),
+                );
+            }
+        }
+    }
+    log.info(&format!("sending {request_line}"));
     let mut attempter = Sender {
         transport: &transport,
         request: &prepared,
@@ -122,6 +184,76 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         && scope == KeyScope::Run
         && !matches!(prepared.key, Some((ref k, _)) if k.source == KeySource::Random);
     Report::new(finished, &prepared, sinks.max_output_size, rerun_safe).emit(&prepared, &sinks, log)
+}
+
+/// The re-run guard's and OIDC's settings, kept from the config.
+struct RerunSettings {
+    scope: KeyScope,
+    key_ttl: Option<Duration>,
+    allow_expired: bool,
+    oidc_audience: Option<String>,
+}
+
+/// Sends the OIDC token as `Authorization: Bearer`. Added after the key is
+/// derived, so it never feeds it, and as a user header, so it never follows
+/// a redirect to another origin.
+fn add_bearer(prepared: &mut Prepared, token: &str) {
+    let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return;
+    };
+    value.set_sensitive(true);
+    prepared
+        .headers
+        .insert(0, (reqwest::header::AUTHORIZATION, value));
+    prepared.user_header_count += 1;
+}
+
+/// The re-run guard refused: outputs, an error annotation, the summary,
+/// exit code 4. Nothing was sent.
+fn refuse(prepared: &Prepared, sinks: &Sinks, message: &str, log: &mut Log) -> Exit {
+    log.error(
+        "Re-run refused: the idempotency key may have expired",
+        message,
+    );
+    let mut outputs = Outputs::default();
+    outputs.set(
+        "idempotency-key",
+        prepared
+            .key
+            .as_ref()
+            .map(|(k, _)| k.value.clone())
+            .unwrap_or_default(),
+    );
+    outputs.set("attempts", "0");
+    outputs.set("replayed", "false");
+    outputs.set("error", message);
+    // A failure to write outputs is logged there; the refusal stays the outcome.
+    let _ = write_outputs_only(&outputs, sinks, log);
+    if let Some(path) = &sinks.step_summary {
+        let text = crate::summary::render(&crate::summary::Summary {
+            method: prepared.method.as_str(),
+            url: &redact_url(&prepared.url),
+            key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
+            attempts: 0,
+            outcome: "not sent: refused by the re-run guard (key-ttl)",
+            replayed: false,
+            elapsed_ms: 0,
+            earlier_attempts: &sinks.earlier_attempts,
+        });
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = appended {
+            log.warning(
+                "Cannot write the step summary",
+                &format!("{}: {e}", path.display()),
+            );
+        }
+    }
+    Exit::RerunRefused
 }
 
 struct Sender<'a> {
@@ -186,6 +318,7 @@ fn usage_error(log: &mut Log, env: &Env, message: &str) -> Exit {
         json: false,
         mask_response: false,
         max_output_size: 0,
+        earlier_attempts: Vec::new(),
     };
     write_outputs_only(&outputs, &sinks, log);
     Exit::Usage

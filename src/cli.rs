@@ -72,6 +72,7 @@ Exit codes:
   2  invalid input or configuration; nothing was sent
   3  no HTTP response (transport errors until attempts or the deadline ran out,
      TLS failure, response larger than max-response-size)
+  4  a re-run refused by the re-run guard (key-ttl): the key may have expired
 
 Every option can also be set as the environment variable INPUT_<NAME>
 (INPUT_KEY-SCOPE or INPUT_KEY_SCOPE); an option on the command line wins.";

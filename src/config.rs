@@ -104,6 +104,14 @@ pub struct Config {
     pub mask_response: bool,
     /// `dry-run`.
     pub dry_run: bool,
+    /// `key-ttl`: the re-run guard's limit, when set.
+    pub key_ttl: Option<Duration>,
+    /// `github-token`, when given.
+    pub github_token: Option<String>,
+    /// `allow-expired-key`.
+    pub allow_expired_key: bool,
+    /// `oidc-audience`, when set.
+    pub oidc_audience: Option<String>,
 }
 
 /// Reads input `name` (or its default) with `parse`. `show` says whether
@@ -332,6 +340,21 @@ impl Config {
             base: duration(raw, "retry-delay", true)?,
             cap: duration(raw, "retry-max-delay", true)?,
         };
+        let oidc_audience = raw.get("oidc-audience").map(str::to_owned);
+        if oidc_audience.is_some()
+            && headers
+                .iter()
+                .any(|(n, _)| n == reqwest::header::AUTHORIZATION)
+        {
+            return fail(
+                "oidc-audience",
+                "headers already sets Authorization, which the OIDC token would replace; remove one of the two",
+            );
+        }
+        let key_ttl = raw
+            .get("key-ttl")
+            .map(|_| duration(raw, "key-ttl", false))
+            .transpose()?;
         let max_output_size = parse_input(raw, "max-output-size", true, |text| {
             let size = parse_size(text)?;
             usize::try_from(size)
@@ -357,6 +380,10 @@ impl Config {
             max_response_size: parse_input(raw, "max-response-size", true, parse_size)?,
             mask_response: flag(raw, "mask-response")?,
             dry_run: flag(raw, "dry-run")?,
+            key_ttl,
+            github_token: raw.get("github-token").map(str::to_owned),
+            allow_expired_key: flag(raw, "allow-expired-key")?,
+            oidc_audience,
         })
     }
 }
@@ -512,11 +539,28 @@ mod tests {
             ("mask-response", "no"),
             ("dry-run", "y"),
             ("key-header", "bad header"),
+            ("key-ttl", "0"),
+            ("key-ttl", "a day"),
+            ("allow-expired-key", "maybe"),
             ("key-headers", "ok, bad name"),
         ] {
             let err = error(&[URL, (name, junk)]);
             assert_eq!(err.input, name, "{name}={junk}: {err}");
         }
+    }
+
+    #[test]
+    fn oidc_audience_refuses_a_second_authorization() {
+        let err = error(&[
+            URL,
+            ("oidc-audience", "api"),
+            ("headers", "Authorization: Bearer x"),
+        ]);
+        assert_eq!(err.input, "oidc-audience");
+        let config =
+            Config::from_raw(&raw(&[URL, ("oidc-audience", "api"), ("key-ttl", "24h")])).unwrap();
+        assert_eq!(config.oidc_audience.as_deref(), Some("api"));
+        assert_eq!(config.key_ttl, Some(Duration::from_secs(86_400)));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum Exit {
     Usage = 2,
     /// No HTTP response at all.
     NoResponse = 3,
+    /// The re-run guard refused to send: the key may have expired on the server.
+    RerunRefused = 4,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -18,6 +18,9 @@ pub struct Input {
     pub value_name: &'static str,
     /// `true` when the value is taken verbatim (not trimmed).
     pub verbatim: bool,
+    /// The default `action.yml` declares, where it differs from the CLI's
+    /// (an expression only the runner can evaluate).
+    pub action_default: Option<&'static str>,
 }
 
 const fn input(
@@ -32,6 +35,7 @@ const fn input(
         help,
         value_name,
         verbatim: false,
+        action_default: None,
     }
 }
 
@@ -42,6 +46,7 @@ const fn verbatim(name: &'static str, value_name: &'static str, help: &'static s
         help,
         value_name,
         verbatim: true,
+        action_default: None,
     }
 }
 
@@ -224,6 +229,32 @@ pub const INPUTS: &[Input] = &[
         "false",
         "BOOL",
         "Register every line of the `body` output as a secret (`::add-mask::`), splitting on CR and LF.",
+    ),
+    input(
+        "key-ttl",
+        "",
+        "DURATION",
+        "How long the target server keeps keys; on a re-run past it, refuse to send (exit 4). Unset: no guard.",
+    ),
+    Input {
+        name: "github-token",
+        default: "",
+        help: "Token for the GitHub API (re-run guard and history; needs `actions: read`). Falls back to GITHUB_TOKEN.",
+        value_name: "TOKEN",
+        verbatim: false,
+        action_default: Some("${{ github.token }}"),
+    },
+    input(
+        "allow-expired-key",
+        "false",
+        "BOOL",
+        "Send on a re-run even when the key may have expired on the server, or its age cannot be checked.",
+    ),
+    input(
+        "oidc-audience",
+        "",
+        "AUDIENCE",
+        "Request a GitHub OIDC token for this audience and send it as `Authorization: Bearer` (needs `id-token: write`).",
     ),
     input(
         "dry-run",

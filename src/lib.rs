@@ -17,6 +17,7 @@ pub mod env;
 pub mod exit;
 pub mod fingerprint;
 pub mod framing;
+pub mod github;
 pub mod headers;
 pub mod inputs;
 pub mod json;

@@ -26,6 +26,8 @@ pub struct Sinks {
     pub mask_response: bool,
     /// `max-output-size`.
     pub max_output_size: usize,
+    /// On a re-run: one line per earlier attempt of this job (summary).
+    pub earlier_attempts: Vec<String>,
 }
 
 /// Everything the run reports.
@@ -226,6 +228,7 @@ impl Report {
                     .get("elapsed-ms")
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0),
+                earlier_attempts: &sinks.earlier_attempts,
             });
             if let Err(e) = append(path, text.as_bytes()) {
                 log.warning(

@@ -17,6 +17,8 @@ pub struct Summary<'a> {
     pub replayed: bool,
     /// Wall time of the whole run.
     pub elapsed_ms: u128,
+    /// On a re-run: one line per earlier attempt of this job.
+    pub earlier_attempts: &'a [String],
 }
 
 /// Renders the summary as a Markdown section.
@@ -33,6 +35,12 @@ pub fn render(summary: &Summary<'_>) -> String {
     let mut out = String::from("### idempotent-request\n\n| | |\n|---|---|\n");
     for (name, value) in rows {
         out.push_str(&format!("| {name} | {value} |\n"));
+    }
+    if !summary.earlier_attempts.is_empty() {
+        out.push_str("\nThis is a re-run. Earlier attempts of this job:\n\n");
+        for line in summary.earlier_attempts {
+            out.push_str(&format!("- {}\n", escape(line)));
+        }
     }
     out.push('\n');
     out
@@ -75,7 +83,9 @@ mod tests {
             outcome: "201",
             replayed: true,
             elapsed_ms: 1234,
+            earlier_attempts: &["attempt 1: failure <b>".to_owned()],
         });
+        assert!(text.contains("- attempt 1: failure &#60;b&#62;"), "{text}");
         assert!(text.contains("| Method | POST |"));
         assert!(text.contains("| Idempotency key | k-1 |"));
         assert!(text.contains("| Attempts | 3 |"));

@@ -34,7 +34,12 @@ fn every_input_matches_the_binary() {
             .get("default")
             .and_then(Value::as_str)
             .unwrap_or("");
-        assert_eq!(default, input.default, "default of {}", input.name);
+        assert_eq!(
+            default,
+            input.action_default.unwrap_or(input.default),
+            "default of {}",
+            input.name
+        );
         assert_eq!(
             declared["required"],
             input.name == "url",

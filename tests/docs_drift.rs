@@ -37,10 +37,11 @@ fn readme_lists_every_input_with_its_default_and_meaning() {
     let expected: Vec<(String, String, String)> = INPUTS
         .iter()
         .map(|i| {
-            let default = if i.default.is_empty() {
+            let default = i.action_default.unwrap_or(i.default);
+            let default = if default.is_empty() {
                 String::new()
             } else {
-                format!("`{}`", i.default)
+                format!("`{default}`")
             };
             (format!("`{}`", i.name), default, i.help.to_owned())
         })
@@ -84,6 +85,7 @@ fn help_lists_every_input_and_exit_code() {
         }
     }
     for code in [
+        "4  a re-run refused",
         "0  success",
         "1  the final",
         "2  invalid input",
@@ -97,5 +99,5 @@ fn help_lists_every_input_and_exit_code() {
 fn readme_documents_every_exit_code() {
     let rows = table_rows(&readme(), "code");
     let codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(codes, ["0", "1", "2", "3"]);
+    assert_eq!(codes, ["0", "1", "2", "3", "4"]);
 }

@@ -1,0 +1,449 @@
+//! The re-run guard, the earlier-attempts history and OIDC, against a mock
+//! GitHub API and token service on 127.0.0.1 answering the documented JSON
+//! shapes.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use support::{AfterCommit, Reply, Response, Server, Toy, client, github_env, read_outputs};
+
+const TOKEN: &str = "ghs_T0kenThatMustNeverLeak";
+
+fn rfc3339(ago: Duration) -> String {
+    chrono::DateTime::<chrono::Utc>::from(SystemTime::now() - ago).to_rfc3339()
+}
+
+fn job(name: &str, status: &str, conclusion: Option<&str>, runner: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": 1, "run_id": 1000001, "name": name, "status": status,
+        "conclusion": conclusion, "runner_name": runner, "started_at": "2026-11-20T10:00:00Z"
+    })
+}
+
+/// A mock API for run 1000001 of acme/app: attempt 1 started `ago`; its jobs
+/// include `deploy`, which failed; attempt 2 has `deploy` in progress on runner-2.
+fn mock_api(ago: Duration) -> Server {
+    let started = rfc3339(ago);
+    Server::start(move |request| {
+        let path = request.path.as_str();
+        let json = |value: serde_json::Value| {
+            Reply::Respond(
+                Response::new(200)
+                    .header("content-type", "application/json")
+                    .body(value.to_string()),
+            )
+        };
+        if path.ends_with("/repos/acme/app/actions/runs/1000001/attempts/1") {
+            json(
+                serde_json::json!({"id": 1000001, "run_attempt": 1, "status": "completed",
+                                    "conclusion": "failure", "run_started_at": started}),
+            )
+        } else if path.contains("/repos/acme/app/actions/runs/1000001/attempts/1/jobs") {
+            json(serde_json::json!({"total_count": 2, "jobs": [
+                job("build", "completed", Some("success"), "runner-1"),
+                job("deploy", "completed", Some("failure"), "runner-1")]}))
+        } else if path.contains("/repos/acme/app/actions/runs/1000001/attempts/2/jobs") {
+            json(
+                serde_json::json!({"total_count": 1, "jobs": [job("deploy", "in_progress", None, "runner-2")]}),
+            )
+        } else {
+            Reply::Respond(Response::new(404).body(r#"{"message":"Not Found"}"#))
+        }
+    })
+}
+
+fn rerun_env(dir: &std::path::Path, api: &str) -> Vec<(String, String)> {
+    let mut env = github_env(dir);
+    env.retain(|(k, _)| k != "GITHUB_RUN_ATTEMPT");
+    env.extend([
+        ("GITHUB_RUN_ATTEMPT".to_owned(), "2".to_owned()),
+        ("GITHUB_API_URL".to_owned(), api.to_owned()),
+        ("GITHUB_REPOSITORY".to_owned(), "acme/app".to_owned()),
+        ("RUNNER_NAME".to_owned(), "runner-2".to_owned()),
+    ]);
+    env.retain(|(k, v)| k != "GITHUB_REPOSITORY" || v == "acme/app");
+    env
+}
+
+fn target() -> (Server, Arc<Toy>) {
+    let toy = Arc::new(Toy::default());
+    (Server::start(toy.handler(AfterCommit::Answer)), toy)
+}
+
+fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
+
+#[test]
+fn rerun_older_than_key_ttl_is_refused_with_exit_4() {
+    let api = mock_api(Duration::from_secs(3 * 86_400));
+    let (target, toy) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(rerun_env(dir.path(), &api.url("")))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--body",
+            "x",
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .assert()
+        .code(4);
+    assert_eq!(target.connections(), 0, "nothing is sent");
+    assert_eq!(toy.effects(), 0);
+    let out = read_outputs(dir.path());
+    assert!(out["error"].contains("3 days ago"), "{}", out["error"]);
+    assert!(
+        out["error"].contains("allow-expired-key"),
+        "{}",
+        out["error"]
+    );
+    assert_eq!(out["attempts"], "0");
+    assert!(!out["idempotency-key"].is_empty());
+    let log = stdout(&assert);
+    assert!(
+        log.contains("::error title=Re-run refused%3A the idempotency key may have expired::"),
+        "{log}"
+    );
+    assert!(log.contains("attempt 1: failure"), "{log}");
+    let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
+    assert!(summary.contains("not sent"), "{summary}");
+    assert!(summary.contains("- attempt 1: failure"), "{summary}");
+}
+
+#[test]
+fn rerun_younger_than_key_ttl_is_sent_and_the_history_is_shown() {
+    let api = mock_api(Duration::from_secs(2 * 3600));
+    let (target, toy) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(rerun_env(dir.path(), &api.url("")))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--body",
+            "x",
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .assert()
+        .success();
+    assert_eq!(toy.effects(), 1);
+    let log = stdout(&assert);
+    assert!(
+        log.contains("this is run attempt 2; earlier attempts of this job:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("  attempt 1: failure (started 2026-11-20T10:00:00Z)"),
+        "{log}"
+    );
+    // The token went to the API, and only there.
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some(&format!("Bearer {TOKEN}")))
+    );
+    assert!(
+        target
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization").is_none())
+    );
+}
+
+#[test]
+fn unknown_age_is_refused_unless_allow_expired_key() {
+    let forbidden = Server::start(|_| {
+        Reply::Respond(
+            Response::new(403).body(r#"{"message":"Resource not accessible by integration"}"#),
+        )
+    });
+    let missing =
+        Server::start(|_| Reply::Respond(Response::new(404).body(r#"{"message":"Not Found"}"#)));
+    for (api, expect) in [(&forbidden, "HTTP 403"), (&missing, "HTTP 404")] {
+        let (target, _) = target();
+        let dir = tempfile::tempdir().unwrap();
+        client()
+            .envs(rerun_env(dir.path(), &api.url("")))
+            .args([
+                "--url",
+                &target.url("/deploy"),
+                "--key-ttl",
+                "24h",
+                "--github-token",
+                TOKEN,
+            ])
+            .assert()
+            .code(4);
+        let error = &read_outputs(dir.path())["error"];
+        assert!(
+            error.contains(expect) && error.contains("actions: read"),
+            "{error}"
+        );
+        assert_eq!(target.connections(), 0);
+    }
+    // No token at all.
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(rerun_env(dir.path(), &forbidden.url("")))
+        .args(["--url", &target.url("/deploy"), "--key-ttl", "24h"])
+        .assert()
+        .code(4);
+    assert!(read_outputs(dir.path())["error"].contains("no github-token"));
+    // allow-expired-key sends anyway, with a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(rerun_env(dir.path(), &forbidden.url("")))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .args(["--allow-expired-key"])
+        .assert()
+        .success();
+    assert!(stdout(&assert).contains("::warning title=The idempotency key may have expired::"));
+    assert_eq!(target.requests().len(), 1);
+}
+
+#[test]
+fn first_attempts_make_no_api_call() {
+    let api = mock_api(Duration::from_secs(3 * 86_400));
+    let (target, toy) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = rerun_env(dir.path(), &api.url(""));
+    env.retain(|(k, _)| k != "GITHUB_RUN_ATTEMPT");
+    client()
+        .envs(env)
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .assert()
+        .success();
+    assert_eq!(api.connections(), 0);
+    assert_eq!(toy.effects(), 1);
+}
+
+#[test]
+fn jobs_are_read_across_pages() {
+    let started = rfc3339(Duration::from_secs(3600));
+    let api = Server::start(move |request| {
+        let path = request.path.as_str();
+        let body = if path.contains("/attempts/1/jobs") && path.contains("&page=1") {
+            let jobs: Vec<_> = (0..100)
+                .map(|i| job(&format!("shard {i}"), "completed", Some("success"), "r"))
+                .collect();
+            serde_json::json!({"total_count": 101, "jobs": jobs})
+        } else if path.contains("/attempts/1/jobs") && path.contains("&page=2") {
+            serde_json::json!({"total_count": 101, "jobs": [job("deploy", "completed", Some("cancelled"), "r")]})
+        } else if path.contains("/attempts/2/jobs") {
+            serde_json::json!({"total_count": 1, "jobs": [job("deploy", "in_progress", None, "runner-2")]})
+        } else {
+            serde_json::json!({"run_started_at": started})
+        };
+        Reply::Respond(
+            Response::new(200)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    });
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(rerun_env(dir.path(), &api.url("")))
+        .args(["--url", &target.url("/deploy"), "--github-token", TOKEN])
+        .assert()
+        .success();
+    assert!(
+        stdout(&assert).contains("  attempt 1: cancelled"),
+        "{}",
+        stdout(&assert)
+    );
+    assert!(api.requests().iter().any(|r| r.path.contains("&page=2")));
+}
+
+#[test]
+fn api_calls_honour_the_proxy_variables() {
+    // The proxy answers as the API would; it sees absolute-form requests.
+    let proxy = mock_api(Duration::from_secs(3600));
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(rerun_env(dir.path(), "http://localhost:9/"))
+        .env("HTTP_PROXY", proxy.url(""))
+        .env("NO_PROXY", "127.0.0.1")
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .assert()
+        .success();
+    let seen: Vec<String> = proxy.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        seen.iter()
+            .any(|p| p
+                .starts_with("http://localhost:9/repos/acme/app/actions/runs/1000001/attempts/1")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        target.requests().len(),
+        1,
+        "the target itself was reached directly (NO_PROXY)"
+    );
+}
+
+#[test]
+fn the_token_never_appears_in_output() {
+    let api = mock_api(Duration::from_secs(3 * 86_400));
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(rerun_env(dir.path(), &api.url("")))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--key-ttl",
+            "24h",
+            "--github-token",
+            TOKEN,
+        ])
+        .assert()
+        .code(4);
+    let everything = [
+        stdout(&assert),
+        String::from_utf8_lossy(&assert.get_output().stderr).into_owned(),
+        std::fs::read_to_string(dir.path().join("output")).unwrap(),
+        std::fs::read_to_string(dir.path().join("summary")).unwrap(),
+    ];
+    for text in &everything {
+        for line in text.lines().filter(|l| !l.starts_with("::add-mask::")) {
+            assert!(!line.contains(TOKEN), "the token leaked: {line}");
+        }
+    }
+    assert!(everything[0].contains(&format!("::add-mask::{TOKEN}\n")));
+}
+
+/// A token service that checks the audience and its own bearer.
+fn token_service() -> Server {
+    Server::start(|request| {
+        let ok = request
+            .path
+            .contains("audience=https%3A%2F%2Fdeploy.example")
+            && request.header("authorization") == Some("Bearer runner-request-token");
+        if ok {
+            Reply::Respond(Response::new(200).body(r#"{"value":"eyJhbGciOi.payload.signature"}"#))
+        } else {
+            Reply::Respond(Response::new(403).body("{}"))
+        }
+    })
+}
+
+fn oidc_env(dir: &std::path::Path, service: &Server) -> Vec<(String, String)> {
+    let mut env = github_env(dir);
+    env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+        service.url("/token?api-version=2.0"),
+    ));
+    env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+        "runner-request-token".into(),
+    ));
+    env
+}
+
+#[test]
+fn oidc_token_is_sent_as_bearer_masked_and_keeps_the_key() {
+    let service = token_service();
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(oidc_env(dir.path(), &service))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--body",
+            "x",
+            "--oidc-audience",
+            "https://deploy.example",
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        target.requests()[0].header("authorization"),
+        Some("Bearer eyJhbGciOi.payload.signature")
+    );
+    let log = stdout(&assert);
+    assert!(
+        log.contains("::add-mask::eyJhbGciOi.payload.signature\n"),
+        "{log}"
+    );
+    for line in log.lines().filter(|l| !l.starts_with("::add-mask::")) {
+        assert!(!line.contains("payload.signature"), "{line}");
+    }
+    let with_oidc = read_outputs(dir.path())["idempotency-key"].clone();
+    let dir2 = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir2.path()))
+        .args(["--url", &target.url("/deploy"), "--body", "x"])
+        .assert()
+        .success();
+    assert_eq!(
+        read_outputs(dir2.path())["idempotency-key"],
+        with_oidc,
+        "the token does not feed the key"
+    );
+}
+
+#[test]
+fn oidc_without_permission_is_a_clear_error_and_nothing_is_sent() {
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &target.url("/deploy"),
+            "--oidc-audience",
+            "https://deploy.example",
+        ])
+        .assert()
+        .code(2);
+    assert!(
+        stdout(&assert).contains("id-token: write"),
+        "{}",
+        stdout(&assert)
+    );
+    assert_eq!(target.connections(), 0);
+    // The token service refusing (audience or permission) is the same.
+    let service = token_service();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(oidc_env(dir.path(), &service))
+        .args(["--url", &target.url("/deploy"), "--oidc-audience", "other"])
+        .assert()
+        .code(2);
+    assert!(stdout(&assert).contains("HTTP 403"), "{}", stdout(&assert));
+    assert_eq!(target.connections(), 0);
+}
