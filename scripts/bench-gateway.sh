@@ -5,7 +5,10 @@
 #   - the gateway in front of it with each store, for unique keys (every
 #     request forwarded and stored) and for one repeated key (every request
 #     replayed), and SQLite with --durability full.
-# All in the same run on this machine. Prints a Markdown table on stdout;
+# Two tables: throughput at saturation (closed loop), and latency at a
+# moderate fixed rate (each connection paced with wrk's delay() hook, about
+# 1000 requests/s in all), where the gateway's added latency shows without
+# queueing. All in the same run on this machine; Markdown on stdout;
 # docs/performance.md records results.
 set -CeEuo pipefail
 
@@ -69,6 +72,12 @@ wrk.body = '{"ref":"v1"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
+for script in unique plain repeated; do
+  cp "${work}/${script}.lua" "${work}/${script}-paced.lua"
+  # 4 connections, each waiting 4 ms between requests: ~1000 requests/s.
+  echo 'function delay() return 4 end' >>"${work}/${script}-paced.lua"
+done
+
 start_gateway() { # name, store, extra args...
   local name=$1 store=$2
   shift 2
@@ -80,10 +89,10 @@ start_gateway() { # name, store, extra args...
 }
 
 # wrk's --latency output: requests/s and the 50th and 99th percentiles.
-run() { # label, url, script
+run() { # label, url, script [connections]
   local out
   curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$2/deployments"
-  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "$3" "$2")
+  out=$(wrk --latency -t1 -c"${4:-${connections}}" -d"${duration}" -s "$3" "$2")
   local rps p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"${out}")
   p50=$(awk '$1 == "50%" {print $2}' <<<"${out}")
@@ -92,20 +101,40 @@ run() { # label, url, script
   printf '| %s | %s | %s | %s | %s |\n' "$1" "${rps}" "${p50}" "${p99}" "${errors:-0}"
 }
 
-echo "wrk: 1 thread, ${connections} connections, ${duration} per row; $(nproc) cores shared by wrk, gateway, upstream and Redis."
+echo "### Throughput at saturation"
+echo
+echo "wrk: 1 thread, ${connections} connections, ${duration} per row, as fast as the machine allows; $(nproc) cores shared by wrk, gateway, upstream and Redis."
 echo
 echo "| setup | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
 run "hyper hello-world (baseline)" "${upstream}" "${work}/plain.lua"
 run "upstream directly, unique keys" "${upstream}" "${work}/unique.lua"
 start_gateway memory memory
+memory=${gateway}
 run "gateway, memory, unique keys (forward)" "${gateway}" "${work}/unique.lua"
 run "gateway, memory, one key (replay)" "${gateway}" "${work}/repeated.lua"
 start_gateway sqlite "sqlite:${work}/normal.db"
+sqlite=${gateway}
 run "gateway, SQLite, unique keys (forward)" "${gateway}" "${work}/unique.lua"
 run "gateway, SQLite, one key (replay)" "${gateway}" "${work}/repeated.lua"
 start_gateway sqlite-full "sqlite:${work}/full.db" --durability full
+sqlite_full=${gateway}
 run "gateway, SQLite --durability full, unique keys" "${gateway}" "${work}/unique.lua"
 start_gateway redis "redis://127.0.0.1:${redis_port}/0"
+redis=${gateway}
 run "gateway, Redis, unique keys (forward)" "${gateway}" "${work}/unique.lua"
 run "gateway, Redis, one key (replay)" "${gateway}" "${work}/repeated.lua"
+
+echo
+echo "### Latency at a moderate fixed rate"
+echo
+echo "wrk: 1 thread, 4 connections each pausing 4 ms between requests (about 1000 requests/s), ${duration} per row."
+echo
+echo "| setup | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+run "upstream directly, unique keys" "${upstream}" "${work}/unique-paced.lua" 4
+run "gateway, memory, unique keys (forward)" "${memory}" "${work}/unique-paced.lua" 4
+run "gateway, SQLite, unique keys (forward)" "${sqlite}" "${work}/unique-paced.lua" 4
+run "gateway, SQLite --durability full, unique keys" "${sqlite_full}" "${work}/unique-paced.lua" 4
+run "gateway, Redis, unique keys (forward)" "${redis}" "${work}/unique-paced.lua" 4
+run "gateway, SQLite, one key (replay)" "${sqlite}" "${work}/repeated-paced.lua" 4

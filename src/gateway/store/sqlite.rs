@@ -8,6 +8,11 @@
 //! also survives a crash of the host, at the cost of an fsync per commit.
 //! rusqlite is synchronous, so each operation runs on tokio's blocking pool
 //! over one connection.
+//!
+//! WAL checkpoints (which fsync the database file) run on a second
+//! connection in a background thread, not inside a request's commit:
+//! SQLite's automatic checkpoint would otherwise stall whichever request
+//! happens to cross the threshold (measured in docs/performance.md).
 
 use super::{
     Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
@@ -28,6 +33,30 @@ pub enum Durability {
 /// A SQLite-backed store.
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// Checkpoints the WAL every second from its own connection until the
+/// store is dropped. PASSIVE never blocks the serving connection.
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let connection = Connection::open(path).map_err(StoreError::from)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_secs(1))
+            {
+                if let Err(error) =
+                    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(%error, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(StoreError::from)?;
+    Ok(stop)
 }
 
 const SCHEMA: &str = "
@@ -59,11 +88,13 @@ impl SqliteStore {
         };
         connection
             .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; {SCHEMA}"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; \
+                 PRAGMA wal_autocheckpoint = 0; {SCHEMA}"
             ))
             .map_err(|e| StoreError(format!("cannot prepare `{}`: {e}", path.display())))?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            _checkpointer: spawn_checkpointer(path)?,
         })
     }
 
@@ -144,6 +175,14 @@ impl Store for SqliteStore {
         let (id, fingerprint, token) = (id.clone(), *fingerprint, *token);
         let row = self
             .run(move |c| {
+                // Replays and conflicts only read: a live record answers
+                // without a write transaction. The INSERT below still decides
+                // every race for an absent or expired record.
+                if let Some(row) = read(c, &id)?
+                    && row.expires_at.is_none_or(|expires| expires > ms(now))
+                {
+                    return Ok(Some(row));
+                }
                 let inserted = c.execute(
                     "INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (caller, key) DO UPDATE SET
