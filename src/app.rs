@@ -80,10 +80,7 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         if !log.is_github() {
             describe_key(&prepared, log);
         }
-        println!(
-            "{}",
-            prepared.key.as_ref().map_or("", |(k, _)| k.value.as_str())
-        );
+        println!("{}", prepared.key_value());
         return Exit::Success;
     }
     describe_key(&prepared, log);
@@ -93,20 +90,10 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
             "dry run: would send {request_line}; nothing was sent"
         ));
         if invocation.output == OutputMode::Json || sinks.github_output.is_none() {
-            println!(
-                "{}",
-                prepared.key.as_ref().map_or("", |(k, _)| k.value.as_str())
-            );
+            println!("{}", prepared.key_value());
         }
         let mut outputs = Outputs::default();
-        outputs.set(
-            "idempotency-key",
-            prepared
-                .key
-                .as_ref()
-                .map(|(k, _)| k.value.clone())
-                .unwrap_or_default(),
-        );
+        outputs.set("idempotency-key", prepared.key_value());
         return write_outputs_only(&outputs, &sinks, log).unwrap_or(Exit::Success);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -216,21 +203,15 @@ fn refuse(prepared: &Prepared, sinks: &Sinks, message: &str, log: &mut Log) -> E
         message,
     );
     let mut outputs = Outputs::default();
-    outputs.set(
-        "idempotency-key",
-        prepared
-            .key
-            .as_ref()
-            .map(|(k, _)| k.value.clone())
-            .unwrap_or_default(),
-    );
+    outputs.set("idempotency-key", prepared.key_value());
     outputs.set("attempts", "0");
     outputs.set("replayed", "false");
     outputs.set("error", message);
     // A failure to write outputs is logged there; the refusal stays the outcome.
     let _ = write_outputs_only(&outputs, sinks, log);
-    if let Some(path) = &sinks.step_summary {
-        let text = crate::summary::render(&crate::summary::Summary {
+    crate::report::append_summary(
+        sinks,
+        &crate::summary::Summary {
             method: prepared.method.as_str(),
             url: &redact_url(&prepared.url),
             key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
@@ -239,20 +220,9 @@ fn refuse(prepared: &Prepared, sinks: &Sinks, message: &str, log: &mut Log) -> E
             replayed: false,
             elapsed_ms: 0,
             earlier_attempts: &sinks.earlier_attempts,
-        });
-        use std::io::Write as _;
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(text.as_bytes()));
-        if let Err(e) = appended {
-            log.warning(
-                "Cannot write the step summary",
-                &format!("{}: {e}", path.display()),
-            );
-        }
-    }
+        },
+        log,
+    );
     Exit::RerunRefused
 }
 
@@ -329,12 +299,7 @@ fn write_outputs_only(outputs: &Outputs, sinks: &Sinks, log: &mut Log) -> Option
     let written = outputs::render(outputs, outputs::random_delimiter)
         .map_err(|e| e.to_string())
         .and_then(|text| {
-            use std::io::Write as _;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
+            crate::report::append(path, text.as_bytes())
                 .map_err(|e| format!("{}: {e}", path.display()))
         });
     match written {

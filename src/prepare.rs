@@ -49,6 +49,13 @@ pub struct Prepared {
     pub body: Body,
 }
 
+impl Prepared {
+    /// The key that is sent, or `""` when none is.
+    pub fn key_value(&self) -> &str {
+        self.key.as_ref().map_or("", |(key, _)| key.value.as_str())
+    }
+}
+
 /// Methods that are safe by definition (RFC 9110 §9.2.1) get no key unless
 /// one is given explicitly.
 pub fn is_safe(method: &Method) -> bool {

@@ -145,14 +145,7 @@ impl Report {
             out.set("body-truncated", truncated.to_string());
             out.set("body-file", r.body_file.display().to_string());
         }
-        out.set(
-            "idempotency-key",
-            prepared
-                .key
-                .as_ref()
-                .map(|(k, _)| k.value.clone())
-                .unwrap_or_default(),
-        );
+        out.set("idempotency-key", prepared.key_value());
         out.set("attempts", finished.attempts.to_string());
         out.set("replayed", response.is_some_and(is_replayed).to_string());
         out.set("elapsed-ms", finished.elapsed.as_millis().to_string());
@@ -213,8 +206,9 @@ impl Report {
                 exit = Exit::NoResponse;
             }
         }
-        if let Some(path) = &sinks.step_summary {
-            let text = summary::render(&Summary {
+        append_summary(
+            sinks,
+            &Summary {
                 method: prepared.method.as_str(),
                 url: &crate::redact::redact_url(&prepared.url),
                 key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
@@ -229,19 +223,29 @@ impl Report {
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0),
                 earlier_attempts: &sinks.earlier_attempts,
-            });
-            if let Err(e) = append(path, text.as_bytes()) {
-                log.warning(
-                    "Cannot write the step summary",
-                    &format!("{}: {e}", path.display()),
-                );
-            }
-        }
+            },
+            log,
+        );
         exit
     }
 }
 
-fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Appends `summary` to `$GITHUB_STEP_SUMMARY`, when set; a failure is a
+/// warning (the request's outcome stands).
+pub fn append_summary(sinks: &Sinks, summary: &Summary<'_>, log: &mut Log) {
+    if let Some(path) = &sinks.step_summary
+        && let Err(e) = append(path, summary::render(summary).as_bytes())
+    {
+        log.warning(
+            "Cannot write the step summary",
+            &format!("{}: {e}", path.display()),
+        );
+    }
+}
+
+/// Appends `bytes` to the file at `path`, creating it if needed (the
+/// runner's file commands are appended to, never overwritten).
+pub fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
