@@ -115,8 +115,10 @@ impl SqliteStore {
 
 fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRow>> {
     connection
-        .query_row(
+        .prepare_cached(
             "SELECT fingerprint, token, lease_until, expires_at, outcome FROM records WHERE caller = ?1 AND key = ?2",
+        )?
+        .query_row(
             params![&id.caller[..], &id.key],
             |row| {
                 Ok(RawRow {
@@ -183,14 +185,11 @@ impl Store for SqliteStore {
                 {
                     return Ok(Some(row));
                 }
-                let inserted = c.execute(
-                    "INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
+                let inserted = c.prepare_cached("INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (caller, key) DO UPDATE SET
                         fingerprint = excluded.fingerprint, token = excluded.token,
                         lease_until = excluded.lease_until, expires_at = NULL, outcome = NULL
-                     WHERE records.expires_at IS NOT NULL AND records.expires_at <= ?6",
-                    params![&id.caller[..], &id.key, &fingerprint[..], &token[..], ms(lease_until), ms(now)],
-                )?;
+                     WHERE records.expires_at IS NOT NULL AND records.expires_at <= ?6")?.execute(params![&id.caller[..], &id.key, &fingerprint[..], &token[..], ms(lease_until), ms(now)])?;
                 if inserted == 1 { Ok(None) } else { read(c, &id) }
             })
             .await?;
@@ -208,10 +207,15 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, token) = (id.clone(), *token);
         self.run(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE records SET lease_until = ?4 WHERE caller = ?1 AND key = ?2 AND token = ?3",
-                params![&id.caller[..], &id.key, &token[..], ms(lease_until)],
-            )
+            )?
+            .execute(params![
+                &id.caller[..],
+                &id.key,
+                &token[..],
+                ms(lease_until)
+            ])
             .map(|n| n == 1)
         })
         .await
@@ -227,11 +231,17 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
         self.run(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5
                  WHERE caller = ?1 AND key = ?2 AND token = ?3",
-                params![&id.caller[..], &id.key, &token[..], ms(expires_at), outcome],
-            )
+            )?
+            .execute(params![
+                &id.caller[..],
+                &id.key,
+                &token[..],
+                ms(expires_at),
+                outcome
+            ])
             .map(|n| n == 1)
         })
         .await
@@ -240,11 +250,9 @@ impl Store for SqliteStore {
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
         let (id, token) = (id.clone(), *token);
         self.run(move |c| {
-            c.execute(
-                "DELETE FROM records WHERE caller = ?1 AND key = ?2 AND token = ?3",
-                params![&id.caller[..], &id.key, &token[..]],
-            )
-            .map(|n| n == 1)
+            c.prepare_cached("DELETE FROM records WHERE caller = ?1 AND key = ?2 AND token = ?3")?
+                .execute(params![&id.caller[..], &id.key, &token[..]])
+                .map(|n| n == 1)
         })
         .await
     }
@@ -260,11 +268,8 @@ impl Store for SqliteStore {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
         let row = self
             .run(move |c| {
-                c.execute(
-                    "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5
-                     WHERE caller = ?1 AND key = ?2 AND token = ?3 AND lease_until <= ?6",
-                    params![&id.caller[..], &id.key, &token[..], ms(expires_at), outcome, ms(now)],
-                )?;
+                c.prepare_cached("UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5
+                     WHERE caller = ?1 AND key = ?2 AND token = ?3 AND lease_until <= ?6")?.execute(params![&id.caller[..], &id.key, &token[..], ms(expires_at), outcome, ms(now)])?;
                 read(c, &id)
             })
             .await?;
@@ -277,10 +282,10 @@ impl Store for SqliteStore {
 
     async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
         self.run(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                params![ms(now)],
-            )
+            )?
+            .execute(params![ms(now)])
             .map(|n| n as u64)
         })
         .await
