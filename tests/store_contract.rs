@@ -141,7 +141,15 @@ async fn expired_records_are_never_replayed<S: Store>(store: &S) {
         .finish(&id("e"), &a, &response("old"), NOW + 1000, NOW)
         .await
         .unwrap();
-    // At the expiry instant the record is gone for claims, even unswept.
+    // Replayed while live (which may cache it)…
+    assert!(matches!(
+        store
+            .claim(&id("e"), &FP, &b, NOW + 60_000, NOW + 999)
+            .await
+            .unwrap(),
+        Claimed::Existing(Record::Done { .. })
+    ));
+    // …and gone at the expiry instant, even unswept and cached.
     assert_eq!(
         store
             .claim(&id("e"), &FP, &b, NOW + 1000 + 60_000, NOW + 1000)

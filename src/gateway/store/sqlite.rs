@@ -9,6 +9,10 @@
 //! rusqlite is synchronous, so each operation runs on tokio's blocking pool
 //! over one connection.
 //!
+//! Replays are answered from a small in-memory cache of done records when
+//! possible: a done record never changes until it expires (the first final
+//! record wins), so a cached copy is exact; expiry is checked on every read.
+//!
 //! WAL checkpoints (which fsync the database file) run on a second
 //! connection in a background thread, not inside a request's commit:
 //! SQLite's automatic checkpoint would otherwise stall whichever request
@@ -30,9 +34,49 @@ pub enum Durability {
     Host,
 }
 
+/// Done records kept in memory for replays (bounded in count and size).
+#[derive(Default)]
+struct DoneCache {
+    records: Mutex<std::collections::HashMap<RecordId, Record>>,
+}
+
+impl DoneCache {
+    const ENTRIES: usize = 1024;
+    const MAX_BODY: usize = 64 * 1024;
+
+    fn get(&self, id: &RecordId, now: u64) -> Option<Record> {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        match records.get(id) {
+            Some(Record::Done { expires_at, .. }) if *expires_at > now => records.get(id).cloned(),
+            Some(_) => records.remove(id).and(None),
+            None => None,
+        }
+    }
+
+    fn remember(&self, id: &RecordId, record: &Record) {
+        let small = match record {
+            Record::Done {
+                outcome: Outcome::Response(r),
+                ..
+            } => r.body.len() <= Self::MAX_BODY,
+            Record::Done { .. } => true,
+            Record::InFlight { .. } => false,
+        };
+        if small {
+            let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+            if records.len() >= Self::ENTRIES {
+                // Simple and bounded: start over rather than track recency.
+                records.clear();
+            }
+            records.insert(id.clone(), record.clone());
+        }
+    }
+}
+
 /// A SQLite-backed store.
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    done: DoneCache,
     /// Dropping it stops the checkpointer thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
@@ -94,6 +138,7 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot prepare `{}`: {e}", path.display())))?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            done: DoneCache::default(),
             _checkpointer: spawn_checkpointer(path)?,
         })
     }
@@ -174,6 +219,10 @@ impl Store for SqliteStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
+        if let Some(record) = self.done.get(id, now) {
+            return Ok(Claimed::Existing(record));
+        }
+        let cache_id = id.clone();
         let (id, fingerprint, token) = (id.clone(), *fingerprint, *token);
         let row = self
             .run(move |c| {
@@ -195,7 +244,11 @@ impl Store for SqliteStore {
             .await?;
         match row {
             None => Ok(Claimed::Won),
-            Some(row) => Ok(Claimed::Existing(row.into_record()?)),
+            Some(row) => {
+                let record = row.into_record()?;
+                self.done.remember(&cache_id, &record);
+                Ok(Claimed::Existing(record))
+            }
         }
     }
 
