@@ -59,10 +59,8 @@ fn rerun_env(dir: &std::path::Path, api: &str) -> Vec<(String, String)> {
     env.extend([
         ("GITHUB_RUN_ATTEMPT".to_owned(), "2".to_owned()),
         ("GITHUB_API_URL".to_owned(), api.to_owned()),
-        ("GITHUB_REPOSITORY".to_owned(), "acme/app".to_owned()),
         ("RUNNER_NAME".to_owned(), "runner-2".to_owned()),
     ]);
-    env.retain(|(k, v)| k != "GITHUB_REPOSITORY" || v == "acme/app");
     env
 }
 
