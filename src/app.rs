@@ -34,7 +34,7 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
     }
     let dry_run = config.dry_run;
     let scope = config.key.scope;
-    let sinks = Sinks {
+    let mut sinks = Sinks {
         github_output: env.get("GITHUB_OUTPUT").map(PathBuf::from),
         step_summary: env.get("GITHUB_STEP_SUMMARY").map(PathBuf::from),
         json: invocation.output == OutputMode::Json,
@@ -42,7 +42,6 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         max_output_size: config.max_output_size,
         earlier_attempts: Vec::new(),
     };
-    let mut sinks = sinks;
     let github_token = config
         .github_token
         .clone()
@@ -50,12 +49,14 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
     if let Some(token) = &github_token {
         log.mask(token);
     }
-    let rerun = RerunSettings {
-        scope: config.key.scope,
+    let checks = rerun::Checks {
+        env,
+        token: github_token.as_deref(),
+        scope,
         key_ttl: config.key_ttl,
         allow_expired: config.allow_expired_key,
-        oidc_audience: config.oidc_audience.clone(),
     };
+    let oidc_audience = config.oidc_audience.clone();
     let limits = Limits {
         policy: config.policy.clone(),
         backoff: config.backoff,
@@ -111,13 +112,6 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
     };
     let mut prepared = prepared;
     if log.is_github() {
-        let checks = rerun::Checks {
-            env,
-            token: github_token.as_deref(),
-            scope: rerun.scope,
-            key_ttl: rerun.key_ttl,
-            allow_expired: rerun.allow_expired,
-        };
         let findings = runtime.block_on(rerun::check(&checks, SystemTime::now()));
         if findings.attempt > 1 {
             log.info(&format!(
@@ -137,7 +131,7 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
             Some(Verdict::Send) | None => {}
         }
     }
-    if let Some(audience) = &rerun.oidc_audience {
+    if let Some(audience) = &oidc_audience {
         let token = github::api::http_client()
             .and_then(|client| runtime.block_on(github::oidc::token(&client, env, audience)));
         match token {
@@ -171,14 +165,6 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
         && scope == KeyScope::Run
         && !matches!(prepared.key, Some((ref k, _)) if k.source == KeySource::Random);
     Report::new(finished, &prepared, sinks.max_output_size, rerun_safe).emit(&prepared, &sinks, log)
-}
-
-/// The re-run guard's and OIDC's settings, kept from the config.
-struct RerunSettings {
-    scope: KeyScope,
-    key_ttl: Option<Duration>,
-    allow_expired: bool,
-    oidc_audience: Option<String>,
 }
 
 /// Sends the OIDC token as `Authorization: Bearer`. Added after the key is
