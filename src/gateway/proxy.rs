@@ -260,8 +260,7 @@ impl Gateway {
             match record {
                 Record::Done { outcome, .. } => return replay(outcome),
                 Record::InFlight { lease_until, .. } if lease_until > now => {
-                    let detail = "a request with this Idempotency-Key is being processed; retry after a moment";
-                    return (RequestOutcome::Conflict, Problem::InFlight.respond(detail));
+                    return in_flight();
                 }
                 Record::InFlight { token: holder, .. } => {
                     let unknown = Outcome::Unknown(
@@ -280,16 +279,14 @@ impl Gateway {
                         Err(e) => return self.store_unavailable(&e),
                         Ok(Some(Record::Done { outcome, .. })) => return replay(outcome),
                         Ok(Some(Record::InFlight { .. })) => {
-                            let detail = "a request with this Idempotency-Key is being processed; retry after a moment";
-                            return (RequestOutcome::Conflict, Problem::InFlight.respond(detail));
+                            return in_flight();
                         }
                         Ok(None) => continue,
                     }
                 }
             }
         }
-        let detail = "a request with this Idempotency-Key is being processed; retry after a moment";
-        (RequestOutcome::Conflict, Problem::InFlight.respond(detail))
+        in_flight()
     }
 
     fn store_unavailable(&self, error: &StoreError) -> (RequestOutcome, Response) {
@@ -583,6 +580,12 @@ fn respond(stored: &StoredResponse, replayed: bool) -> Response {
         headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// `409` with `Retry-After: 1`: the key's first request is still being forwarded.
+fn in_flight() -> (RequestOutcome, Response) {
+    let detail = "a request with this Idempotency-Key is being processed; retry after a moment";
+    (RequestOutcome::Conflict, Problem::InFlight.respond(detail))
 }
 
 fn replay(outcome: Outcome) -> (RequestOutcome, Response) {
