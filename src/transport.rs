@@ -132,7 +132,7 @@ impl Transport {
             };
             tls_error(
                 input,
-                format!("the TLS settings were refused: {}", chain(&e)),
+                format!("the TLS settings were refused: {}", error_chain(&e)),
             )
         })?;
         Ok(Self {
@@ -372,7 +372,7 @@ fn plain_words(error: &reqwest::Error) -> String {
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind)
         .find(|kind| *kind != Other);
-    let detail = chain(error);
+    let detail = error_chain(error);
     let phase = if error.is_connect() {
         "could not connect"
     } else {
@@ -392,8 +392,9 @@ fn plain_words(error: &reqwest::Error) -> String {
 }
 
 /// The messages of the error's causes after the first, joined by `: `
-/// (the top-level reqwest message only says which phase failed).
-fn chain(error: &reqwest::Error) -> String {
+/// (the top-level reqwest message only says which phase failed), never
+/// with the URL. Also used by the gateway for its upstream errors.
+pub fn error_chain(error: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in causes(error).skip(1) {
         let text = e.to_string();

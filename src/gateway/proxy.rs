@@ -467,9 +467,9 @@ impl Gateway {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    UpstreamError::NotSent(describe(&e))
+                    UpstreamError::NotSent(crate::transport::error_chain(&e))
                 } else {
-                    UpstreamError::Unknown(describe(&e))
+                    UpstreamError::Unknown(crate::transport::error_chain(&e))
                 }
             })?;
         let status = response.status().as_u16();
@@ -492,7 +492,7 @@ impl Gateway {
                 Err(e) => {
                     return Err(UpstreamError::Unknown(format!(
                         "the answer broke off: {}",
-                        describe(&e)
+                        crate::transport::error_chain(&e)
                     )));
                 }
             }
@@ -525,24 +525,10 @@ impl Gateway {
             }
             Err(e) => Problem::Unreachable.respond(&format!(
                 "the upstream could not be reached: {}",
-                describe(&e)
+                crate::transport::error_chain(&e)
             )),
         }
     }
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(url) = error.url() {
-        text = text.replace(&format!(" for url ({url})"), "");
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 fn response_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
