@@ -45,14 +45,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // `None` while serving; on shutdown, the one deadline that bounds both
+    // the open requests and the forwards that outlive their clients.
+    let (stop, stopped) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let sweeper = tokio::spawn(sweep(gateway.clone(), stopped.clone()));
     let admin = admin.map(|listener| {
         let router = admin::router(gateway.clone());
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let until_stopped = async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                let _ = stopped.wait_for(Option::is_some).await;
             };
             axum::serve(listener, router)
                 .with_graceful_shutdown(until_stopped)
@@ -67,22 +69,34 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; waiting for requests in flight");
-            let _ = stop.send(true);
+            let _ = stop.send(Some(tokio::time::Instant::now() + shutdown_timeout));
         }
     };
     let server = axum::serve(listener, app).with_graceful_shutdown(signalled);
     let mut deadline_rx = stopped.clone();
     let deadline = async move {
-        let _ = deadline_rx.wait_for(|s| *s).await;
-        tokio::time::sleep(shutdown_timeout).await;
+        let until = deadline_rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|d| *d);
+        match until {
+            Some(until) => tokio::time::sleep_until(until).await,
+            // The sender lives as long as this function: no deadline, no end.
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
         result = server => result?,
         () = deadline => tracing::warn!("shutdown timeout reached with requests still open"),
     }
-    // Forwards whose clients went away still finish and are stored.
+    // Forwards whose clients went away still finish and are stored, within
+    // what is left of the same deadline.
+    let deadline = stopped
+        .borrow()
+        .unwrap_or_else(|| tokio::time::Instant::now() + shutdown_timeout);
     gateway.forwards.close();
-    if tokio::time::timeout(shutdown_timeout, gateway.forwards.wait())
+    if tokio::time::timeout_at(deadline, gateway.forwards.wait())
         .await
         .is_err()
     {
@@ -90,7 +104,7 @@ pub async fn serve(
             "shutdown timeout reached with forwards in flight; their keys become outcome unknown"
         );
     }
-    let _ = stop.send(true);
+    let _ = stop.send(Some(tokio::time::Instant::now()));
     sweeper.abort();
     if let Some(admin) = admin {
         let _ = admin.await;
@@ -100,11 +114,14 @@ pub async fn serve(
 
 /// Deletes expired records now and then (expired ones are never replayed
 /// even before this runs).
-async fn sweep(gateway: Arc<Gateway>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+async fn sweep(
+    gateway: Arc<Gateway>,
+    mut stopped: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = stopped.wait_for(|s| *s) => return,
+            _ = stopped.wait_for(Option::is_some) => return,
         }
         if let Err(error) = gateway.store().sweep(gateway.now_ms()).await {
             tracing::warn!(%error, "sweeping expired records failed");
