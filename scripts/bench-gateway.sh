@@ -47,32 +47,9 @@ redis-server --port "${redis_port}" --bind 127.0.0.1 --save '' --appendonly no >
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "${redis_port}" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-cat >"${work}/unique.lua" <<'LUA'
--- Every request carries a key no other request has.
-local threads = 0
-function setup(thread) threads = threads + 1; thread:set("id", threads) end
-function init() prefix = string.format("%d-%d-%d", os.time(), math.random(1, 1e9), id) ; n = 0 end
-function request()
-  n = n + 1
-  return wrk.format("POST", "/deployments", {["Idempotency-Key"] = prefix .. "-" .. n, ["Content-Type"] = "application/json"}, '{"ref":"v1"}')
-end
-LUA
-cat >"${work}/repeated.lua" <<'LUA'
--- Every request carries the same key: after the first, all are replays.
-wrk.method = "POST"
-wrk.path = "/deployments"
-wrk.body = '{"ref":"v1"}'
-wrk.headers["Idempotency-Key"] = "bench-repeated"
-wrk.headers["Content-Type"] = "application/json"
-LUA
-cat >"${work}/plain.lua" <<'LUA'
-wrk.method = "POST"
-wrk.path = "/deployments"
-wrk.body = '{"ref":"v1"}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
 
 for script in unique plain repeated; do
+  cp "scripts/bench/${script}.lua" "${work}/${script}.lua"
   cp "${work}/${script}.lua" "${work}/${script}-paced.lua"
   # 4 connections, each waiting 4 ms between requests: ~1000 requests/s.
   echo 'function delay() return 4 end' >>"${work}/${script}-paced.lua"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Side-by-side latency of two or more gateway builds, for before/after
+# measurements of one change:
+#   scripts/bench-gateway-compare.sh BINARY... [-- GATEWAY-ARGS...]
+# Each binary serves from its own new SQLite file (or the store given in
+# GATEWAY-ARGS) in front of one hyper upstream. Each is first filled at
+# saturation (as in scripts/bench-gateway.sh, so the database and its WAL
+# are in the same state as there), then the paced unique-key row (4
+# connections each pausing 4 ms: about 1000 requests/s) runs in rounds,
+# alternating binaries and the upstream directly, so drift on this noisy
+# machine hits every column alike. Markdown on stdout.
+set -CeEuo pipefail
+
+cd "$(dirname "$0")/.."
+binaries=()
+while (($#)) && [[ $1 != -- ]]; do binaries+=("$(realpath "$1")"); shift; done
+[[ ${1-} == -- ]] && shift
+if ((${#binaries[@]} == 0)); then
+  echo "usage: $0 BINARY... [-- GATEWAY-ARGS...]" >&2
+  exit 2
+fi
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+rounds=${BENCH_ROUNDS:-3}
+duration=${BENCH_DURATION:-8s}
+
+cargo build --release --quiet --example hello_hyper
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "${pid}" 2>/dev/null || true; done
+  rm -rf "${work}"
+}
+trap cleanup EXIT
+
+target/release/examples/hello_hyper >"${work}/upstream" &
+pids+=($!)
+for _ in $(seq 100); do [[ -s "${work}/upstream" ]] && break; sleep 0.1; done
+upstream=$(<"${work}/upstream")
+upstream=${upstream%/}
+
+cp scripts/bench/unique.lua "${work}/unique.lua"
+cp "${work}/unique.lua" "${work}/paced.lua"
+echo 'function delay() return 4 end' >>"${work}/paced.lua"
+
+urls=()
+for i in "${!binaries[@]}"; do
+  "${binaries[i]}" --listen 127.0.0.1:0 --upstream "${upstream}" --store "sqlite:${work}/${i}.db" "$@" \
+    2>"${work}/${i}.log" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q 'idempotency-gateway ready' "${work}/${i}.log" && break; sleep 0.1; done
+  urls+=("http://$(grep -o 'listen=[^ ]*' "${work}/${i}.log" | head -1 | cut -d= -f2)")
+  wrk -t1 -c8 -d"${duration}" -s "${work}/unique.lua" "${urls[i]}" >/dev/null
+done
+
+latency() { # url script: "p50 / p99"
+  wrk --latency -t1 -c4 -d"${duration}" -s "$2" "$1" |
+    awk '$1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} END {print p50 " / " p99}'
+}
+
+header="| round | upstream directly |"
+rule="|---|---:|"
+for b in "${binaries[@]}"; do header+=" $(basename "${b}") |"; rule+="---:|"; done
+echo "p50 / p99 latency, paced unique keys (about 1000 requests/s), ${duration} per cell"
+echo
+echo "${header}"
+echo "${rule}"
+for round in $(seq "${rounds}"); do
+  row="| ${round} | $(latency "${upstream}" "${work}/paced.lua") |"
+  for url in "${urls[@]}"; do row+=" $(latency "${url}" "${work}/paced.lua") |"; done
+  echo "${row}"
+done
