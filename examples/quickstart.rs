@@ -14,9 +14,10 @@
 mod support;
 
 use idempotent_request::gateway::clock::SystemClock;
+use idempotent_request::gateway::config::StoreSpec;
+use idempotent_request::gateway::open_store;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
-use idempotent_request::gateway::store::AnyStore;
-use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
+use idempotent_request::gateway::store::sqlite::Durability;
 use idempotent_request::{app, cli, env::Env, log::Log, outputs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,9 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let database = dir.path().join("idempotency.db");
     let gateway_url = runtime.block_on(async {
-        let store = SqliteStore::open(&database, Durability::Process).expect("the SQLite store");
+        let store = open_store(&StoreSpec::Sqlite(database.clone()), Durability::Process)
+            .await
+            .expect("the SQLite store");
         let settings = Settings {
             upstream: api.url("").parse().unwrap(),
             methods: vec![reqwest::Method::POST, reqwest::Method::PATCH],
@@ -53,8 +56,7 @@ fn main() {
             upstream_timeout: Duration::from_secs(30),
             max_body: 10 << 20,
         };
-        let gateway =
-            Gateway::new(settings, AnyStore::Sqlite(store), Arc::new(SystemClock)).unwrap();
+        let gateway = Gateway::new(settings, store, Arc::new(SystemClock)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(idempotent_request::gateway::serve(

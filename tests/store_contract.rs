@@ -4,6 +4,7 @@
 
 mod support;
 
+use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
@@ -259,6 +260,14 @@ async fn sqlite_store_keeps_the_contract() {
     contract(Arc::new(store), true).await;
 }
 
+/// As the gateway uses it: behind the cache of done records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_sqlite_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("records.db"), Durability::Process).unwrap();
+    contract(Arc::new(Cached::new(store)), true).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_with_full_durability_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,6 +303,14 @@ async fn redis_store_keeps_the_contract() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     // Redis expires records itself, so its sweep has nothing to count.
     contract(Arc::new(store), false).await;
+}
+
+/// As the gateway uses it: behind the cache of done records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_redis_store_keeps_the_contract() {
+    let server = support::redis::RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    contract(Arc::new(Cached::new(store)), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

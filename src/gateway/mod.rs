@@ -19,6 +19,7 @@ use config::StoreSpec;
 use proxy::Gateway;
 use std::sync::Arc;
 use std::time::Duration;
+use store::cached::Cached;
 use store::{AnyStore, Store};
 use tokio::net::TcpListener;
 
@@ -29,10 +30,12 @@ pub async fn open_store(
 ) -> Result<AnyStore, store::StoreError> {
     Ok(match spec {
         StoreSpec::Memory => AnyStore::Memory(store::memory::MemoryStore::default()),
-        StoreSpec::Sqlite(path) => {
-            AnyStore::Sqlite(store::sqlite::SqliteStore::open(path, durability)?)
-        }
-        StoreSpec::Redis(url) => AnyStore::Redis(store::redis::RedisStore::connect(url).await?),
+        StoreSpec::Sqlite(path) => AnyStore::Sqlite(Cached::new(store::sqlite::SqliteStore::open(
+            path, durability,
+        )?)),
+        StoreSpec::Redis(url) => AnyStore::Redis(Box::new(Cached::new(
+            store::redis::RedisStore::connect(url).await?,
+        ))),
     })
 }
 

@@ -16,7 +16,11 @@
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
 //! tests control the clock.
+//!
+//! The SQLite and Redis stores are used behind [`cached::Cached`], which
+//! answers replays of recent done records from memory.
 
+pub mod cached;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -170,9 +174,9 @@ pub enum AnyStore {
     /// `--store memory`.
     Memory(memory::MemoryStore),
     /// `--store sqlite:PATH`.
-    Sqlite(sqlite::SqliteStore),
-    /// `--store redis://…`.
-    Redis(redis::RedisStore),
+    Sqlite(cached::Cached<sqlite::SqliteStore>),
+    /// `--store redis://…` (boxed: by far the largest).
+    Redis(Box<cached::Cached<redis::RedisStore>>),
 }
 
 macro_rules! dispatch {
