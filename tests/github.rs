@@ -69,6 +69,21 @@ fn target() -> (Server, Arc<Toy>) {
     (Server::start(toy.handler(AfterCommit::Answer)), toy)
 }
 
+/// The client on attempt 2 of a run whose API is at `api`, sending to
+/// `target`, with a 24h `key-ttl` and a token: the re-run guard is on.
+fn guarded_client(dir: &std::path::Path, api: &str, target: &Server) -> assert_cmd::Command {
+    let mut client = client();
+    client.envs(rerun_env(dir, api)).args([
+        "--url",
+        &target.url("/deploy"),
+        "--key-ttl",
+        "24h",
+        "--github-token",
+        TOKEN,
+    ]);
+    client
+}
+
 fn stdout(assert: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
 }
@@ -78,18 +93,8 @@ fn rerun_older_than_key_ttl_is_refused_with_exit_4() {
     let api = mock_api(Duration::from_secs(3 * 86_400));
     let (target, toy) = target();
     let dir = tempfile::tempdir().unwrap();
-    let assert = client()
-        .envs(rerun_env(dir.path(), &api.url("")))
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--body",
-            "x",
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
+    let assert = guarded_client(dir.path(), &api.url(""), &target)
+        .args(["--body", "x"])
         .assert()
         .code(4);
     assert_eq!(target.connections(), 0, "nothing is sent");
@@ -119,18 +124,8 @@ fn rerun_younger_than_key_ttl_is_sent_and_the_history_is_shown() {
     let api = mock_api(Duration::from_secs(2 * 3600));
     let (target, toy) = target();
     let dir = tempfile::tempdir().unwrap();
-    let assert = client()
-        .envs(rerun_env(dir.path(), &api.url("")))
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--body",
-            "x",
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
+    let assert = guarded_client(dir.path(), &api.url(""), &target)
+        .args(["--body", "x"])
         .assert()
         .success();
     assert_eq!(toy.effects(), 1);
@@ -169,16 +164,7 @@ fn unknown_age_is_refused_unless_allow_expired_key() {
     for (api, expect) in [(&forbidden, "HTTP 403"), (&missing, "HTTP 404")] {
         let (target, _) = target();
         let dir = tempfile::tempdir().unwrap();
-        client()
-            .envs(rerun_env(dir.path(), &api.url("")))
-            .args([
-                "--url",
-                &target.url("/deploy"),
-                "--key-ttl",
-                "24h",
-                "--github-token",
-                TOKEN,
-            ])
+        guarded_client(dir.path(), &api.url(""), &target)
             .assert()
             .code(4);
         let error = &read_outputs(dir.path())["error"];
@@ -199,16 +185,7 @@ fn unknown_age_is_refused_unless_allow_expired_key() {
     assert!(read_outputs(dir.path())["error"].contains("no github-token"));
     // allow-expired-key sends anyway, with a warning.
     let dir = tempfile::tempdir().unwrap();
-    let assert = client()
-        .envs(rerun_env(dir.path(), &forbidden.url("")))
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
+    let assert = guarded_client(dir.path(), &forbidden.url(""), &target)
         .args(["--allow-expired-key"])
         .assert()
         .success();
@@ -221,19 +198,9 @@ fn first_attempts_make_no_api_call() {
     let api = mock_api(Duration::from_secs(3 * 86_400));
     let (target, toy) = target();
     let dir = tempfile::tempdir().unwrap();
-    let mut env = rerun_env(dir.path(), &api.url(""));
-    env.retain(|(k, _)| k != "GITHUB_RUN_ATTEMPT");
-    client()
-        .envs(env)
+    guarded_client(dir.path(), &api.url(""), &target)
+        // Set last, so it replaces the attempt 2 of the re-run environment.
         .env("GITHUB_RUN_ATTEMPT", "1")
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
         .assert()
         .success();
     assert_eq!(api.connections(), 0);
@@ -284,18 +251,9 @@ fn api_calls_honour_the_proxy_variables() {
     let proxy = mock_api(Duration::from_secs(3600));
     let (target, _) = target();
     let dir = tempfile::tempdir().unwrap();
-    client()
-        .envs(rerun_env(dir.path(), "http://localhost:9/"))
+    guarded_client(dir.path(), "http://localhost:9/", &target)
         .env("HTTP_PROXY", proxy.url(""))
         .env("NO_PROXY", "127.0.0.1")
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
         .assert()
         .success();
     let seen: Vec<String> = proxy.requests().iter().map(|r| r.path.clone()).collect();
@@ -317,16 +275,7 @@ fn the_token_never_appears_in_output() {
     let api = mock_api(Duration::from_secs(3 * 86_400));
     let (target, _) = target();
     let dir = tempfile::tempdir().unwrap();
-    let assert = client()
-        .envs(rerun_env(dir.path(), &api.url("")))
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--key-ttl",
-            "24h",
-            "--github-token",
-            TOKEN,
-        ])
+    let assert = guarded_client(dir.path(), &api.url(""), &target)
         .assert()
         .code(4);
     let everything = [
