@@ -14,7 +14,7 @@
 //! `--durability full` (an fsync per commit), the call waits on tokio's
 //! blocking pool instead, so a runtime thread never waits for the lock or
 //! the disk. WAL checkpoints, the slow part of SQLite, never run on this
-//! connection: see [`checkpoint`]. New databases use 1 KiB pages, which
+//! connection: see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which
 //! cuts the bytes written per forward by about 3.4 times against 4 KiB
 //! (records are a few hundred bytes; docs/performance.md).
 
