@@ -37,8 +37,9 @@ impl<S> Cached<S> {
         }
     }
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
+    /// The wrapped store, for tests that change it behind the cache.
+    #[cfg(test)]
+    fn inner(&self) -> &S {
         &self.inner
     }
 

@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often a cycle runs.
-pub(super) const EVERY: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_secs(1);
 
 /// The WAL size past which a cycle restarts it.
-pub(super) const RESTART_BYTES: u64 = 16 << 20;
+const RESTART_BYTES: u64 = 16 << 20;
 
 /// The WAL size at which the writer checkpoints by itself.
-pub(super) const BACKSTOP_BYTES: u64 = 256 << 20;
+const BACKSTOP_BYTES: u64 = 256 << 20;
 
 /// The WAL file is truncated to this size when it restarts (it keeps this
 /// much allocated, so writes after a restart do not grow the file).
