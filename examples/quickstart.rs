@@ -13,12 +13,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use idempotent_request::client::input::cli;
+use idempotent_request::client::pipeline as app;
+use idempotent_request::client::report::{log::Log, outputs};
 use idempotent_request::gateway::clock::SystemClock;
 use idempotent_request::gateway::config::StoreSpec;
 use idempotent_request::gateway::open_store;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
 use idempotent_request::gateway::store::sqlite::Durability;
-use idempotent_request::{app, cli, env::Env, log::Log, outputs};
+use idempotent_request::shared::env::Env;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

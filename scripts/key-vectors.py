@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Independent reference implementation of key derivation v1.
 
-Prints the test vectors published in the README and pinned by the unit tests
-in src/key.rs. It shares no code with the Rust implementation on purpose: if
-both agree, the documented rule is what the binary does.
+Prints the test vectors published in the README and pinned by the unit
+tests in src/client/key/derive.rs. It shares no code with the Rust
+implementation on purpose: if both agree, the documented rule is what the
+binary does.
 """
 import hashlib
 import struct

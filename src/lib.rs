@@ -1,42 +1,24 @@
-//! idempotent-request: send one HTTP request exactly once from CI.
+//! idempotent-request: send one HTTP request exactly once from CI, and
+//! `idempotency-gateway`, the proxy that gives any API Idempotency-Key
+//! semantics.
 //!
-//! The client is a straight pipeline with a pure core and I/O at the edges:
-//! [`cli`] (raw inputs) → [`config`] (validated) → [`prepare`] (key and
-//! fingerprint) → [`retry_loop`] ([`retry`] decides, [`transport`] acts) →
-//! [`report`] (outputs, logs, summary). [`app`] wires the stages together.
-//! See `docs/architecture.md` for the map.
+//! The tree is the map (`docs/architecture.md` has the details):
+//! - [`client`]: the `idempotent-request` pipeline, one folder per stage in
+//!   the order data flows: [`client::input`] → [`client::key`] →
+//!   [`client::send`] → [`client::report`], wired by
+//!   [`client::pipeline`].
+//! - [`github`]: the GitHub platform steps the client runs under GitHub
+//!   Actions (re-run guard, earlier attempts, OIDC).
+//! - `gateway` (feature `gateway`): the reverse proxy and its stores.
+//! - [`shared`]: the few pieces more than one part needs; it imports none
+//!   of them. The gateway and the client never import each other
+//!   (`tests/layout.rs` holds the tree to that).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod app;
-pub mod backoff;
-pub mod body;
-pub mod cli;
-pub mod config;
-pub mod env;
-pub mod exit;
-pub mod fingerprint;
-pub mod framing;
+pub mod client;
 pub mod github;
-pub mod headers;
-pub mod inputs;
-pub mod json;
-pub mod key;
-pub mod log;
-pub mod outputs;
-pub mod prepare;
-pub mod provider;
-pub mod redact;
-pub mod redirect;
-pub mod report;
-pub mod retry;
-pub mod retry_after;
-pub mod retry_loop;
-pub mod status;
-pub mod summary;
-pub mod transport;
-pub mod units;
-pub mod workflow;
+pub mod shared;
 
 #[cfg(feature = "gateway")]
 pub mod gateway;

@@ -1,6 +1,9 @@
 //! The `idempotent-request` binary: parse, run, map to an exit code.
 
-use idempotent_request::{app, cli, env::Env, exit::Exit, log::Log};
+use idempotent_request::client::input::cli;
+use idempotent_request::client::pipeline as app;
+use idempotent_request::client::report::{exit::Exit, log::Log};
+use idempotent_request::shared::env::Env;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -2,8 +2,8 @@
 //! for composite actions: every input passed through `env:` with the
 //! underscore spelling, no `${{ }}` inside `run:`, bash only, no JavaScript.
 
-use idempotent_request::inputs::INPUTS;
-use idempotent_request::outputs::OUTPUTS;
+use idempotent_request::client::input::table::INPUTS;
+use idempotent_request::client::report::outputs::OUTPUTS;
 use serde_json::Value;
 
 fn action() -> Value {

@@ -1,8 +1,8 @@
 //! The input and output tables in the code are the source of truth; these
 //! tests fail when the README or `--help` drift from them.
 
-use idempotent_request::inputs::INPUTS;
-use idempotent_request::outputs::OUTPUTS;
+use idempotent_request::client::input::table::INPUTS;
+use idempotent_request::client::report::outputs::OUTPUTS;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
@@ -65,7 +65,7 @@ fn readme_lists_every_output() {
 
 #[test]
 fn help_lists_every_input_and_exit_code() {
-    let help = idempotent_request::cli::command()
+    let help = idempotent_request::client::input::cli::command()
         .term_width(10_000)
         .render_long_help()
         .to_string();

@@ -3,7 +3,7 @@
 
 use super::proxy::Settings;
 use super::store::sqlite::Durability;
-use crate::units::{parse_duration, parse_size};
+use crate::shared::units::{parse_duration, parse_size};
 use axum::http::{HeaderName, Method};
 use clap::Parser;
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 //! is a SHA-256 of method, path and query, content type and the body bytes
 //! as received; the same key with another fingerprint is answered `422`.
 
-use crate::framing::FramedHasher;
+use crate::shared::framing::FramedHasher;
 use axum::http::{HeaderMap, HeaderName, Method, Uri, header::CONTENT_TYPE};
 
 /// The caller hash: each scope header's name and every value it has.

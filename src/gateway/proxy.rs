@@ -467,9 +467,9 @@ impl Gateway {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    UpstreamError::NotSent(crate::transport::error_chain(&e))
+                    UpstreamError::NotSent(crate::shared::http_error::error_chain(&e))
                 } else {
-                    UpstreamError::Unknown(crate::transport::error_chain(&e))
+                    UpstreamError::Unknown(crate::shared::http_error::error_chain(&e))
                 }
             })?;
         let status = response.status().as_u16();
@@ -492,7 +492,7 @@ impl Gateway {
                 Err(e) => {
                     return Err(UpstreamError::Unknown(format!(
                         "the answer broke off: {}",
-                        crate::transport::error_chain(&e)
+                        crate::shared::http_error::error_chain(&e)
                     )));
                 }
             }
@@ -525,7 +525,7 @@ impl Gateway {
             }
             Err(e) => Problem::Unreachable.respond(&format!(
                 "the upstream could not be reached: {}",
-                crate::transport::error_chain(&e)
+                crate::shared::http_error::error_chain(&e)
             )),
         }
     }

@@ -5,13 +5,13 @@
 //! than `key-ttl` ago is refused, and so is one whose age cannot be
 //! determined, unless `allow-expired-key` is true. Pure: the age is passed in.
 
-use crate::provider::KeyScope;
 use std::time::Duration;
 
-/// Whether the guard applies: a re-run (attempt > 1), scope `run`, and a
-/// `key-ttl` to compare with. Only then is the API asked anything.
-pub fn applies(run_attempt: u32, scope: KeyScope, key_ttl: Option<Duration>) -> bool {
-    run_attempt > 1 && scope == KeyScope::Run && key_ttl.is_some()
+/// Whether the guard applies: a re-run (attempt > 1) that sends the same
+/// key as the first attempt (scope `run`), and a `key-ttl` to compare with.
+/// Only then is the API asked anything.
+pub fn applies(run_attempt: u32, same_key_on_rerun: bool, key_ttl: Option<Duration>) -> bool {
+    run_attempt > 1 && same_key_on_rerun && key_ttl.is_some()
 }
 
 /// What is known about the first attempt's age.
@@ -82,10 +82,10 @@ mod tests {
 
     #[test]
     fn applies_only_to_run_scoped_reruns_with_a_ttl() {
-        assert!(applies(2, KeyScope::Run, Some(DAY)));
-        assert!(!applies(1, KeyScope::Run, Some(DAY)));
-        assert!(!applies(2, KeyScope::Attempt, Some(DAY)));
-        assert!(!applies(2, KeyScope::Run, None));
+        assert!(applies(2, true, Some(DAY)));
+        assert!(!applies(1, true, Some(DAY)));
+        assert!(!applies(2, false, Some(DAY)));
+        assert!(!applies(2, true, None));
     }
 
     #[test]

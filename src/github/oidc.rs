@@ -5,7 +5,7 @@
 //! `permissions: id-token: write`. The token is fetched after the key is
 //! derived, so it never feeds the key.
 
-use crate::env::Env;
+use crate::shared::env::Env;
 
 const PERMISSION_HINT: &str = "add `permissions: id-token: write` to the job (or the workflow)";
 

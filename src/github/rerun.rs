@@ -5,8 +5,7 @@
 use super::api::Api;
 use super::guard::{self, Age, Verdict};
 use super::history;
-use crate::env::Env;
-use crate::provider::KeyScope;
+use crate::shared::env::Env;
 use std::time::{Duration, SystemTime};
 
 /// What the re-run checks need.
@@ -15,8 +14,8 @@ pub struct Checks<'a> {
     pub env: &'a Env,
     /// `github-token` (or `GITHUB_TOKEN`).
     pub token: Option<&'a str>,
-    /// `key-scope`.
-    pub scope: KeyScope,
+    /// Whether a re-run sends the first attempt's key (`key-scope: run`).
+    pub same_key_on_rerun: bool,
     /// `key-ttl`.
     pub key_ttl: Option<Duration>,
     /// `allow-expired-key`.
@@ -52,7 +51,7 @@ pub async fn check(checks: &Checks<'_>, now: SystemTime) -> Findings {
     if attempt <= 1 {
         return findings;
     }
-    let guard_applies = guard::applies(attempt, checks.scope, checks.key_ttl);
+    let guard_applies = guard::applies(attempt, checks.same_key_on_rerun, checks.key_ttl);
     let api = match connect(checks) {
         Ok(api) => Some(api),
         Err(why) => {

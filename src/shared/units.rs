@@ -1,8 +1,8 @@
-//! Parsing of the scalar value syntaxes shared by several inputs: durations,
-//! byte sizes, booleans and counts.
+//! Parsing of the scalar value syntaxes users write in the client's inputs
+//! and the gateway's flags: durations, byte sizes, booleans and counts.
 //!
 //! Each parser returns a plain message describing the accepted syntax; the
-//! caller ([`crate::config`]) adds which input was wrong.
+//! caller adds which input or flag was wrong.
 
 use std::time::Duration;
 

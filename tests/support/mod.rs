@@ -380,7 +380,7 @@ pub fn github_env(dir: &std::path::Path) -> Vec<(String, String)> {
 /// Reads the outputs file the way the runner does.
 pub fn read_outputs(dir: &std::path::Path) -> HashMap<String, String> {
     let text = std::fs::read_to_string(dir.join("output")).unwrap_or_default();
-    idempotent_request::outputs::parse_like_runner(&text)
+    idempotent_request::client::report::outputs::parse_like_runner(&text)
         .expect("the runner would accept the outputs file")
         .into_iter()
         .collect()

@@ -1,12 +1,12 @@
 //! Command-line and environment parsing into [`RawInputs`]: strings only,
-//! validated later by [`crate::config`].
+//! validated later by [`super::config`].
 //!
-//! Every input of [`crate::inputs::INPUTS`] is a `--NAME` flag and an
+//! Every input of [`super::table::INPUTS`] is a `--NAME` flag and an
 //! `INPUT_NAME` variable (hyphen or underscore spelling); a flag wins over
 //! the environment, and an empty value counts as unset.
 
-use crate::env::Env;
-use crate::inputs::{INPUTS, Input, env_names};
+use crate::client::input::table::{INPUTS, Input, env_names};
+use crate::shared::env::Env;
 use clap::{Arg, ArgAction, Command};
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -2,16 +2,16 @@
 //! anything; every failure names the input, says what is wrong and what is
 //! accepted, and maps to exit code 2.
 
-use crate::backoff::Backoff;
-use crate::body::{Body, FileBody};
-use crate::cli::RawInputs;
-use crate::headers::{self, Header};
-use crate::inputs::spec;
-use crate::key::{self, KeyFormat};
-use crate::provider::KeyScope;
-use crate::retry::Policy;
-use crate::status::StatusSet;
-use crate::units::{parse_bool, parse_count, parse_duration, parse_size};
+use crate::client::input::body::{Body, FileBody};
+use crate::client::input::cli::RawInputs;
+use crate::client::input::headers::{self, Header};
+use crate::client::input::status::StatusSet;
+use crate::client::input::table::spec;
+use crate::client::key::derive::{self, KeyFormat};
+use crate::client::key::provider::KeyScope;
+use crate::client::send::backoff::Backoff;
+use crate::client::send::retry::Policy;
+use crate::shared::units::{parse_bool, parse_count, parse_duration, parse_size};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use std::path::PathBuf;
@@ -215,7 +215,7 @@ fn parse_body(raw: &RawInputs) -> Result<Body, ConfigError> {
             .or_else(|e| fail("body-file", format!("cannot read `{path}`: {e}")));
     }
     if let Some(document) = raw.get("json") {
-        return crate::json::to_json_bytes(document)
+        return crate::client::input::json::to_json_bytes(document)
             .map(|bytes| Body::Bytes(bytes.into()))
             .or_else(|message| fail("json", message));
     }
@@ -247,7 +247,7 @@ fn parse_key(raw: &RawInputs, headers: &[Header]) -> Result<KeySettings, ConfigE
         .get("idempotency-key")
         .map(|_| {
             parse_input(raw, "idempotency-key", false, |k| {
-                key::validate_explicit(k).map(|()| k.to_owned())
+                derive::validate_explicit(k).map(|()| k.to_owned())
             })
         })
         .transpose()?;

@@ -1,14 +1,14 @@
 //! Idempotency key derivation v1 and the key's wire format.
 //!
 //! The key is the first 16 bytes of a SHA-256 over these framed fields
-//! ([`crate::framing`]), formatted as a UUID version 8 (RFC 9562):
+//! ([`crate::shared::framing`]), formatted as a UUID version 8 (RFC 9562):
 //! `idempotent-request/v1`, the provider, each identity field, the attempt
 //! field, `key-salt`, and the 32-byte request fingerprint. The README
 //! documents the same rule with test vectors; changing any of it is a new
 //! version, because keys must stay stable across releases for re-runs.
 
-use crate::framing::FramedHasher;
-use crate::provider::Identity;
+use crate::client::key::provider::Identity;
+use crate::shared::framing::FramedHasher;
 use uuid::Uuid;
 
 /// The version tag that opens the derivation.
@@ -65,8 +65,8 @@ pub fn header_value(key: &str, format: KeyFormat) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::Env;
-    use crate::provider::KeyScope;
+    use crate::client::key::provider::KeyScope;
+    use crate::shared::env::Env;
 
     fn github_env(overrides: &[(&'static str, &'static str)]) -> Env {
         let mut vars = vec![
@@ -107,14 +107,18 @@ mod tests {
             key_for(&Env::default(), KeyScope::Run, "nightly", &zero),
             "5b560500-561a-8968-8e61-f18331fce919"
         );
-        let body = crate::body::Body::Bytes(bytes::Bytes::from_static(br#"{"ref":"v1.2.3"}"#));
-        let fp = crate::fingerprint::fingerprint(&crate::fingerprint::Request {
-            method: "POST",
-            url: &"https://api.example.com/deployments".parse().unwrap(),
-            headers: &[],
-            key_headers: &[],
-            body: Some(&body),
-        })
+        let body = crate::client::input::body::Body::Bytes(bytes::Bytes::from_static(
+            br#"{"ref":"v1.2.3"}"#,
+        ));
+        let fp = crate::client::key::fingerprint::fingerprint(
+            &crate::client::key::fingerprint::Request {
+                method: "POST",
+                url: &"https://api.example.com/deployments".parse().unwrap(),
+                headers: &[],
+                key_headers: &[],
+                body: Some(&body),
+            },
+        )
         .unwrap();
         assert_eq!(
             fp.iter().map(|b| format!("{b:02x}")).collect::<String>(),

@@ -1,10 +1,10 @@
 //! The request fingerprint: a SHA-256 that changes whenever the request
 //! would be a different logical operation (method, URL, chosen headers,
-//! body), framed as described in [`crate::framing`].
+//! body), framed as described in [`crate::shared::framing`].
 
-use crate::body::Body;
-use crate::framing::FramedHasher;
-use crate::headers::Header;
+use crate::client::input::body::Body;
+use crate::client::input::headers::Header;
+use crate::shared::framing::FramedHasher;
 use reqwest::header::HeaderName;
 
 /// What the fingerprint covers.
@@ -65,7 +65,7 @@ fn header_lines(headers: &[Header], chosen: &[HeaderName]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::parse_line;
+    use crate::client::input::headers::parse_line;
 
     fn url() -> url::Url {
         "https://api.example/deployments?env=prod".parse().unwrap()

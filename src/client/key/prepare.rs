@@ -2,13 +2,13 @@
 //! its idempotency key. After this stage nothing about the request changes:
 //! every attempt sends the same method, URL, headers, key and body bytes.
 
-use crate::body::Body;
-use crate::config::Config;
-use crate::env::Env;
-use crate::fingerprint::{self, fingerprint};
-use crate::headers::Header;
-use crate::key;
-use crate::provider::Identity;
+use crate::client::input::body::Body;
+use crate::client::input::config::Config;
+use crate::client::input::headers::Header;
+use crate::client::key::derive;
+use crate::client::key::fingerprint::{self, fingerprint};
+use crate::client::key::provider::Identity;
+use crate::shared::env::Env;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 
@@ -54,6 +54,31 @@ impl Prepared {
     pub fn key_value(&self) -> &str {
         self.key.as_ref().map_or("", |(key, _)| key.value.as_str())
     }
+
+    /// The log line that says which key is sent and where it came from
+    /// (`None` for an unsafe method without a key, which cannot happen).
+    pub fn key_line(&self) -> Option<String> {
+        match &self.key {
+            None if is_safe(&self.method) => Some(format!(
+                "{} is a safe method: no idempotency key is sent (give `idempotency-key` to send one)",
+                self.method
+            )),
+            None => None,
+            Some((key, (header, _))) => {
+                let source = match key.source {
+                    KeySource::Explicit => "given with idempotency-key".to_owned(),
+                    KeySource::Derived(provider) => {
+                        format!("derived from the {provider} run identity")
+                    }
+                    KeySource::Random => "random for this invocation: no CI was detected and no \
+                                          key-salt is set, so another invocation sends a different \
+                                          key (set key-salt for a stable one)"
+                        .to_owned(),
+                };
+                Some(format!("{header}: {} ({source})", key.value))
+            }
+        }
+    }
 }
 
 /// Methods that are safe by definition (RFC 9110 §9.2.1) get no key unless
@@ -71,7 +96,7 @@ pub struct PrepareError(#[from] pub std::io::Error);
 pub fn prepare(config: Config, env: &Env) -> Result<Prepared, PrepareError> {
     let key = resolve_key(&config, env)?;
     let key = key.map(|key| {
-        let text = key::header_value(&key.value, config.key.format);
+        let text = derive::header_value(&key.value, config.key.format);
         // Keys are visible ASCII (validated or UUIDs), always a valid value.
         let value = HeaderValue::from_str(&text).expect("keys are visible ASCII");
         (key, (config.key.header.clone(), value))
@@ -111,7 +136,7 @@ fn resolve_key(config: &Config, env: &Env) -> Result<Option<Key>, PrepareError> 
         body: config.key.include_body.then_some(&config.body),
     })?;
     Ok(Some(Key {
-        value: key::derive(&identity, &config.key.salt, &fp).to_string(),
+        value: derive::derive(&identity, &config.key.salt, &fp).to_string(),
         source: KeySource::Derived(identity.provider),
     }))
 }
@@ -119,8 +144,8 @@ fn resolve_key(config: &Config, env: &Env) -> Result<Option<Key>, PrepareError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RawInputs;
-    use crate::inputs::spec;
+    use crate::client::input::cli::RawInputs;
+    use crate::client::input::table::spec;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
         let mut raw = RawInputs::default();

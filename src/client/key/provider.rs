@@ -2,7 +2,7 @@
 //! current step, the part of the key that makes it stable across retries and
 //! re-runs (see "Key derivation v1" in the README).
 
-use crate::env::Env;
+use crate::shared::env::Env;
 
 /// Which key scope the user chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! response. No header value, body, token or client key is ever passed here
 //! except through [`Log::mask`] and [`Log::untrusted`].
 
-use crate::workflow;
+use crate::client::report::workflow;
 use std::io::Write;
 
 /// Where and how log lines are written.

@@ -2,15 +2,15 @@
 //! code, a final log line or error annotation, and the step summary.
 //! [`Report::new`] is pure; [`Report::emit`] does the writing.
 
-use crate::exit::Exit;
-use crate::log::Log;
-use crate::outputs::{self, Outputs};
-use crate::prepare::Prepared;
-use crate::retry::{Failure, StopReason};
-use crate::retry_loop::Finished;
-use crate::summary::{self, Summary};
-use crate::transport::{Response, is_replayed};
-use crate::units::show;
+use crate::client::key::prepare::Prepared;
+use crate::client::report::exit::Exit;
+use crate::client::report::log::Log;
+use crate::client::report::outputs::{self, Outputs};
+use crate::client::report::summary::{self, Summary};
+use crate::client::send::retry::{Failure, StopReason};
+use crate::client::send::retry_loop::Finished;
+use crate::client::send::transport::{Response, is_replayed};
+use crate::shared::units::show;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -46,7 +46,7 @@ pub struct Report {
 fn failure_message(
     finished: &Finished,
     response: Option<&Response>,
-    failure: Option<&crate::transport::AttemptFailure>,
+    failure: Option<&crate::client::send::transport::AttemptFailure>,
     rerun_safe: bool,
 ) -> (String, String) {
     let n = finished.attempts;
@@ -210,7 +210,7 @@ impl Report {
             sinks,
             &Summary {
                 method: prepared.method.as_str(),
-                url: &crate::redact::redact_url(&prepared.url),
+                url: &crate::client::report::redact::redact_url(&prepared.url),
                 key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
                 attempts: outputs
                     .get("attempts")

@@ -2,7 +2,7 @@
 //!
 //! The runner unescapes `%25`, `%0D`, `%0A` in data and additionally `%3A`,
 //! `%2C` in properties, so escaping those is what keeps a value on one
-//! command line and literal. Pure string functions; [`crate::log`] prints.
+//! command line and literal. Pure string functions; [`super::log`] prints.
 
 /// Escapes a command's data part.
 pub fn escape_data(text: &str) -> String {

@@ -2,8 +2,8 @@
 //! again. Pure: the attempt number, the remaining deadline, the wall clock
 //! (for HTTP-date `Retry-After`) and the next backoff wait are all passed in.
 
-use crate::retry_after;
-use crate::status::StatusSet;
+use crate::client::input::status::StatusSet;
+use crate::client::send::retry_after;
 use std::time::{Duration, SystemTime};
 
 /// What one attempt produced, as far as the policy cares.

@@ -1,13 +1,13 @@
 //! The retry loop: runs attempts until the policy says stop, sleeping in
-//! between. The policy ([`crate::retry::decide`]) decides and the
+//! between. The policy ([`super::retry::decide`]) decides and the
 //! [`Attempter`] acts; time comes from tokio's clock (paused in tests) and
 //! the jitter from an injected random source.
 
-use crate::backoff::Backoff;
-use crate::log::Log;
-use crate::retry::{Decision, Outcome, Policy, StopReason, WaitSource, decide};
-use crate::transport::{AttemptFailure, Attempted, Response};
-use crate::units::show;
+use crate::client::report::log::Log;
+use crate::client::send::backoff::Backoff;
+use crate::client::send::retry::{Decision, Outcome, Policy, StopReason, WaitSource, decide};
+use crate::client::send::transport::{AttemptFailure, Attempted, Response};
+use crate::shared::units::show;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -138,8 +138,8 @@ pub fn stop_words(reason: StopReason, remaining: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry::Failure;
-    use crate::status::StatusSet;
+    use crate::client::input::status::StatusSet;
+    use crate::client::send::retry::Failure;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use reqwest::StatusCode;
@@ -199,7 +199,7 @@ mod tests {
             script,
             started: Vec::new(),
         };
-        let (mut log, buffer) = crate::log::tests::capture(false);
+        let (mut log, buffer) = crate::client::report::log::tests::capture(false);
         let finished = run(
             &mut attempter,
             limits,

@@ -3,14 +3,15 @@
 //! body) under a time limit.
 //!
 //! reqwest's own redirect handling is off: following is done here, through
-//! [`crate::redirect`], so that the rule about which headers may reach
+//! [`super::redirect`], so that the rule about which headers may reach
 //! another origin is ours and covers the key and every user header.
 
-use crate::body::Body;
-use crate::config::{Config, ConfigError, TlsSettings};
-use crate::prepare::Prepared;
-use crate::redirect::{self, Hop, MAX_REDIRECTS};
-use crate::retry::Failure;
+use crate::client::input::body::Body;
+use crate::client::input::config::{Config, ConfigError, TlsSettings};
+use crate::client::key::prepare::Prepared;
+use crate::client::send::redirect::{self, Hop, MAX_REDIRECTS};
+use crate::client::send::retry::Failure;
+use crate::shared::http_error::{causes, error_chain};
 use futures_util::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
@@ -155,7 +156,7 @@ impl Transport {
                 kind: Failure::NoResponse,
                 reason: format!(
                     "no complete response within {}",
-                    crate::units::show(timeout)
+                    crate::shared::units::show(timeout)
                 ),
             }),
         };
@@ -193,7 +194,7 @@ impl Transport {
                 } => {
                     notes.push(format!(
                         "following {status} to {}",
-                        crate::redact::redact_url(&next_url)
+                        crate::client::report::redact::redact_url(&next_url)
                     ));
                     method = next_method;
                     url = next_url;
@@ -349,22 +350,6 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
     }
 }
 
-/// The error and its causes, outermost first. An `io::Error` is entered
-/// through `get_ref()`, because its `source()` skips the error it wraps
-/// (and the TLS stream nests one `io::Error` inside another).
-fn causes<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |&e: &&'a (dyn std::error::Error + 'static)| {
-        match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        }
-    })
-}
-
 /// Says what went wrong in words a CI log reader knows.
 fn plain_words(error: &reqwest::Error) -> String {
     use std::io::ErrorKind::*;
@@ -388,25 +373,6 @@ fn plain_words(error: &reqwest::Error) -> String {
         }
         _ if detail.contains("dns error") => format!("{phase}: DNS lookup failed ({detail})"),
         _ => format!("{phase}: {detail}"),
-    }
-}
-
-/// The messages of the error's causes after the first, joined by `: `
-/// (the top-level reqwest message only says which phase failed), never
-/// with the URL. Also used by the gateway for its upstream errors.
-pub fn error_chain(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for e in causes(error).skip(1) {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    match (parts.is_empty(), error.url()) {
-        (false, _) => parts.join(": "),
-        // reqwest's own message names the URL, which may hold credentials.
-        (true, Some(url)) => error.to_string().replace(&format!(" for url ({url})"), ""),
-        (true, None) => error.to_string(),
     }
 }
 
