@@ -3,9 +3,14 @@
 # to the step output `path`. Run by action.yml's first step.
 #
 # The version, the release repository and the SHA-256 of every release asset
-# come from dist/manifest.json, committed next to this script by the release
-# workflow: the action at a tag verifies exactly the binaries of that tag, and
-# no checksum is ever taken from the place the binary is downloaded from.
+# (and of the binary inside it) come from dist/manifest.json, committed next
+# to this script by the release workflow: the action at a tag verifies exactly
+# the binaries of that tag, and no checksum is ever taken from the place the
+# binary is downloaded from, nor from the tool cache. A cache entry is keyed by
+# the repository and the asset's checksum, and a hit is taken only after the
+# cached binary hashes to the manifest's value, so a shared self-hosted
+# runner's cache cannot hand out another repository's binary, or one changed
+# after it was installed.
 # Without a manifest entry for this runner (a branch, a commit, `uses: ./`),
 # the binary is built from this checkout with cargo.
 set -CeEuo pipefail
@@ -50,6 +55,7 @@ value = {
     ".repository": lambda: manifest.get("repository"),
     ".assets[$t].name": lambda: manifest.get("assets", {}).get(target, {}).get("name"),
     ".assets[$t].sha256": lambda: manifest.get("assets", {}).get(target, {}).get("sha256"),
+    ".assets[$t].binary_sha256": lambda: manifest.get("assets", {}).get(target, {}).get("binary_sha256"),
 }[query]()
 print(value or "")
 PY
@@ -63,6 +69,8 @@ repository=$(manifest_get '.repository')
 asset=$(manifest_get '.assets[$t].name')
 # shellcheck disable=SC2016
 sha256=$(manifest_get '.assets[$t].sha256')
+# shellcheck disable=SC2016
+binary_sha256=$(manifest_get '.assets[$t].binary_sha256')
 [[ "${version}" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$ ]] || bail "manifest version '${version}' is not a version number"
 
 write_path() {
@@ -87,15 +95,34 @@ fi
 [[ "${repository}" =~ ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$ ]] || bail "manifest repository '${repository}' is not owner/name"
 [[ "${asset}" =~ ^[A-Za-z0-9_.-]+\.tar\.gz$ ]] || bail "manifest asset name '${asset}' is not a .tar.gz file name"
 [[ "${sha256}" =~ ^[0-9a-f]{64}$ ]] || bail "manifest SHA-256 for ${target} is not 64 hex digits"
+[[ "${binary_sha256}" =~ ^[0-9a-f]{64}$ ]] || bail "manifest binary SHA-256 for ${target} is not 64 hex digits"
+
+sha256_of() {
+  local digest
+  if command -v sha256sum >/dev/null 2>&1; then
+    digest=$(sha256sum "$1")
+  else
+    digest=$(shasum -a 256 "$1") # macOS
+  fi
+  printf '%s' "${digest%% *}"
+}
 
 # --- the tool cache ----------------------------------------------------------
 cache_root="${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:?RUNNER_TOOL_CACHE or RUNNER_TEMP must be set}}"
-cache_dir="${cache_root}/idempotent-request/${version}/${target}"
+# Keyed by what was verified: the repository and the asset's checksum.
+cache_id=$(printf '%s\n%s\n' "${repository}" "${sha256}" | { sha256sum 2>/dev/null || shasum -a 256; })
+cache_dir="${cache_root}/idempotent-request/${version}/${target}-${cache_id:0:32}"
 binary="${cache_dir}/idempotent-request${exe}"
-if [[ -f "${cache_dir}.complete" && -x "${binary}" ]]; then
-  info "cache hit: ${cache_dir}"
-  write_path "${binary}"
-  exit 0
+if [[ -f "${cache_dir}.complete" && -f "${binary}" && ! -L "${binary}" ]]; then
+  cached=$(sha256_of "${binary}")
+  if [[ "${cached}" == "${binary_sha256}" && "$(<"${cache_dir}.complete")" == "${binary_sha256}" ]]; then
+    chmod +x "${binary}"
+    info "cache hit, verified SHA-256 ${cached}: ${cache_dir}"
+    write_path "${binary}"
+    exit 0
+  fi
+  printf '::warning title=idempotent-request cache entry discarded::%s\n' \
+    "the cached binary in ${cache_dir} does not match the manifest's SHA-256; it was changed after it was installed. Installing a verified copy."
 fi
 
 # --- download, verify, unpack ------------------------------------------------
@@ -114,12 +141,7 @@ curl --proto "${protocols}" --tlsv1.2 --fail --silent --show-error --location \
   --output "${work}/${asset}" "${url}" ||
   bail "could not download ${url}"
 
-if command -v sha256sum >/dev/null 2>&1; then
-  actual=$(sha256sum "${work}/${asset}")
-else
-  actual=$(shasum -a 256 "${work}/${asset}") # macOS
-fi
-actual="${actual%% *}"
+actual=$(sha256_of "${work}/${asset}")
 if [[ "${actual}" != "${sha256}" ]]; then
   bail "checksum mismatch for ${asset}: the manifest says ${sha256}, the download is ${actual}. The file was corrupted or tampered with; it was not run. Re-run the job, and if it persists report it."
 fi
@@ -128,8 +150,11 @@ info "verified SHA-256 ${actual}"
 rm -rf "${cache_dir}" "${cache_dir}.complete"
 mkdir -p "${cache_dir}"
 tar -xzf "${work}/${asset}" -C "${cache_dir}"
-[[ -f "${binary}" ]] || bail "${asset} does not contain idempotent-request${exe}"
+[[ -f "${binary}" && ! -L "${binary}" ]] || bail "${asset} does not contain idempotent-request${exe}"
+[[ "$(sha256_of "${binary}")" == "${binary_sha256}" ]] ||
+  bail "the binary in ${asset} does not match the manifest's binary SHA-256; it was not run"
 chmod +x "${binary}"
-# Marked complete only now: an interrupted install is never taken for a hit.
-touch "${cache_dir}.complete"
+# Marked complete only now, with the digest it was verified against: an
+# interrupted install is never taken for a hit.
+printf '%s' "${binary_sha256}" >|"${cache_dir}.complete"
 write_path "${binary}"

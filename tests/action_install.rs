@@ -14,15 +14,14 @@ use support::{Reply, Response, Server};
 const VERSION: &str = "9.9.9";
 const ASSET: &str = "idempotent-request-9.9.9-x86_64-unknown-linux-musl.tar.gz";
 
+/// The stand-in binary inside the release archive.
+const BINARY: &str = "#!/bin/sh\necho stand-in\n";
+
 /// A release archive holding a stand-in `idempotent-request`.
 fn release_asset(dir: &Path) -> Vec<u8> {
     let staging = dir.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    std::fs::write(
-        staging.join("idempotent-request"),
-        "#!/bin/sh\necho stand-in\n",
-    )
-    .unwrap();
+    std::fs::write(staging.join("idempotent-request"), BINARY).unwrap();
     let archive = dir.join(ASSET);
     let status = Command::new("tar")
         .args([
@@ -63,8 +62,29 @@ fn manifest_for(sha256: &str) -> serde_json::Value {
     serde_json::json!({
         "version": VERSION,
         "repository": "acme/idempotent-request",
-        "assets": { "x86_64-unknown-linux-musl": { "name": ASSET, "sha256": sha256 } }
+        "assets": { "x86_64-unknown-linux-musl": {
+            "name": ASSET, "sha256": sha256, "binary_sha256": sha256_hex(BINARY.as_bytes())
+        } }
     })
+}
+
+/// The cache entry the installer uses for `repository` and an asset
+/// checksum: keyed by both, not only by version and target.
+fn cache_entry(root: &Path, repository: &str, sha256: &str) -> PathBuf {
+    let id = sha256_hex(format!("{repository}\n{sha256}\n").as_bytes());
+    root.join(format!(
+        "toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl-{}",
+        &id[..32]
+    ))
+}
+
+/// A planted cache entry: a binary and the marker the installer writes.
+fn plant(entry: &Path, script: &str, marker: &str) {
+    std::fs::create_dir_all(entry).unwrap();
+    let binary = entry.join("idempotent-request");
+    std::fs::write(&binary, script).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(entry.with_extension("complete"), marker).unwrap();
 }
 
 /// A PATH of symlinks to every program on the current PATH except `hidden`.
@@ -133,21 +153,18 @@ fn verified_download_then_cache_hit_without_download() {
     let root = tempfile::tempdir().unwrap();
     let asset = release_asset(root.path());
     let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
-    let server = serve(asset);
+    let server = serve(asset.clone());
 
     let first = install(&action, root.path(), &server.url(""), &[]);
     assert!(first.output.status.success(), "{}", first.log());
     let binary = PathBuf::from(first.path.clone().expect("path output"));
-    let expected_dir = root
-        .path()
-        .join("toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl");
+    let expected_dir = cache_entry(root.path(), "acme/idempotent-request", &sha256_hex(&asset));
     assert_eq!(binary, expected_dir.join("idempotent-request"));
-    let marker = root
-        .path()
-        .join("toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl.complete");
-    assert!(
-        marker.exists(),
-        "the cache entry is marked complete after verification"
+    let marker = expected_dir.with_extension("complete");
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        sha256_hex(BINARY.as_bytes()),
+        "the cache entry is marked complete, with the verified digest"
     );
     let ran = Command::new(&binary).output().unwrap();
     assert_eq!(ran.stdout, b"stand-in\n");
@@ -157,8 +174,68 @@ fn verified_download_then_cache_hit_without_download() {
     let second = install(&action, root.path(), &server.url(""), &[]);
     assert!(second.output.status.success(), "{}", second.log());
     assert_eq!(second.path, first.path);
-    assert!(second.log().contains("cache hit"), "{}", second.log());
+    assert!(
+        second.log().contains("cache hit, verified"),
+        "{}",
+        second.log()
+    );
     assert_eq!(server.requests().len(), 1, "a cache hit downloads nothing");
+}
+
+/// Regression: a cache hit was taken on the marker alone, so a binary
+/// changed in a shared tool cache after install was run.
+#[test]
+fn a_cached_binary_changed_after_install_is_never_run() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = release_asset(root.path());
+    let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
+    let server = serve(asset.clone());
+    let first = install(&action, root.path(), &server.url(""), &[]);
+    assert!(first.output.status.success(), "{}", first.log());
+    let binary = PathBuf::from(first.path.unwrap());
+    // Another job on the same runner rewrites it, marker and all.
+    let entry = binary.parent().unwrap();
+    plant(
+        entry,
+        "#!/bin/sh\necho planted\n",
+        &sha256_hex(BINARY.as_bytes()),
+    );
+
+    let second = install(&action, root.path(), &server.url(""), &[]);
+    assert!(second.output.status.success(), "{}", second.log());
+    assert!(
+        second.log().contains("cache entry discarded"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(server.requests().len(), 2, "a verified copy was downloaded");
+    let ran = Command::new(second.path.unwrap()).output().unwrap();
+    assert_eq!(ran.stdout, b"stand-in\n");
+}
+
+/// Regression: the cache was keyed by version and target only, so another
+/// repository's binary of the same version was taken for a hit.
+#[test]
+fn another_repositorys_cache_entry_is_never_used() {
+    let root = tempfile::tempdir().unwrap();
+    let asset = release_asset(root.path());
+    let action = action_dir(root.path(), &manifest_for(&sha256_hex(&asset)));
+    let server = serve(asset.clone());
+    let planted = "#!/bin/sh\necho planted\n";
+    let old_layout = root
+        .path()
+        .join("toolcache/idempotent-request/9.9.9/x86_64-unknown-linux-musl");
+    plant(&old_layout, planted, "");
+    plant(
+        &cache_entry(root.path(), "evil/idempotent-request", &sha256_hex(&asset)),
+        planted,
+        &sha256_hex(planted.as_bytes()),
+    );
+    let run = install(&action, root.path(), &server.url(""), &[]);
+    assert!(run.output.status.success(), "{}", run.log());
+    assert_eq!(server.requests().len(), 1, "downloaded and verified");
+    let ran = Command::new(run.path.unwrap()).output().unwrap();
+    assert_eq!(ran.stdout, b"stand-in\n");
 }
 
 #[test]
@@ -180,13 +257,9 @@ fn tampered_asset_is_refused_and_never_cached() {
         run.log()
     );
     assert_eq!(run.path, None);
-    let cache = root.path().join("toolcache/idempotent-request/9.9.9");
-    assert!(!cache.join("x86_64-unknown-linux-musl.complete").exists());
-    assert!(
-        !cache
-            .join("x86_64-unknown-linux-musl/idempotent-request")
-            .exists()
-    );
+    let entry = cache_entry(root.path(), "acme/idempotent-request", &sha256_hex(&asset));
+    assert!(!entry.with_extension("complete").exists());
+    assert!(!entry.join("idempotent-request").exists());
 }
 
 #[test]
