@@ -3,7 +3,8 @@
 
 mod support;
 
-use support::{Reply, Response, Server, client, github_env, read_outputs};
+use std::time::Duration;
+use support::{Reply, Response, Server, both_streams, client, github_env, read_outputs};
 
 fn echo(request: &support::Request) -> Reply {
     Reply::Respond(Response::new(200).body(request.body.clone()))
@@ -48,9 +49,7 @@ fn every_bad_input_exits_2_and_sends_nothing() {
         let assert = cmd.args(&args).assert().code(2);
         let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
         assert!(
-            stdout.contains(&format!(
-                "::error title=Invalid input::invalid input `{input}`"
-            )),
+            stdout.contains(&format!("::error title=Invalid input `{input}`::")),
             "{args:?}: {stdout}"
         );
         assert!(stdout.contains("Nothing was sent."), "{stdout}");
@@ -152,5 +151,221 @@ fn response_over_max_response_size_exits_3() {
         out["error"].contains("max-response-size"),
         "{}",
         out["error"]
+    );
+}
+
+/// Regression: a malformed `json` document was quoted line by line by the
+/// YAML parser's snippet, and a header line without a colon was quoted
+/// whole, templated secrets included.
+#[test]
+fn invalid_input_errors_never_quote_values_that_may_be_secret() {
+    let server = Server::start(echo);
+    let url = server.url("/");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "headers",
+            vec![
+                "--headers".into(),
+                "Accept: a\nAuthorization Bearer s3cret".into(),
+            ],
+        ),
+        (
+            "headers",
+            vec![
+                "-H".into(),
+                "Accept: a".into(),
+                "-H".into(),
+                "X-Api-Key s3cret".into(),
+            ],
+        ),
+        (
+            "headers",
+            vec![
+                "-H".into(),
+                "s3cret: x".into(),
+                "-H".into(),
+                "Bad Name s3cret: x".into(),
+            ],
+        ),
+        ("headers", vec!["-H".into(), "X-Token: a\u{7}s3cret".into()]),
+        (
+            "json",
+            vec!["--json".into(), "env: prod\npassword: \"s3cret\n  [".into()],
+        ),
+        (
+            "json",
+            vec!["--json".into(), "{\"password\": \"s3cret\",".into()],
+        ),
+        (
+            "json",
+            vec![
+                "--body".into(),
+                "s3cret".into(),
+                "--json".into(),
+                "{\"a\": 1}".into(),
+            ],
+        ),
+        (
+            "idempotency-key",
+            vec!["--idempotency-key".into(), "bad s3cret".into()],
+        ),
+        (
+            "github-token",
+            vec!["--github-token".into(), "ghp_s3cret with space".into()],
+        ),
+        (
+            "url",
+            vec!["--url".into(), "http://ci:s3cret@127.0.0.1:99999/".into()],
+        ),
+        (
+            "url",
+            vec![
+                "--url".into(),
+                "http://127.0.0.1:99999/?token=s3cret".into(),
+            ],
+        ),
+    ];
+    for (input, args) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = client();
+        cmd.envs(github_env(dir.path()));
+        if input != "url" {
+            cmd.args(["--url", &url]);
+        }
+        let assert = cmd.args(&args).assert().code(2);
+        let log = both_streams(&assert);
+        assert!(
+            log.contains(&format!("Invalid input `{input}`")),
+            "{args:?}: {log}"
+        );
+        let error = read_outputs(dir.path())["error"].clone();
+        let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap_or_default();
+        for text in [&log, &error, &summary] {
+            assert!(!text.contains("s3cret"), "{args:?} quoted a secret: {text}");
+        }
+    }
+    assert_eq!(server.connections(), 0);
+}
+
+#[test]
+fn header_errors_name_the_line_or_the_flag() {
+    let assert = client()
+        .args([
+            "--url",
+            "http://127.0.0.1:9/",
+            "--headers",
+            "Accept: a\n\nnot a header",
+        ])
+        .assert()
+        .code(2);
+    let log = both_streams(&assert);
+    assert!(
+        log.contains("error: invalid input `headers`: line 3: "),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("nvalid input").count(),
+        1,
+        "one prefix, once: {log}"
+    );
+    let assert = client()
+        .args([
+            "--url",
+            "http://127.0.0.1:9/",
+            "-H",
+            "A: 1",
+            "-H",
+            "A: 2",
+            "-H",
+            "nope",
+        ])
+        .assert()
+        .code(2);
+    assert!(both_streams(&assert).contains("`headers`: -H #3: "));
+}
+
+/// Regression: a user `Content-Length: 3` silently cut the body.
+#[test]
+fn framing_and_hop_by_hop_headers_are_refused_and_nothing_is_sent() {
+    let server = Server::start(echo);
+    for name in [
+        "Content-Length",
+        "Transfer-Encoding",
+        "Host",
+        "Connection",
+        "TE",
+        "Upgrade",
+        "Keep-Alive",
+        "Proxy-Connection",
+    ] {
+        let assert = client()
+            .args(["--url", &server.url("/"), "--body", "payload"])
+            .args(["-H", &format!("{name}: 3")])
+            .assert()
+            .code(2);
+        let log = both_streams(&assert);
+        assert!(log.contains("hop-by-hop"), "{name}: {log}");
+        let assert = client()
+            .args(["--url", &server.url("/"), "--key-header", name])
+            .assert()
+            .code(2);
+        assert!(both_streams(&assert).contains("`key-header`"), "{name}");
+    }
+    assert_eq!(server.connections(), 0);
+}
+
+/// Regression: a FIFO as `body-file` or `ca-file` blocked the process
+/// forever (no writer ever comes), past every timeout.
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_by_an_input_is_refused_at_once() {
+    let server = Server::start(echo);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for input in ["--body-file", "--ca-file", "--client-cert"] {
+        let mut cmd = client();
+        cmd.args(["--url", &server.url("/"), input, fifo.to_str().unwrap()]);
+        if input == "--client-cert" {
+            cmd.args(["--client-key", fifo.to_str().unwrap()]);
+        }
+        // The timeout only turns a hang into a failure; it decides nothing.
+        let assert = cmd.timeout(Duration::from_secs(60)).assert().code(2);
+        let log = both_streams(&assert);
+        assert!(log.contains("not a regular file"), "{input}: {log}");
+    }
+    assert_eq!(server.connections(), 0);
+}
+
+/// Regression: under GitHub Actions `key` printed masks and warnings on
+/// stdout too, so `KEY=$(idempotent-request key …)` captured them.
+#[test]
+fn key_prints_exactly_the_key_on_stdout_under_github_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["key", "--url", "https://api.example/deploy", "--insecure"])
+        .args(["-H", "Authorization: Bearer s3cret"])
+        .assert()
+        .success();
+    let output = assert.get_output();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let key = stdout.strip_suffix('\n').unwrap();
+    assert!(uuid::Uuid::parse_str(key).is_ok(), "{stdout:?}");
+    assert!(stderr.contains("::add-mask::Bearer s3cret"), "{stderr}");
+    assert!(
+        stderr.contains("::warning title=TLS verification is off::"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("idempotency-key: {key}")),
+        "{stderr}"
     );
 }

@@ -135,3 +135,36 @@ fn dry_run_prints_the_key_and_sends_nothing() {
     assert!(stderr.contains("token=REDACTED"), "{stderr}");
     assert_eq!(server.connections(), 0);
 }
+
+/// Regression: URL user-info and token query values fed the key, so a
+/// re-run with a token minted per attempt got a new key and ran again.
+#[test]
+fn url_credentials_and_secret_query_values_do_not_change_the_key() {
+    let key = |url: &str, attempt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let assert = client()
+            .envs(github_env(dir.path()))
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .args(["key", "--url", url, "--json", "{}"])
+            .assert()
+            .success();
+        String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+    };
+    let first = key(
+        "https://ci:tok-1@api.example/d?access_token=a1&env=prod",
+        "1",
+    );
+    let rerun = key(
+        "https://ci:tok-2@api.example/d?access_token=b2&env=prod",
+        "2",
+    );
+    assert_eq!(first, rerun);
+    assert_eq!(
+        first,
+        key("https://api.example/d?access_token=c3&env=prod", "1")
+    );
+    assert_ne!(
+        first,
+        key("https://api.example/d?access_token=c3&env=dev", "1")
+    );
+}

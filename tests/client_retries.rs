@@ -5,7 +5,9 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use support::{AfterCommit, Reply, Response, Server, Toy, client, github_env, read_outputs};
+use support::{
+    AfterCommit, Reply, Response, Server, Toy, both_streams, client, github_env, read_outputs,
+};
 
 /// Answers the statuses in `script` in order, then the last one forever.
 fn scripted(script: Vec<Response>) -> impl Fn(&support::Request) -> Reply + Send + Sync {
@@ -56,7 +58,7 @@ fn plain_success_writes_outputs() {
         Some(out["idempotency-key"].as_str())
     );
     let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
-    assert!(summary.contains("| Final status | 201 |"), "{summary}");
+    assert!(summary.contains("| Final status | ` 201 ` |"), "{summary}");
 }
 
 #[test]
@@ -293,4 +295,124 @@ fn retryable_status_until_attempts_run_out_exits_1() {
         "{}",
         out["error"]
     );
+}
+
+/// Regression: a `body-file` rewritten at the same size between attempts
+/// was sent with the old key; a server would have replayed the first
+/// operation's answer for a different request, or acted on it.
+#[test]
+fn a_body_file_rewritten_between_attempts_is_never_sent_whole() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payload.bin");
+    let original = vec![b'a'; 1 << 20];
+    std::fs::write(&path, &original).unwrap();
+    let rewrite = path.clone();
+    let server = Server::start(move |_| {
+        // The first attempt arrived whole; change the file before the
+        // retry, at the same size, and lose the answer.
+        std::fs::write(&rewrite, vec![b'b'; 1 << 20]).unwrap();
+        Reply::Drop
+    });
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &server.url("/upload"),
+            "--body-file",
+            path.to_str().unwrap(),
+        ])
+        .args(FAST)
+        .assert()
+        .code(2);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "only the original body arrived whole");
+    assert_eq!(
+        requests[0].body_sha256,
+        <[u8; 32]>::from(Sha256::digest(&original))
+    );
+    assert_eq!(server.connections(), 2, "the second attempt started");
+    let log = both_streams(&assert);
+    assert!(log.contains("changed during the run"), "{log}");
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "2");
+    assert!(
+        out["error"].contains("never received the changed body whole"),
+        "{}",
+        out["error"]
+    );
+}
+
+#[test]
+fn every_attempt_and_every_rerun_shares_one_trace_id() {
+    let server = Server::start(scripted(vec![
+        Response::new(503),
+        Response::new(201).body("created"),
+    ]));
+    let run = |attempt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        client()
+            .envs(github_env(dir.path()))
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .args(["--url", &server.url("/deployments"), "--json", "{}"])
+            .args(FAST)
+            .assert()
+            .success();
+        read_outputs(dir.path())
+    };
+    let first = run("1");
+    let rerun = run("2");
+    assert_eq!(first["trace-id"].len(), 32);
+    assert_eq!(first["trace-id"], rerun["trace-id"]);
+    let parents: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("traceparent").unwrap().to_owned())
+        .collect();
+    assert_eq!(parents.len(), 3);
+    let mut spans = std::collections::HashSet::new();
+    for parent in &parents {
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], first["trace-id"], "{parent}");
+        assert_eq!(parts[3], "01");
+        spans.insert(parts[2].to_owned());
+    }
+    assert_eq!(spans.len(), 3, "a fresh span per attempt: {parents:?}");
+}
+
+#[test]
+fn a_traceparent_in_headers_is_sent_instead_and_none_when_turned_off() {
+    let server = Server::start(scripted(vec![Response::new(201)]));
+    let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &server.url("/"),
+            "-H",
+            &format!("traceparent: {theirs}"),
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        read_outputs(dir.path())["trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/"), "--send-traceparent", "false"])
+        .assert()
+        .success();
+    assert_eq!(read_outputs(dir.path())["trace-id"], "");
+    let requests = server.requests();
+    assert_eq!(requests[0].header("traceparent"), Some(theirs));
+    assert_eq!(requests[1].header("traceparent"), None);
+    client()
+        .args(["--url", &server.url("/"), "-H", "traceparent: 00-zz-zz-01"])
+        .assert()
+        .code(2);
+    assert_eq!(server.requests().len(), 2);
 }

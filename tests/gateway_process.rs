@@ -16,6 +16,8 @@ struct Gateway {
     child: Child,
     url: String,
     admin: Option<String>,
+    /// Every log line after "ready", as it arrives.
+    log: mpsc::Receiver<String>,
 }
 
 impl Gateway {
@@ -39,7 +41,12 @@ impl Gateway {
             }
         };
         // Keep draining the log so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let (log_tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = log_tx.send(line);
+            }
+        });
         let field = |name: &str| {
             ready
                 .split_whitespace()
@@ -52,6 +59,21 @@ impl Gateway {
             child,
             url: format!("http://{}", field("listen")),
             admin,
+            log,
+        }
+    }
+
+    /// The next log line that contains `needle` (the wait is a safety net:
+    /// it only turns a missing line into a failure).
+    fn log_line_with(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
         }
     }
 
@@ -377,4 +399,38 @@ fn client_binary_rerun_is_replayed_through_the_gateway() {
     assert_eq!(rerun["replayed"], "true");
     assert_eq!(rerun["body"], first["body"]);
     assert_eq!(upstream.requests().len(), 1);
+}
+
+/// One search by trace-id finds every attempt of one operation in the
+/// client's outputs and the gateway's log.
+#[test]
+fn the_gateway_logs_the_trace_id_the_client_sends() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args([
+            "--url",
+            &format!("{}/deployments", gateway.url),
+            "--json",
+            "{}",
+        ])
+        .assert()
+        .success();
+    let trace_id = read_outputs(dir.path())["trace-id"].clone();
+    assert_eq!(trace_id.len(), 32);
+    let line = gateway.log_line_with("request");
+    assert!(line.contains(&format!("trace_id={trace_id}")), "{line}");
+    // A malformed header is not logged.
+    runtime().block_on(async {
+        http()
+            .post(format!("{}/deployments", gateway.url))
+            .header("traceparent", "00-not-a-trace-01")
+            .send()
+            .await
+            .unwrap();
+    });
+    let line = gateway.log_line_with("request");
+    assert!(line.contains("trace_id=-"), "{line}");
 }

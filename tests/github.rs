@@ -6,7 +6,10 @@ mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::{AfterCommit, Reply, Response, Server, Toy, client, github_env, read_outputs};
+use support::{
+    AfterCommit, Reply, Response, Server, Toy, assert_only_own_commands, both_streams, client,
+    github_env, markdown, read_outputs,
+};
 
 const TOKEN: &str = "ghs_T0kenThatMustNeverLeak";
 
@@ -116,7 +119,7 @@ fn rerun_older_than_key_ttl_is_refused_with_exit_4() {
     assert!(log.contains("attempt 1: failure"), "{log}");
     let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
     assert!(summary.contains("not sent"), "{summary}");
-    assert!(summary.contains("- attempt 1: failure"), "{summary}");
+    assert!(summary.contains("- ` attempt 1: failure"), "{summary}");
 }
 
 #[test]
@@ -393,4 +396,119 @@ fn oidc_without_permission_is_a_clear_error_and_nothing_is_sent() {
         .code(2);
     assert!(stdout(&assert).contains("HTTP 403"), "{}", stdout(&assert));
     assert_eq!(target.connections(), 0);
+}
+
+const HOSTILE: &str = "failure\n::pwned::a ##[pwned2 name=b]c\r<img src=x onerror=alert(1)> \
+                       [click](https://evil.example) https://evil.example/x www.evil.example \
+                       mail@evil.example `tick` | pipe";
+
+/// Regression: API job fields were printed as they came, so a job name or
+/// conclusion with a newline started a live workflow command.
+#[test]
+fn hostile_api_fields_cannot_issue_commands_or_render_markup() {
+    let api = Server::start(|request| {
+        let path = request.path.as_str();
+        let body = if path.contains("/attempts/1/jobs") {
+            serde_json::json!({"total_count": 1, "jobs": [{
+                "name": "deploy", "status": "completed", "conclusion": HOSTILE,
+                "runner_name": "r", "started_at": "2026-11-20T10:00:00Z\n::pwned3::d"}]})
+        } else if path.contains("/attempts/2/jobs") {
+            serde_json::json!({"total_count": 1, "jobs": [job("deploy", "in_progress", None, "runner-2")]})
+        } else {
+            serde_json::json!({"message": "Not Found\n::pwned4::e"})
+        };
+        Reply::Respond(
+            Response::new(if path.contains("/jobs") { 200 } else { 404 })
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    });
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = guarded_client(dir.path(), &api.url(""), &target)
+        .args(["--allow-expired-key"])
+        .assert()
+        .success();
+    let log = both_streams(&assert);
+    assert!(log.contains("pwned2"), "the fields are shown, inert: {log}");
+    assert_only_own_commands(&log);
+    let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
+    assert!(summary.contains("pwned2"), "{summary}");
+    markdown::assert_no_markup_from_outside(&markdown::to_html(&summary));
+}
+
+#[test]
+fn a_summary_of_hostile_text_renders_no_link_image_or_html() {
+    use idempotent_request::client::report::summary::{Summary, render};
+    let earlier = [HOSTILE.to_owned(), "``` ``x`` ```".to_owned()];
+    let text = render(&Summary {
+        method: "POST",
+        url: "https://www.example.com/a?b=REDACTED",
+        key: Some(HOSTILE),
+        trace_id: Some(HOSTILE),
+        attempts: 2,
+        outcome: HOSTILE,
+        replayed: false,
+        elapsed_ms: 1,
+        earlier_attempts: &earlier,
+    });
+    let html = markdown::to_html(&text);
+    markdown::assert_no_markup_from_outside(&html);
+    assert!(
+        html.contains("<table>") && html.contains("pwned2"),
+        "{html}"
+    );
+    assert_eq!(html.matches("<tr>").count(), 9, "one row per field: {html}");
+}
+
+/// A hostile `total_count` cannot keep the client paging.
+#[test]
+fn job_pagination_stops_at_its_page_cap() {
+    let started = rfc3339(Duration::from_secs(3600));
+    let api = Server::start(move |request| {
+        let body = if request.path.contains("/jobs") {
+            serde_json::json!({"total_count": 1_000_000_000u64,
+                               "jobs": [job("shard", "completed", Some("success"), "r")]})
+        } else {
+            serde_json::json!({"run_started_at": started})
+        };
+        Reply::Respond(
+            Response::new(200)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    });
+    let (target, toy) = target();
+    let dir = tempfile::tempdir().unwrap();
+    guarded_client(dir.path(), &api.url(""), &target)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let pages = |attempt: &str| {
+        api.requests()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/attempts/{attempt}/jobs")))
+            .count()
+    };
+    assert_eq!(pages("1"), 10);
+    assert_eq!(pages("2"), 10);
+    assert_eq!(toy.effects(), 1);
+}
+
+/// The deadline bounds the whole invocation, the API calls on a re-run too.
+#[test]
+fn an_api_that_never_answers_is_cut_off_by_the_deadline() {
+    let api = Server::start(|_| Reply::Hang);
+    let (target, toy) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = guarded_client(dir.path(), &api.url(""), &target)
+        .args(["--deadline", "2s"])
+        // Only turns a hang into a failure; the deadline decides.
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(4);
+    let log = both_streams(&assert);
+    assert!(log.contains("did not answer before the deadline"), "{log}");
+    assert_eq!(target.connections(), 0);
+    assert_eq!(toy.effects(), 0);
 }

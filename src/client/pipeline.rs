@@ -12,27 +12,28 @@ use crate::client::key::provider::KeyScope;
 use crate::client::report::exit::Exit;
 use crate::client::report::log::Log;
 use crate::client::report::outcome::{Report, Sinks};
-use crate::client::report::redact::redact_url;
 use crate::client::report::unsent;
 use crate::client::send::retry_loop::{self, Attempter, Limits};
 use crate::client::send::transport::{Attempted, Transport};
 use crate::github::{self, guard::Verdict, rerun};
 use crate::shared::env::Env;
+use crate::shared::redact::redact_url;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Runs one invocation and returns its exit code.
 pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
     match stages(&invocation, env, log) {
         Ok(exit) | Err(Halt::Exit(exit)) => exit,
-        Err(Halt::Invalid(message)) => unsent::invalid_input(&message, env, log),
+        Err(Halt::Invalid(error)) => unsent::invalid_input(&error, env, log),
     }
 }
 
 /// The stages in order; each call's name says what it does.
 fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Halt> {
+    let started = Instant::now();
     let config = validate(invocation, log)?;
-    let plan = Plan::new(&config, invocation, env, log);
+    let mut plan = Plan::new(&config, invocation, env, started, log);
     let transport = Transport::new(&config, plan.body_dir.clone())?;
     let mut prepared = prepare(config, env)?;
     if invocation.action == Action::Key {
@@ -45,35 +46,35 @@ fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Hal
         return Ok(unsent::dry_run(&prepared, &plan.sinks, log));
     }
     let runtime = start_runtime(log)?;
-    let mut sinks = plan.sinks;
     if log.is_github() {
-        github_steps(&runtime, &plan.github, &mut prepared, &mut sinks, env, log)?;
+        github_steps(&runtime, &mut plan, &mut prepared, env, log)?;
     }
-    let finished = send(&runtime, &transport, &prepared, &plan.limits, log);
+    let finished = send(&runtime, &transport, &prepared, plan.limits(), log);
     let rerun_safe = plan.github.same_key_on_rerun && sends_stable_key(&prepared);
-    Ok(
-        Report::new(finished, &prepared, sinks.max_output_size, rerun_safe)
-            .emit(&prepared, &sinks, log),
-    )
+    let report = Report::new(finished, &prepared, plan.sinks.max_output_size, rerun_safe);
+    Ok(report.emit(&prepared, &plan.sinks, log))
 }
 
 /// Why the pipeline ended before the report stage.
 enum Halt {
     /// Invalid input or configuration (exit 2, nothing sent).
-    Invalid(String),
+    Invalid(ConfigError),
     /// Ended with this exit code; everything is reported already.
     Exit(Exit),
 }
 
 impl From<ConfigError> for Halt {
     fn from(e: ConfigError) -> Self {
-        Halt::Invalid(e.to_string())
+        Halt::Invalid(e)
     }
 }
 
 impl From<PrepareError> for Halt {
     fn from(e: PrepareError) -> Self {
-        Halt::Invalid(e.to_string())
+        Halt::Invalid(ConfigError {
+            input: "body-file",
+            message: e.to_string(),
+        })
     }
 }
 
@@ -82,6 +83,9 @@ impl From<PrepareError> for Halt {
 struct Plan {
     sinks: Sinks,
     limits: Limits,
+    /// When `deadline` runs out, counted from the start of the invocation:
+    /// it bounds everything, the GitHub API calls and the OIDC token too.
+    deadline_at: Instant,
     github: GithubSettings,
     body_dir: PathBuf,
     dry_run: bool,
@@ -97,7 +101,13 @@ struct GithubSettings {
 }
 
 impl Plan {
-    fn new(config: &Config, invocation: &Invocation, env: &Env, log: &mut Log) -> Self {
+    fn new(
+        config: &Config,
+        invocation: &Invocation,
+        env: &Env,
+        started: Instant,
+        log: &mut Log,
+    ) -> Self {
         let token = config
             .github_token
             .clone()
@@ -120,6 +130,7 @@ impl Plan {
                 timeout: config.timeout,
                 deadline: config.deadline,
             },
+            deadline_at: started + config.deadline,
             github: GithubSettings {
                 token,
                 same_key_on_rerun: config.key.scope == KeyScope::Run,
@@ -132,6 +143,20 @@ impl Plan {
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
             dry_run: config.dry_run,
+        }
+    }
+
+    /// Time left before the deadline.
+    fn remaining(&self) -> Duration {
+        self.deadline_at.saturating_duration_since(Instant::now())
+    }
+
+    /// The loop's limits, with the deadline shortened by what the earlier
+    /// stages took.
+    fn limits(&self) -> Limits {
+        Limits {
+            deadline: self.remaining(),
+            ..self.limits.clone()
         }
     }
 }
@@ -167,12 +192,12 @@ fn start_runtime(log: &mut Log) -> Result<tokio::runtime::Runtime, Halt> {
 /// the earlier attempts and the re-run guard, then the OIDC bearer.
 fn github_steps(
     runtime: &tokio::runtime::Runtime,
-    settings: &GithubSettings,
+    plan: &mut Plan,
     prepared: &mut Prepared,
-    sinks: &mut Sinks,
     env: &Env,
     log: &mut Log,
 ) -> Result<(), Halt> {
+    let settings = &plan.github;
     let checks = rerun::Checks {
         env,
         token: settings.token.as_deref(),
@@ -180,7 +205,16 @@ fn github_steps(
         key_ttl: settings.key_ttl,
         allow_expired: settings.allow_expired,
     };
-    let findings = runtime.block_on(rerun::check(&checks, SystemTime::now()));
+    // Timers need the runtime: the timeouts are made inside `block_on`.
+    let within = plan.remaining();
+    let findings = runtime
+        .block_on(async {
+            tokio::time::timeout(within, rerun::check(&checks, SystemTime::now())).await
+        })
+        .unwrap_or_else(|_| {
+            let why = "the GitHub API did not answer before the deadline".to_owned();
+            rerun::unknown(&checks, why)
+        });
     if findings.attempt > 1 {
         log.info(&format!(
             "this is run attempt {}; earlier attempts of this job:",
@@ -190,10 +224,15 @@ fn github_steps(
             log.info(&format!("  {line}"));
         }
     }
-    sinks.earlier_attempts = findings.history;
+    plan.sinks.earlier_attempts = findings.history;
     match findings.verdict {
         Some(Verdict::Refuse(message)) => {
-            return Err(Halt::Exit(unsent::refused(prepared, sinks, &message, log)));
+            return Err(Halt::Exit(unsent::refused(
+                prepared,
+                &plan.sinks,
+                &message,
+                log,
+            )));
         }
         Some(Verdict::SendAnyway(warning)) => {
             log.warning("The idempotency key may have expired", &warning);
@@ -202,9 +241,20 @@ fn github_steps(
     }
     if let Some(audience) = &settings.oidc_audience {
         let token = github::api::http_client()
-            .and_then(|client| runtime.block_on(github::oidc::token(&client, env, audience)))
+            .and_then(|client| {
+                let request = github::oidc::token(&client, env, audience);
+                let within = plan.remaining();
+                runtime
+                    .block_on(async { tokio::time::timeout(within, request).await })
+                    .unwrap_or_else(|_| {
+                        Err("the OIDC token service did not answer before the deadline".to_owned())
+                    })
+            })
             .map_err(|message| {
-                Halt::Invalid(format!("invalid input `oidc-audience`: {message}"))
+                Halt::Invalid(ConfigError {
+                    input: "oidc-audience",
+                    message,
+                })
             })?;
         log.mask(&token);
         add_bearer(prepared, &token);
@@ -218,7 +268,7 @@ fn send(
     runtime: &tokio::runtime::Runtime,
     transport: &Transport,
     prepared: &Prepared,
-    limits: &Limits,
+    limits: Limits,
     log: &mut Log,
 ) -> retry_loop::Finished {
     log.info(&format!(
@@ -232,7 +282,7 @@ fn send(
     };
     runtime.block_on(retry_loop::run(
         &mut attempter,
-        limits,
+        &limits,
         rand::rng(),
         SystemTime::now,
         log,

@@ -28,6 +28,7 @@ use super::problem::Problem;
 use super::store::{
     AnyStore, Claimed, Outcome, Record, RecordId, Store, StoreError, StoredResponse, Token,
 };
+use crate::shared::traceparent::TraceParent;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request::Parts};
@@ -589,18 +590,28 @@ fn replay(outcome: Outcome) -> (RequestOutcome, Response) {
 }
 
 /// The axum handler: processes the request, counts and logs it (method,
-/// path, a hash of the key, outcome, status, latency; never the raw key,
-/// a header value or a body).
+/// path, a hash of the key, the W3C trace-id the request carries, outcome,
+/// status, latency; never the raw key, a header value or a body). The
+/// trace-id lets one search find every attempt of one operation in the
+/// client's and the gateway's logs.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // Only a well-formed value is logged: the header is the caller's text.
+    let trace_id = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|parent| parent.trace_id_hex());
     let (outcome, key, response) = gateway.process(request).await;
     gateway.metrics.request(outcome);
     tracing::info!(
         method = %method,
         path = %path,
         key = key.as_deref().unwrap_or("-"),
+        trace_id = %trace_id.as_deref().unwrap_or("-"),
         outcome = outcome.as_str(),
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -6,7 +6,12 @@
 //! works as github.com does.
 
 use super::history::Job;
+use crate::shared::outside_text::one_line;
 use std::time::{Duration, SystemTime};
+
+/// Pages of 100 jobs read at most per attempt: a run has at most a few
+/// hundred jobs, and a hostile `total_count` must not keep the client paging.
+pub const MAX_PAGES: u32 = 10;
 
 /// A client for this workflow run's endpoints.
 pub struct Api {
@@ -64,13 +69,14 @@ impl Api {
             chrono::DateTime::parse_from_rfc3339(&attempt.run_started_at).map_err(|e| {
                 format!(
                     "run_started_at `{}` is not a timestamp: {e}",
-                    attempt.run_started_at
+                    one_line(&attempt.run_started_at)
                 )
             })?;
         Ok(SystemTime::from(started))
     }
 
-    /// Every job of run attempt `attempt`, following pagination.
+    /// Every job of run attempt `attempt`, following pagination for at most
+    /// [`MAX_PAGES`] pages.
     pub async fn jobs(&self, attempt: u32) -> Result<Vec<Job>, String> {
         #[derive(serde::Deserialize)]
         struct Page {
@@ -78,7 +84,7 @@ impl Api {
             jobs: Vec<Job>,
         }
         let mut jobs = Vec::new();
-        for page in 1.. {
+        for page in 1..=MAX_PAGES {
             let query = [("per_page", "100".to_owned()), ("page", page.to_string())];
             let Page {
                 total_count,
@@ -109,9 +115,12 @@ fn describe(error: octocrab::Error) -> String {
             format!(
                 "GitHub API answered HTTP {}: {}",
                 source.status_code.as_u16(),
-                source.message
+                one_line(&source.message)
             )
         }
-        other => format!("GitHub API request failed: {other}"),
+        other => format!(
+            "GitHub API request failed: {}",
+            one_line(&other.to_string())
+        ),
     }
 }

@@ -1,6 +1,10 @@
 //! Which earlier attempts of this job exist and how they ended, for the log
 //! and the step summary, so a reader sees at once that this request is a
-//! replay candidate. Pure: the jobs come in from [`super::api`].
+//! replay candidate. Pure: the jobs come in from [`super::api`]. Their
+//! fields are the API's text, so each passes through
+//! [`crate::shared::outside_text::one_line`].
+
+use crate::shared::outside_text::one_line;
 
 /// One job of one run attempt, as the REST API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -33,11 +37,15 @@ pub fn describe(earlier: &[(u32, Vec<Job>)], job_name: &str) -> Vec<String> {
         .map(
             |(attempt, jobs)| match jobs.iter().find(|j| j.name == job_name) {
                 Some(job) => {
+                    // Every field is the API's text: one inert line each.
                     let ended = match (&job.status[..], &job.conclusion) {
-                        ("completed", Some(conclusion)) => conclusion.clone(),
-                        (status, _) => status.to_owned(),
+                        ("completed", Some(conclusion)) => one_line(conclusion),
+                        (status, _) => one_line(status),
                     };
-                    let started = job.started_at.as_deref().unwrap_or("unknown time");
+                    let started = job
+                        .started_at
+                        .as_deref()
+                        .map_or_else(|| "unknown time".to_owned(), one_line);
                     format!("attempt {attempt}: {ended} (started {started})")
                 }
                 None => format!("attempt {attempt}: this job did not run"),

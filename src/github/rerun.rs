@@ -53,20 +53,8 @@ pub async fn check(checks: &Checks<'_>, now: SystemTime) -> Findings {
     }
     let guard_applies = guard::applies(attempt, checks.same_key_on_rerun, checks.key_ttl);
     let api = match connect(checks) {
-        Ok(api) => Some(api),
-        Err(why) => {
-            findings
-                .history
-                .push(format!("earlier attempts unknown: {why}"));
-            if let (true, Some(ttl)) = (guard_applies, checks.key_ttl) {
-                findings.verdict =
-                    Some(guard::judge(&Age::Unknown(why), ttl, checks.allow_expired));
-            }
-            None
-        }
-    };
-    let Some(api) = api else {
-        return findings;
+        Ok(api) => api,
+        Err(why) => return unknown(checks, why),
     };
     findings.history = match earlier_attempts(&api, env, attempt).await {
         Ok(lines) => lines,
@@ -80,6 +68,24 @@ pub async fn check(checks: &Checks<'_>, now: SystemTime) -> Findings {
         findings.verdict = Some(guard::judge(&age, ttl, checks.allow_expired));
     }
     findings
+}
+
+/// What is known when the API could not be asked (no token, no answer
+/// before the deadline): the earlier attempts are unknown, and where the
+/// guard applies the age is unknown too.
+pub fn unknown(checks: &Checks<'_>, why: String) -> Findings {
+    let attempt = run_attempt(checks.env);
+    let verdict = match checks.key_ttl {
+        Some(ttl) if guard::applies(attempt, checks.same_key_on_rerun, Some(ttl)) => Some(
+            guard::judge(&Age::Unknown(why.clone()), ttl, checks.allow_expired),
+        ),
+        _ => None,
+    };
+    Findings {
+        attempt,
+        history: vec![format!("earlier attempts unknown: {why}")],
+        verdict,
+    }
 }
 
 fn connect(checks: &Checks<'_>) -> Result<Api, String> {
@@ -113,18 +119,26 @@ fn connect(checks: &Checks<'_>) -> Result<Api, String> {
     )
 }
 
-/// Describes this job's runs in attempts 1..attempt. The job is found in the
-/// current attempt by its runner (`RUNNER_NAME`); its display name then
-/// identifies it in earlier attempts.
+/// At most this many earlier attempts are listed (the most recent ones).
+pub const MAX_EARLIER_ATTEMPTS: u32 = 10;
+
+/// Describes this job's runs in the latest [`MAX_EARLIER_ATTEMPTS`] attempts
+/// before `attempt`. The job is found in the current attempt by its runner
+/// (`RUNNER_NAME`); its display name then identifies it in earlier attempts.
 async fn earlier_attempts(api: &Api, env: &Env, attempt: u32) -> Result<Vec<String>, String> {
     let current = api.jobs(attempt).await?;
     let name = history::current_job(&current, env.get("RUNNER_NAME"))
         .map(|job| job.name.clone())
         .or_else(|| env.get("GITHUB_JOB").map(str::to_owned))
         .unwrap_or_default();
+    let first = attempt.saturating_sub(MAX_EARLIER_ATTEMPTS).max(1);
     let mut earlier = Vec::new();
-    for n in 1..attempt {
+    for n in first..attempt {
         earlier.push((n, api.jobs(n).await?));
     }
-    Ok(history::describe(&earlier, &name))
+    let mut lines = history::describe(&earlier, &name);
+    if first > 1 {
+        lines.insert(0, format!("attempts 1 to {} not listed", first - 1));
+    }
+    Ok(lines)
 }

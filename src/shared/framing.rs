@@ -29,7 +29,7 @@ impl FramedHasher {
     }
 
     /// Adds one field streamed from `reader`, which must yield exactly `len`
-    /// bytes; hashes in constant memory.
+    /// bytes (else an `InvalidData` error); hashes in constant memory.
     pub fn field_from_reader(&mut self, len: u64, mut reader: impl Read) -> std::io::Result<()> {
         let prefix = u32::try_from(len).map_err(|_| std::io::Error::other(FieldTooLarge(len)))?;
         self.hasher.update(prefix.to_be_bytes());
@@ -46,9 +46,10 @@ impl FramedHasher {
             self.hasher.update(&buffer[..n]);
         }
         if total != len {
-            return Err(std::io::Error::other(format!(
-                "the file changed while it was read ({len} bytes expected, {total} read)"
-            )));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the file changed while it was read ({len} bytes expected, {total} read)"),
+            ));
         }
         Ok(())
     }

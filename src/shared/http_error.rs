@@ -1,6 +1,10 @@
 //! A reqwest error described in plain words, without the URL (it may hold
 //! credentials): the client's attempt log and the gateway's upstream errors
-//! both use it.
+//! both use it. Its causes' texts can come from the peer (HTTP/2 GOAWAY
+//! debug data, TLS alerts), so the description is one inert line
+//! ([`crate::shared::outside_text::one_line`]).
+
+use crate::shared::outside_text::one_line;
 
 /// The error and its causes, outermost first. An `io::Error` is entered
 /// through `get_ref()`, because its `source()` skips the error it wraps
@@ -20,8 +24,12 @@ pub fn causes<'a>(
 
 /// The messages of the error's causes after the first, joined by `: `
 /// (the top-level reqwest message only says which phase failed), never
-/// with the URL.
+/// with the URL, as one inert line.
 pub fn error_chain(error: &reqwest::Error) -> String {
+    one_line(&raw_chain(error))
+}
+
+fn raw_chain(error: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in causes(error).skip(1) {
         let text = e.to_string();

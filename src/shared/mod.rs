@@ -3,9 +3,17 @@
 //! into another part: [`framing`] (the length-prefixed SHA-256 framing of
 //! the key and both fingerprints), [`units`] (durations and sizes as users
 //! write them), [`http_error`] (a reqwest error in plain words, without the
-//! URL), [`mod@env`] (an explicit snapshot of the process environment).
+//! URL), [`mod@env`] (an explicit snapshot of the process environment),
+//! [`outside_text`] (text from outside the program made inert before it is
+//! printed), [`redact`] (the printable form of a URL, without credentials),
+//! [`traceparent`] (the W3C trace context header both halves read), [`secret_names`] (which header and query names carry
+//! credentials).
 
 pub mod env;
 pub mod framing;
 pub mod http_error;
+pub mod outside_text;
+pub mod redact;
+pub mod secret_names;
+pub mod traceparent;
 pub mod units;

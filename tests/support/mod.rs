@@ -4,6 +4,7 @@
 //! test, and a runner for the real binary with a clean environment.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+pub mod markdown;
 pub mod redis;
 pub mod tls;
 
@@ -384,4 +385,53 @@ pub fn read_outputs(dir: &std::path::Path) -> HashMap<String, String> {
         .expect("the runner would accept the outputs file")
         .into_iter()
         .collect()
+}
+
+/// The workflow commands the runner would act on in `text` (a step's
+/// stdout and stderr), by name, in order: lines are split and read the way
+/// the runner does, and nothing between `::stop-commands::TOKEN` and
+/// `::TOKEN::` counts.
+pub fn runner_commands(text: &str) -> Vec<String> {
+    use idempotent_request::shared::outside_text::{command_like_runner, lines_like_runner};
+    let mut commands = Vec::new();
+    let mut stopped: Option<String> = None;
+    for line in lines_like_runner(text) {
+        let Some(name) = command_like_runner(line) else {
+            continue;
+        };
+        match &stopped {
+            Some(token) if name == *token => stopped = None,
+            Some(_) => {}
+            None => {
+                if name == "stop-commands" {
+                    let token = line.trim_start().split("::").nth(2).unwrap_or_default();
+                    stopped = Some(token.to_owned());
+                }
+                commands.push(name);
+            }
+        }
+    }
+    commands
+}
+
+/// Both streams of a finished run, as the runner reads them.
+pub fn both_streams(assert: &assert_cmd::assert::Assert) -> String {
+    let output = assert.get_output();
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Fails when the runner would act on any command but masks and
+/// annotations this program writes (`add-mask`, `error`, `warning`, and the
+/// `stop-commands` fence around server text).
+pub fn assert_only_own_commands(text: &str) {
+    for name in runner_commands(text) {
+        assert!(
+            ["add-mask", "error", "warning", "stop-commands"].contains(&name.as_str()),
+            "the runner would act on `{name}`:\n{text}"
+        );
+    }
 }

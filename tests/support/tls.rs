@@ -16,16 +16,23 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
+        Self::for_names(&["127.0.0.1", "localhost"])
+    }
+
+    /// A PKI whose server certificate names exactly `names` (hostile names
+    /// included: a certificate's names are the peer's to choose).
+    pub fn for_names(names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::from_params(&ca_params, &ca_key);
         let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&server_key, &issuer)
-            .unwrap();
+        let server =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&server_key, &issuer)
+                .unwrap();
         let client_key = KeyPair::generate().unwrap();
         let client = CertificateParams::new(vec!["client.test".to_owned()])
             .unwrap()
@@ -68,6 +75,13 @@ impl Pki {
                 .with_single_cert(vec![self.server.0.clone()], key)
                 .unwrap(),
         )
+    }
+
+    /// A server config that offers HTTP/2 (ALPN `h2`) only.
+    pub fn server_config_h2(&self) -> Arc<rustls::ServerConfig> {
+        let mut config = Arc::unwrap_or_clone(self.server_config(false));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(config)
     }
 
     /// Writes the CA and client files into `dir`: (ca, client cert, client key).

@@ -69,7 +69,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success (also --dry-run and `key`)
   1  the final response's status is not in accept-status
-  2  invalid input or configuration; nothing was sent
+  2  invalid input or configuration; nothing was sent (also a body-file that
+     changed during the run: its changed bytes were never sent whole)
   3  no HTTP response (transport errors until attempts or the deadline ran out,
      TLS failure, response larger than max-response-size)
   4  a re-run refused by the re-run guard (key-ttl): the key may have expired
@@ -101,7 +102,9 @@ pub fn command() -> Command {
             .value_name(input.value_name)
             .help(help)
             .global(true)
-            .allow_hyphen_values(input.verbatim);
+            // `--timeout -1` reaches the input's own validation, which says
+            // what `timeout` accepts; clap would only say `-1` is unexpected.
+            .allow_hyphen_values(!is_bool(input));
         if is_bool(input) {
             arg = arg.num_args(0..=1).default_missing_value("true");
         }
@@ -124,6 +127,42 @@ pub fn command() -> Command {
             .help("Without GITHUB_OUTPUT: print the response body (body) or all outputs as one JSON object (json) [default: body]")
             .global(true),
     )
+}
+
+/// A command-line error in words that never quote a value: an unexpected
+/// word may be half of a credential (`-H Authorization: Bearer s3cret`
+/// unquoted). Option names are quoted; they are never secret.
+pub fn describe_error(error: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| error.get(kind).map(ToString::to_string);
+    let option = context(ContextKind::InvalidArg)
+        .filter(|arg| arg.starts_with('-'))
+        .map(|arg| arg.split(' ').next().unwrap_or_default().to_owned());
+    let suggestion = match error.get(ContextKind::SuggestedArg) {
+        Some(ContextValue::String(s)) => format!("; did you mean `{s}`?"),
+        _ => String::new(),
+    };
+    match (error.kind(), option) {
+        (ErrorKind::UnknownArgument, Some(option)) => {
+            format!("unknown option `{option}`{suggestion}; see --help")
+        }
+        (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
+            "an unexpected value on the command line (not shown: it may be a secret); give each \
+             value right after its option, and quote values that contain spaces"
+                .to_owned()
+        }
+        (ErrorKind::InvalidValue, Some(option)) => {
+            let valid = match error.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(values)) => {
+                    format!("; expected one of {}", values.join(", "))
+                }
+                _ => String::new(),
+            };
+            format!("`{option}` has a missing or invalid value{valid}")
+        }
+        (kind, Some(option)) => format!("`{option}`: {kind}; see --help"),
+        (kind, None) => format!("{kind}; see --help"),
+    }
 }
 
 /// Parses `args` (program name first) and fills unset inputs from `env`.
@@ -234,5 +273,42 @@ mod tests {
     fn unknown_flags_are_errors() {
         let err = parse(["idempotent-request", "--nope"], &Env::default()).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(describe_error(&err).contains("`--nope`"));
+    }
+
+    #[test]
+    fn errors_never_quote_stray_values() {
+        let args = [
+            "idempotent-request",
+            "-H",
+            "Authorization:",
+            "Bearer",
+            "s3cret",
+        ];
+        let err = parse(args, &Env::default()).unwrap_err();
+        let text = describe_error(&err);
+        assert!(
+            !text.contains("s3cret") && !text.contains("Bearer"),
+            "{text}"
+        );
+        assert!(text.contains("quote values"), "{text}");
+        let err = parse(
+            ["idempotent-request", "--output", "s3cret"],
+            &Env::default(),
+        )
+        .unwrap_err();
+        let text = describe_error(&err);
+        assert!(
+            text.contains("`--output`") && text.contains("body, json"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn values_may_start_with_a_hyphen() {
+        let inv = parse_with(&["--timeout", "-1", "--dry-run"], &[]);
+        assert_eq!(inv.raw.get("timeout"), Some("-1"));
+        assert_eq!(inv.raw.get("dry-run"), Some("true"));
     }
 }

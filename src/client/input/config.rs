@@ -11,6 +11,7 @@ use crate::client::key::derive::{self, KeyFormat};
 use crate::client::key::provider::KeyScope;
 use crate::client::send::backoff::Backoff;
 use crate::client::send::retry::Policy;
+use crate::shared::traceparent::TraceParent;
 use crate::shared::units::{parse_bool, parse_count, parse_duration, parse_size};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
-/// An input that failed validation.
+/// An input that failed validation. The message says what is wrong and
+/// what is accepted, and never quotes a value that may be secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid input `{input}`: {message}")]
 pub struct ConfigError {
@@ -94,6 +96,12 @@ pub struct Config {
     pub deadline: Duration,
     /// `follow-redirects`.
     pub follow_redirects: bool,
+    /// `redirect-key-origins`: where a redirect may take a keyed request.
+    pub redirect_key_origins: Vec<url::Origin>,
+    /// `send-traceparent`.
+    pub send_traceparent: bool,
+    /// A `traceparent` the user set in `headers`, sent instead of ours.
+    pub user_traceparent: Option<TraceParent>,
     /// `ca-file`, `client-cert`, `client-key`, `insecure`.
     pub tls: TlsSettings,
     /// `max-output-size`.
@@ -227,14 +235,20 @@ fn parse_headers(raw: &RawInputs) -> Result<Vec<Header>, ConfigError> {
         Some(text) => headers::parse_lines(text).or_else(|m| fail("headers", m))?,
         None => Vec::new(),
     };
-    for line in &raw.header_flags {
-        headers.push(headers::parse_line(line).or_else(|m| fail("headers", format!("-H: {m}")))?);
+    for (n, line) in raw.header_flags.iter().enumerate() {
+        let header = headers::parse_line(line)
+            .or_else(|m| fail("headers", format!("-H #{}: {m}", n + 1)))?;
+        headers.push(header);
     }
     Ok(headers)
 }
 
 fn parse_key(raw: &RawInputs, headers: &[Header]) -> Result<KeySettings, ConfigError> {
-    let header = parse_input(raw, "key-header", true, headers::parse_name)?;
+    let header = parse_input(raw, "key-header", true, |text| {
+        let name = headers::parse_name(text)?;
+        headers::check_settable(&name)?;
+        Ok(name)
+    })?;
     if headers.iter().any(|(name, _)| *name == header) {
         return fail(
             "headers",
@@ -271,6 +285,70 @@ fn parse_key(raw: &RawInputs, headers: &[Header]) -> Result<KeySettings, ConfigE
         headers: key_headers,
         format: parse_input(raw, "key-format", true, parse_format)?,
     })
+}
+
+/// `redirect-key-origins`: `scheme://host[:port]` origins, nothing more.
+fn parse_origins(text: &str) -> Result<Vec<url::Origin>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let url = Url::parse(item).map_err(|_| {
+                "each origin must be `https://host` or `https://host:port`".to_owned()
+            })?;
+            let bare = matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if bare {
+                Ok(url.origin())
+            } else {
+                Err(format!(
+                    "`{}` is not an origin; give scheme, host and port only, such as https://api.example.com:8443",
+                    crate::shared::redact::redact_url(&url)
+                ))
+            }
+        })
+        .collect()
+}
+
+/// A `traceparent` in `headers` is sent as it is, and must be one.
+fn parse_user_traceparent(headers: &[Header]) -> Result<Option<TraceParent>, ConfigError> {
+    let mut values = headers.iter().filter(|(name, _)| name == "traceparent");
+    let Some((_, value)) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return fail(
+            "headers",
+            "`traceparent` is given more than once; give it once",
+        );
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(TraceParent::parse)
+        .map(Some)
+        .ok_or_else(|| ConfigError {
+            input: "headers",
+            message: "`traceparent` is not a W3C traceparent (00-<32 hex digits>-<16 hex digits>-<2 hex digits>, lower case); fix it, or remove it and the tool sends one derived from the key".to_owned(),
+        })
+}
+
+/// `github-token`: sent as a header, so it must be one (never quoted back).
+fn parse_token(raw: &RawInputs) -> Result<Option<String>, ConfigError> {
+    match raw.get("github-token") {
+        Some(token) if token.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(token.to_owned())),
+        Some(_) => fail(
+            "github-token",
+            "holds spaces, control characters or non-ASCII text, which no GitHub token has; \
+             pass the token itself (the action's default is github.token)",
+        ),
+        None => Ok(None),
+    }
 }
 
 fn parse_tls(raw: &RawInputs) -> Result<TlsSettings, ConfigError> {
@@ -330,6 +408,7 @@ impl Config {
             None => None,
         };
         headers.extend(content_type.map(|value| (CONTENT_TYPE, value)));
+        let user_traceparent = parse_user_traceparent(&headers)?;
         let key = parse_key(raw, &headers)?;
         let policy = Policy {
             accept: parse_input(raw, "accept-status", true, StatusSet::parse)?,
@@ -375,13 +454,16 @@ impl Config {
             connect_timeout: duration(raw, "connect-timeout", false)?,
             deadline: duration(raw, "deadline", false)?,
             follow_redirects: flag(raw, "follow-redirects")?,
+            redirect_key_origins: parse_input(raw, "redirect-key-origins", false, parse_origins)?,
+            send_traceparent: flag(raw, "send-traceparent")?,
+            user_traceparent,
             tls: parse_tls(raw)?,
             max_output_size,
             max_response_size: parse_input(raw, "max-response-size", true, parse_size)?,
             mask_response: flag(raw, "mask-response")?,
             dry_run: flag(raw, "dry-run")?,
             key_ttl,
-            github_token: raw.get("github-token").map(str::to_owned),
+            github_token: parse_token(raw)?,
             allow_expired_key: flag(raw, "allow-expired-key")?,
             oidc_audience,
         })

@@ -8,14 +8,47 @@
 //! compact JSON, keeping the document's key order.
 
 /// Returns the JSON bytes for `document`, or a message saying why it is
-/// neither JSON nor YAML.
+/// neither JSON nor YAML. The message gives positions and kinds of error,
+/// never the document's text: it may hold a templated secret.
 pub fn to_json_bytes(document: &str) -> Result<Vec<u8>, String> {
-    if serde_json::from_str::<serde::de::IgnoredAny>(document).is_ok() {
-        return Ok(document.as_bytes().to_vec());
+    let json_error = match serde_json::from_str::<serde::de::IgnoredAny>(document) {
+        Ok(_) => return Ok(document.as_bytes().to_vec()),
+        Err(e) => e,
+    };
+    let value: serde_json::Value = serde_saphyr::from_str(document).map_err(|yaml_error| {
+        format!(
+            "not valid JSON ({}) and not valid YAML either ({}); the text is not shown, \
+             as it may hold a secret",
+            describe_json(&json_error),
+            describe_yaml(&yaml_error)
+        )
+    })?;
+    serde_json::to_vec(&value).map_err(|_| {
+        "a YAML document that cannot be expressed as JSON (for example a mapping with a \
+         non-string key)"
+            .to_owned()
+    })
+}
+
+fn describe_json(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Eof => "it ends early",
+        _ => "a syntax error",
+    };
+    format!("{kind} at line {}, column {}", error.line(), error.column())
+}
+
+fn describe_yaml(error: &serde_saphyr::Error) -> String {
+    let kind = match error {
+        serde_saphyr::Error::Eof { .. } => "it ends early".to_owned(),
+        serde_saphyr::Error::Unexpected { expected, .. } => format!("expected {expected}"),
+        serde_saphyr::Error::MultipleDocuments { .. } => "more than one document".to_owned(),
+        _ => "a syntax error".to_owned(),
+    };
+    match error.location() {
+        Some(at) => format!("{kind} at line {}, column {}", at.line(), at.column()),
+        None => kind,
     }
-    let value: serde_json::Value = serde_saphyr::from_str(document)
-        .map_err(|e| format!("not valid JSON, and not valid YAML either: {e}"))?;
-    serde_json::to_vec(&value).map_err(|e| format!("cannot be expressed as JSON: {e}"))
 }
 
 #[cfg(test)]
@@ -42,6 +75,21 @@ mod tests {
         let err = to_json_bytes("a: [unclosed").unwrap_err();
         assert!(
             err.contains("not valid JSON") && err.contains("YAML"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_give_positions_but_never_the_text() {
+        let document = "ref: main\npassword: \"s3cret\n  token: [hunter2, {\n";
+        let err = to_json_bytes(document).unwrap_err();
+        assert!(err.contains("line "), "{err}");
+        for secret in ["s3cret", "hunter2", "password", "token"] {
+            assert!(!err.contains(secret), "{secret} in {err}");
+        }
+        let err = to_json_bytes("{\"password\": \"s3cret\",").unwrap_err();
+        assert!(
+            err.contains("line 1, column 22") && !err.contains("s3cret"),
             "{err}"
         );
     }

@@ -189,6 +189,12 @@ pub const INPUTS: &[Input] = &[
         "Follow up to 10 redirects; unsafe methods follow only 307/308; credentials never cross origins.",
     ),
     input(
+        "redirect-key-origins",
+        "",
+        "ORIGINS",
+        "Comma-separated origins (`https://host[:port]`) a redirect may take a keyed request to, with its key; other cross-origin redirects of a keyed request are not followed.",
+    ),
+    input(
         "ca-file",
         "",
         "PATH",
@@ -255,6 +261,12 @@ pub const INPUTS: &[Input] = &[
         "",
         "AUDIENCE",
         "Request a GitHub OIDC token for this audience and send it as `Authorization: Bearer` (needs `id-token: write`).",
+    ),
+    input(
+        "send-traceparent",
+        "true",
+        "BOOL",
+        "Send a W3C `traceparent` whose trace-id is derived from the key, so every attempt and re-run shares it (a `traceparent` in `headers` is sent instead).",
     ),
     input(
         "dry-run",

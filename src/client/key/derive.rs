@@ -133,6 +133,27 @@ mod tests {
             key_for(&rerun, KeyScope::Attempt, "", &fp),
             "69f6d47d-e2aa-8baa-b8c1-27cb44f92088"
         );
+        // User-info and secret query values do not feed the key.
+        let fp = crate::client::key::fingerprint::fingerprint(
+            &crate::client::key::fingerprint::Request {
+                method: "POST",
+                url: &"https://ci:tok-1@api.example.com/deployments?access_token=tok-2&env=prod"
+                    .parse()
+                    .unwrap(),
+                headers: &[],
+                key_headers: &[],
+                body: Some(&body),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            fp.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "4dcbc06cc733230bd452538db3f8eea16445ae33091fec5443c93a7f9bffcadf"
+        );
+        assert_eq!(
+            key_for(&github, KeyScope::Run, "", &fp),
+            "71dab81e-92df-8563-ab40-d210a3174532"
+        );
     }
 
     #[test]

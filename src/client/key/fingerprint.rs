@@ -1,11 +1,20 @@
 //! The request fingerprint: a SHA-256 that changes whenever the request
 //! would be a different logical operation (method, URL, chosen headers,
 //! body), framed as described in [`crate::shared::framing`].
+//!
+//! Credentials in the URL do not feed it: they change when tokens are
+//! minted per attempt, and a new key on a re-run would run the operation
+//! again. [`key_url`] is the URL without its user-info, and with the value
+//! of every query parameter whose name marks a credential
+//! ([`crate::shared::secret_names`]) left out: such a parameter feeds the
+//! key by its name alone. A URL with neither is hashed exactly as sent.
 
-use crate::client::input::body::Body;
+use crate::client::input::body::{Body, HashingReader};
 use crate::client::input::headers::Header;
 use crate::shared::framing::FramedHasher;
+use crate::shared::secret_names::is_secret_name;
 use reqwest::header::HeaderName;
+use std::borrow::Cow;
 
 /// What the fingerprint covers.
 pub struct Request<'a> {
@@ -25,10 +34,20 @@ pub struct Request<'a> {
 /// `name:value` lines sorted by name, joined with `\n`; body bytes (a file
 /// body is hashed streaming, in constant memory).
 pub fn fingerprint(request: &Request<'_>) -> std::io::Result<[u8; 32]> {
+    fingerprint_and_file_digest(request).map(|(fingerprint, _)| fingerprint)
+}
+
+/// [`fingerprint`], and the plain SHA-256 of a file body taken in the same
+/// pass (`None` when no file was read), which pins the bytes every attempt
+/// must send.
+pub fn fingerprint_and_file_digest(
+    request: &Request<'_>,
+) -> std::io::Result<([u8; 32], Option<[u8; 32]>)> {
+    let mut file_digest = None;
     let mut hasher = FramedHasher::default();
     hasher
         .field(request.method.as_bytes())
-        .field(request.url.as_str().as_bytes())
+        .field(key_url(request.url).as_bytes())
         .field(header_lines(request.headers, request.key_headers).as_bytes());
     match request.body {
         None | Some(Body::Empty) => {
@@ -38,10 +57,53 @@ pub fn fingerprint(request: &Request<'_>) -> std::io::Result<[u8; 32]> {
             hasher.field(bytes);
         }
         Some(Body::File(file)) => {
-            hasher.field_from_reader(file.len, file.open()?)?;
+            let mut reader = HashingReader::new(file.open()?);
+            hasher
+                .field_from_reader(file.len, &mut reader)
+                .map_err(|e| match e.kind() {
+                    // The length did not match: it changed while it was read.
+                    std::io::ErrorKind::InvalidData => file.changed(e.to_string()),
+                    _ => e,
+                })?;
+            file_digest = Some(reader.finish());
         }
     }
-    Ok(hasher.finish())
+    Ok((hasher.finish(), file_digest))
+}
+
+/// The URL as it feeds the key: without user-info, and with each secret
+/// query parameter reduced to its name (`?access_token=abc&env=prod` →
+/// `?access_token&env=prod`). Every other byte is the URL as sent.
+pub fn key_url(url: &url::Url) -> Cow<'_, str> {
+    let secret_query = url.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|component| is_secret_name(component.split('=').next().unwrap_or("")))
+    });
+    if !url.has_authority()
+        || (url.username().is_empty() && url.password().is_none() && !secret_query)
+    {
+        return Cow::Borrowed(url.as_str());
+    }
+    let mut keyed = url.clone();
+    // Only URLs without a host refuse these setters, and they have no user-info.
+    let _ = keyed.set_username("");
+    let _ = keyed.set_password(None);
+    if let Some(query) = url.query() {
+        let kept: Vec<&str> = query
+            .split('&')
+            .map(|component| {
+                let name = component.split('=').next().unwrap_or("");
+                if is_secret_name(name) {
+                    name
+                } else {
+                    component
+                }
+            })
+            .collect();
+        keyed.set_query(Some(&kept.join("&")));
+    }
+    Cow::Owned(keyed.into())
 }
 
 /// The `key-headers` part: for every chosen name (sorted), each value the
@@ -69,6 +131,30 @@ mod tests {
 
     fn url() -> url::Url {
         "https://api.example/deployments?env=prod".parse().unwrap()
+    }
+
+    #[test]
+    fn credentials_in_the_url_do_not_feed_the_key() {
+        let keyed = |text: &str| key_url(&text.parse().unwrap()).into_owned();
+        assert_eq!(
+            keyed("https://ci:tok1@api.example/d?access_token=a1&env=prod&sig=x"),
+            "https://api.example/d?access_token&env=prod&sig"
+        );
+        assert_eq!(
+            keyed("https://ci:tok2@api.example/d?access_token=b2&env=prod&sig=y"),
+            keyed("https://ci:tok1@api.example/d?access_token=a1&env=prod&sig=x")
+        );
+        // Everything else is hashed exactly as sent.
+        let plain = "https://api.example/d?env=prod&x=%2F&&y";
+        assert_eq!(keyed(plain), plain);
+        assert_ne!(
+            keyed("https://api.example/d?env=prod"),
+            keyed("https://api.example/d?env=dev")
+        );
+        assert_ne!(
+            keyed("https://api.example/d?token"),
+            keyed("https://api.example/d")
+        );
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod derive;
 pub mod fingerprint;
 pub mod prepare;
 pub mod provider;
+pub mod trace;

@@ -6,8 +6,9 @@ use crate::client::input::body::Body;
 use crate::client::input::config::Config;
 use crate::client::input::headers::Header;
 use crate::client::key::derive;
-use crate::client::key::fingerprint::{self, fingerprint};
+use crate::client::key::fingerprint;
 use crate::client::key::provider::Identity;
+use crate::client::key::trace::{self, Trace};
 use crate::shared::env::Env;
 use reqwest::Method;
 use reqwest::header::HeaderValue;
@@ -45,8 +46,10 @@ pub struct Prepared {
     pub user_header_count: usize,
     /// The key and its header, when one is sent.
     pub key: Option<(Key, Header)>,
-    /// Body.
+    /// Body (a file's digest pinned).
     pub body: Body,
+    /// The trace context every attempt carries.
+    pub trace: Trace,
 }
 
 impl Prepared {
@@ -92,9 +95,19 @@ pub fn is_safe(method: &Method) -> bool {
 #[error("cannot hash `body-file` for the key: {0}")]
 pub struct PrepareError(#[from] pub std::io::Error);
 
-/// Resolves the key (explicit, derived or random) and assembles the request.
+/// Resolves the key (explicit, derived or random), pins a file body's
+/// digest and the trace context, and assembles the request.
 pub fn prepare(config: Config, env: &Env) -> Result<Prepared, PrepareError> {
-    let key = resolve_key(&config, env)?;
+    let (key, file_digest) = resolve_key(&config, env)?;
+    let mut body = config.body;
+    if let Body::File(file) = &mut body {
+        file.pin(file_digest)?;
+    }
+    let trace = match (config.user_traceparent, config.send_traceparent) {
+        (Some(theirs), _) => Trace::Users(theirs.trace_id),
+        (None, true) => Trace::Ours(trace::trace_id(key.as_ref().map(|k| k.value.as_str()))),
+        (None, false) => Trace::Off,
+    };
     let key = key.map(|key| {
         let text = derive::header_value(&key.value, config.key.format);
         // Keys are visible ASCII (validated or UUIDs), always a valid value.
@@ -107,38 +120,46 @@ pub fn prepare(config: Config, env: &Env) -> Result<Prepared, PrepareError> {
         headers: config.headers,
         user_header_count: config.user_header_count,
         key,
-        body: config.body,
+        body,
+        trace,
     })
 }
 
-fn resolve_key(config: &Config, env: &Env) -> Result<Option<Key>, PrepareError> {
+/// The key, and a file body's digest when deriving it read the file.
+fn resolve_key(
+    config: &Config,
+    env: &Env,
+) -> Result<(Option<Key>, Option<[u8; 32]>), PrepareError> {
     if let Some(value) = &config.key.explicit {
-        return Ok(Some(Key {
+        let key = Key {
             value: value.clone(),
             source: KeySource::Explicit,
-        }));
+        };
+        return Ok((Some(key), None));
     }
     if is_safe(&config.method) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let identity = Identity::detect(env, config.key.scope);
     if identity.provider == "local" && config.key.salt.is_empty() {
-        return Ok(Some(Key {
+        let key = Key {
             value: uuid::Uuid::new_v4().to_string(),
             source: KeySource::Random,
-        }));
+        };
+        return Ok((Some(key), None));
     }
-    let fp = fingerprint(&fingerprint::Request {
+    let (fp, file_digest) = fingerprint::fingerprint_and_file_digest(&fingerprint::Request {
         method: config.method.as_str(),
         url: &config.url,
         headers: &config.headers,
         key_headers: &config.key.headers,
         body: config.key.include_body.then_some(&config.body),
     })?;
-    Ok(Some(Key {
+    let key = Key {
         value: derive::derive(&identity, &config.key.salt, &fp).to_string(),
         source: KeySource::Derived(identity.provider),
-    }))
+    };
+    Ok((Some(key), file_digest))
 }
 
 #[cfg(test)]

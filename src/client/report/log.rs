@@ -8,6 +8,7 @@
 //! except through [`Log::mask`] and [`Log::untrusted`].
 
 use crate::client::report::workflow;
+use crate::shared::outside_text::one_line;
 use std::io::Write;
 
 /// Where and how log lines are written.
@@ -27,6 +28,15 @@ impl Log {
         Self { out, github }
     }
 
+    /// A log on stderr, with workflow commands under GitHub Actions (the
+    /// runner reads them from stderr too).
+    pub fn to_stderr(github: bool) -> Self {
+        Self {
+            out: Box::new(std::io::stderr()),
+            github,
+        }
+    }
+
     /// A log into any writer (tests).
     pub fn to_writer(out: Box<dyn Write + Send>, github: bool) -> Self {
         Self { out, github }
@@ -37,32 +47,37 @@ impl Log {
         self.github
     }
 
-    /// A plain line. Under GitHub Actions a line that starts with `::` is
-    /// indented so it can never be read as a command.
+    /// A plain line, made one inert line first
+    /// ([`crate::shared::outside_text::one_line`]): parts of it may have come
+    /// from outside (a transport error, an API field), and no such part may
+    /// start a new line or be read as a workflow command.
     pub fn info(&mut self, line: &str) {
-        let line = if self.github && line.starts_with("::") {
-            format!(" {line}")
-        } else {
-            line.to_owned()
-        };
-        self.write(&line);
+        self.write(&one_line(line));
     }
 
     /// A warning (an annotation under GitHub Actions).
     pub fn warning(&mut self, title: &str, message: &str) {
-        if self.github {
-            self.write(&workflow::annotation("warning", title, message));
-        } else {
-            self.write(&format!("warning: {title}: {message}"));
-        }
+        self.annotation("warning", title, message);
     }
 
     /// An error (an annotation under GitHub Actions).
     pub fn error(&mut self, title: &str, message: &str) {
+        self.annotation("error", title, message);
+    }
+
+    /// `::level title=…::message` under GitHub Actions; elsewhere one line,
+    /// `level: title: message`, with the title's first letter in lower case
+    /// (`error: invalid input …`).
+    fn annotation(&mut self, level: &str, title: &str, message: &str) {
         if self.github {
-            self.write(&workflow::annotation("error", title, message));
+            self.write(&workflow::annotation(level, title, message));
         } else {
-            self.write(&format!("error: {title}: {message}"));
+            let mut chars = title.chars();
+            let title: String = chars
+                .next()
+                .map(|first| first.to_lowercase().chain(chars).collect())
+                .unwrap_or_default();
+            self.write(&one_line(&format!("{level}: {title}: {message}")));
         }
     }
 
@@ -110,6 +125,7 @@ impl Log {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::shared::outside_text::{command_like_runner, lines_like_runner};
     use std::sync::{Arc, Mutex};
 
     /// A log that records into a shared buffer.
@@ -160,7 +176,35 @@ pub(crate) mod tests {
     fn plain_lines_cannot_start_a_command() {
         let (mut log, buffer) = capture(true);
         log.info("::error::not really");
-        assert_eq!(text(&buffer), " ::error::not really\n");
+        log.info("  ::warning::indented");
+        log.info("attempt 1/5: ##[set-output name=a]b");
+        log.info("two\n::error::lines");
+        let out = text(&buffer);
+        let lines = lines_like_runner(&out);
+        assert_eq!(lines.len(), 5, "{out}");
+        for line in lines {
+            assert_eq!(command_like_runner(line), None, "{line}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text reaches the log, the runner reads exactly the
+        /// commands this program meant: none from `info`, one `error` or
+        /// `warning` from an annotation, nothing from outside text.
+        #[test]
+        fn the_runner_reads_only_the_intended_commands(text in proptest::prelude::any::<String>()) {
+            let (mut log, buffer) = capture(true);
+            log.info(&text);
+            log.info(&format!("attempt 1/5: {text}; retrying in 1s (backoff)"));
+            log.error(&text, &text);
+            log.warning("Title", &text);
+            let out = self::text(&buffer);
+            let commands: Vec<String> = lines_like_runner(&out)
+                .into_iter()
+                .filter_map(command_like_runner)
+                .collect();
+            proptest::prop_assert_eq!(commands, ["error", "warning"]);
+        }
     }
 
     #[test]

@@ -100,6 +100,15 @@ fn failure_message(
             ),
         ),
         (_, Some(Failure::Local)) => ("Request failed".to_owned(), format!("{what}.")),
+        (_, Some(Failure::BodyChanged)) => (
+            "Request stopped: body-file changed".to_owned(),
+            format!(
+                "{what}. Not retried: the file must hold the same bytes for every attempt, because \
+                 the key stands for them. If an earlier attempt may have reached the server, it \
+                 sent the original bytes. Write the file before this step and leave it alone \
+                 while the step runs."
+            ),
+        ),
         (_, Some(_)) => (
             "Request failed: no response".to_owned(),
             format!(
@@ -146,6 +155,7 @@ impl Report {
             out.set("body-file", r.body_file.display().to_string());
         }
         out.set("idempotency-key", prepared.key_value());
+        out.set("trace-id", prepared.trace.id_hex());
         out.set("attempts", finished.attempts.to_string());
         out.set("replayed", response.is_some_and(is_replayed).to_string());
         out.set("elapsed-ms", finished.elapsed.as_millis().to_string());
@@ -158,6 +168,7 @@ impl Report {
         let exit = match (&finished.last, finished.stop) {
             (Ok(_), None) => Exit::Success,
             (Ok(_), Some(_)) => Exit::Rejected,
+            (Err(f), _) if f.kind == Failure::BodyChanged => Exit::Usage,
             (Err(_), _) => Exit::NoResponse,
         };
         let summary_outcome = match (response, failure) {
@@ -210,8 +221,9 @@ impl Report {
             sinks,
             &Summary {
                 method: prepared.method.as_str(),
-                url: &crate::client::report::redact::redact_url(&prepared.url),
+                url: &crate::shared::redact::redact_url(&prepared.url),
                 key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
+                trace_id: outputs.get("trace-id").filter(|id| !id.is_empty()),
                 attempts: outputs
                     .get("attempts")
                     .and_then(|a| a.parse().ok())

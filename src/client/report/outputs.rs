@@ -44,6 +44,10 @@ pub const OUTPUTS: &[OutputSpec] = &[
         help: "The key that was sent (empty when none was).",
     },
     OutputSpec {
+        name: "trace-id",
+        help: "Trace-id of the `traceparent` every attempt sent (derived from the key; empty when none was sent).",
+    },
+    OutputSpec {
         name: "attempts",
         help: "Number of attempts made.",
     },

@@ -3,22 +3,26 @@
 //! subcommand. Each writes what it has (the `error` or `idempotency-key`
 //! output, an annotation, the summary) and returns the exit code.
 
+use crate::client::input::config::ConfigError;
 use crate::client::key::prepare::Prepared;
 use crate::client::report::exit::Exit;
 use crate::client::report::log::Log;
 use crate::client::report::outcome::{self, Sinks};
 use crate::client::report::outputs::{self, Outputs};
-use crate::client::report::redact::redact_url;
 use crate::client::report::summary::Summary;
 use crate::shared::env::Env;
+use crate::shared::redact::redact_url;
 use std::path::PathBuf;
 
-/// Invalid input: an error line (an annotation under GitHub Actions), the
-/// `error` output, exit code 2. Nothing has been sent.
-pub fn invalid_input(message: &str, env: &Env, log: &mut Log) -> Exit {
-    log.error("Invalid input", &format!("{message}. Nothing was sent."));
+/// Invalid input: an error line (an annotation under GitHub Actions) that
+/// names the input, the `error` output, exit code 2. Nothing has been sent.
+pub fn invalid_input(error: &ConfigError, env: &Env, log: &mut Log) -> Exit {
+    log.error(
+        &format!("Invalid input `{}`", error.input),
+        &format!("{}. Nothing was sent.", error.message),
+    );
     let mut outputs = Outputs::default();
-    outputs.set("error", message);
+    outputs.set("error", error.to_string());
     let sinks = Sinks {
         github_output: env.get("GITHUB_OUTPUT").map(PathBuf::from),
         step_summary: None,
@@ -40,6 +44,7 @@ pub fn refused(prepared: &Prepared, sinks: &Sinks, message: &str, log: &mut Log)
     );
     let mut outputs = Outputs::default();
     outputs.set("idempotency-key", prepared.key_value());
+    outputs.set("trace-id", prepared.trace.id_hex());
     outputs.set("attempts", "0");
     outputs.set("replayed", "false");
     outputs.set("error", message);
@@ -51,6 +56,9 @@ pub fn refused(prepared: &Prepared, sinks: &Sinks, message: &str, log: &mut Log)
             method: prepared.method.as_str(),
             url: &redact_url(&prepared.url),
             key: prepared.key.as_ref().map(|(k, _)| k.value.as_str()),
+            trace_id: Some(prepared.trace.id_hex())
+                .filter(|id| !id.is_empty())
+                .as_deref(),
             attempts: 0,
             outcome: "not sent: refused by the re-run guard (key-ttl)",
             replayed: false,
@@ -75,16 +83,14 @@ pub fn dry_run(prepared: &Prepared, sinks: &Sinks, log: &mut Log) -> Exit {
     }
     let mut outputs = Outputs::default();
     outputs.set("idempotency-key", prepared.key_value());
+    outputs.set("trace-id", prepared.trace.id_hex());
     write_outputs(&outputs, sinks, log).unwrap_or(Exit::Success)
 }
 
 /// `idempotent-request key`: the key on stdout.
 pub fn print_key(prepared: &Prepared, log: &mut Log) -> Exit {
-    // Under GitHub Actions the log shares stdout, which `key` reserves for
-    // the key so that `$(idempotent-request key …)` captures it.
-    if !log.is_github()
-        && let Some(line) = prepared.key_line()
-    {
+    // The binary gives `key` a log on stderr, so stdout holds the key alone.
+    if let Some(line) = prepared.key_line() {
         log.info(&line);
     }
     println!("{}", prepared.key_value());

@@ -4,11 +4,23 @@
 //! `%2C` in properties, so escaping those is what keeps a value on one
 //! command line and literal. Pure string functions; [`super::log`] prints.
 
-/// Escapes a command's data part.
+/// Escapes a command's data part: `%`, CR and LF as the runner unescapes
+/// them; other control characters, which it cannot carry, as visible
+/// `\u{…}` escapes.
 pub fn escape_data(text: &str) -> String {
-    text.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&c.escape_unicode().to_string());
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Escapes a command property's value.

@@ -32,8 +32,12 @@ pub enum Failure {
     Tls,
     /// The response body exceeded `max-response-size`: final.
     TooLarge,
-    /// The request could not be built (the body file vanished or changed): final.
+    /// The request could not be built (the body file vanished, a response
+    /// file could not be written): final.
     Local,
+    /// The `body-file` changed during the run, so its bytes differ from
+    /// those the key was derived for: final (exit 2).
+    BodyChanged,
 }
 
 /// The policy's verdict.
@@ -107,7 +111,9 @@ pub fn decide(
         }
         Outcome::Status { retry_after, .. } => retry_after.and_then(|v| retry_after::parse(v, now)),
         Outcome::Failure(Failure::NotSent | Failure::NoResponse) => None,
-        Outcome::Failure(Failure::Tls | Failure::TooLarge | Failure::Local) => {
+        Outcome::Failure(
+            Failure::Tls | Failure::TooLarge | Failure::Local | Failure::BodyChanged,
+        ) => {
             return Decision::Stop(StopReason::FinalFailure);
         }
     };
@@ -205,7 +211,12 @@ mod tests {
         };
         assert_eq!(decide_now(Outcome::Failure(Failure::NotSent), 1), retry);
         assert_eq!(decide_now(Outcome::Failure(Failure::NoResponse), 1), retry);
-        for final_failure in [Failure::Tls, Failure::TooLarge, Failure::Local] {
+        for final_failure in [
+            Failure::Tls,
+            Failure::TooLarge,
+            Failure::Local,
+            Failure::BodyChanged,
+        ] {
             assert_eq!(
                 decide_now(Outcome::Failure(final_failure), 1),
                 Decision::Stop(StopReason::FinalFailure)

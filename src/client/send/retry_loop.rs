@@ -18,6 +18,7 @@ pub trait Attempter {
 }
 
 /// Limits of the loop.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// What to retry and how often.
     pub policy: Policy,

@@ -6,15 +6,19 @@
 //! [`super::redirect`], so that the rule about which headers may reach
 //! another origin is ours and covers the key and every user header.
 
-use crate::client::input::body::Body;
+use crate::client::input::body::{Body, BodyChanged, FileBody};
 use crate::client::input::config::{Config, ConfigError, TlsSettings};
+use crate::client::input::files::{NotRegular, read_regular};
 use crate::client::key::prepare::Prepared;
 use crate::client::send::redirect::{self, Hop, MAX_REDIRECTS};
 use crate::client::send::retry::Failure;
 use crate::shared::http_error::{causes, error_chain};
+use crate::shared::outside_text::one_line;
+use crate::shared::redact::redact_url;
 use futures_util::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,17 +71,22 @@ pub struct Attempted {
 pub struct Transport {
     client: reqwest::Client,
     follow_redirects: bool,
+    /// Other origins a redirect may take a keyed request to (with its key).
+    key_origins: Vec<url::Origin>,
     max_response_size: u64,
     head_size: usize,
     body_dir: PathBuf,
 }
+
+/// Largest PEM file read for `ca-file`, `client-cert` and `client-key`.
+const MAX_PEM_BYTES: u64 = 16 << 20;
 
 fn tls_error(input: &'static str, message: String) -> ConfigError {
     ConfigError { input, message }
 }
 
 fn read_pem(input: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
+    read_regular(path, MAX_PEM_BYTES)
         .map_err(|e| tls_error(input, format!("cannot read `{}`: {e}", path.display())))
 }
 
@@ -139,6 +148,7 @@ impl Transport {
         Ok(Self {
             client,
             follow_redirects: config.follow_redirects,
+            key_origins: config.redirect_key_origins.clone(),
             max_response_size: config.max_response_size,
             // Three bytes more than shown, so a character cut at the limit
             // is seen whole and the cut falls on its boundary.
@@ -147,10 +157,16 @@ impl Transport {
         })
     }
 
-    /// One attempt: the request and any redirects, within `timeout`.
+    /// One attempt: the request and any redirects, within `timeout`, with a
+    /// `traceparent` span of its own.
     pub async fn attempt(&self, request: &Prepared, timeout: Duration) -> Attempted {
         let mut notes = Vec::new();
-        let result = match tokio::time::timeout(timeout, self.follow(request, &mut notes)).await {
+        let traceparent = request
+            .trace
+            .header_for_attempt(rand::random())
+            .and_then(|value| HeaderValue::from_str(&value).ok());
+        let follow = self.follow(request, traceparent.as_ref(), &mut notes);
+        let result = match tokio::time::timeout(timeout, follow).await {
             Ok(result) => result,
             Err(_) => Err(AttemptFailure {
                 kind: Failure::NoResponse,
@@ -166,13 +182,16 @@ impl Transport {
     async fn follow(
         &self,
         request: &Prepared,
+        traceparent: Option<&HeaderValue>,
         notes: &mut Vec<String>,
     ) -> Result<Response, AttemptFailure> {
         let mut method = request.method.clone();
         let mut url = request.url.clone();
         let mut with_body = true;
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.send(request, &method, &url, with_body).await?;
+            let response = self
+                .send(request, &method, &url, with_body, traceparent)
+                .await?;
             let status = response.status().as_u16();
             if !self.follow_redirects || !(300..400).contains(&status) {
                 return self.read(response).await;
@@ -187,15 +206,24 @@ impl Transport {
                     notes.push(format!("not following the {status} redirect: {why}"));
                     return self.read(response).await;
                 }
+                Hop::Follow { url: next_url, .. }
+                    if request.key.is_some() && !self.key_may_reach(&request.url, &next_url) =>
+                {
+                    notes.push(format!(
+                        "not following the {status} redirect to {}: it is another origin, and the \
+                         request would go there without its idempotency key (a retry could then \
+                         act twice); list that origin in redirect-key-origins to follow it with \
+                         the key",
+                        redact_url(&next_url)
+                    ));
+                    return self.read(response).await;
+                }
                 Hop::Follow {
                     method: next_method,
                     url: next_url,
                     keep_body,
                 } => {
-                    notes.push(format!(
-                        "following {status} to {}",
-                        crate::client::report::redact::redact_url(&next_url)
-                    ));
+                    notes.push(format!("following {status} to {}", redact_url(&next_url)));
                     method = next_method;
                     url = next_url;
                     with_body &= keep_body;
@@ -208,14 +236,22 @@ impl Transport {
         })
     }
 
-    /// Sends one request. Headers from the user and the key go only to the
-    /// request's own origin; the Content-Type goes wherever the body goes.
+    /// Whether the key may go to `next`: its own origin, or one listed in
+    /// `redirect-key-origins`.
+    fn key_may_reach(&self, original: &Url, next: &Url) -> bool {
+        redirect::same_origin(original, next) || self.key_origins.contains(&next.origin())
+    }
+
+    /// Sends one request. Headers from the user go only to the request's
+    /// own origin, the key also to a listed origin; the Content-Type goes
+    /// wherever the body goes, the `traceparent` everywhere.
     async fn send(
         &self,
         request: &Prepared,
         method: &Method,
         url: &Url,
         with_body: bool,
+        traceparent: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, AttemptFailure> {
         let same_origin = redirect::same_origin(&request.url, url);
         let mut builder = self.client.request(method.clone(), url.clone());
@@ -226,8 +262,13 @@ impl Transport {
                 builder = builder.header(name, value);
             }
         }
-        if let (true, Some((_, (name, value)))) = (same_origin, &request.key) {
+        if let Some((_, (name, value))) = &request.key
+            && self.key_may_reach(&request.url, url)
+        {
             builder = builder.header(name, value);
+        }
+        if let Some(value) = traceparent {
+            builder = builder.header("traceparent", value);
         }
         if with_body {
             builder = attach_body(builder, &request.body).await?;
@@ -298,26 +339,100 @@ async fn attach_body(
         Body::Empty => builder,
         Body::Bytes(bytes) => builder.body(bytes.clone()),
         Body::File(file) => {
-            let opened = tokio::fs::File::open(&file.path).await;
-            let check = match &opened {
-                Ok(f) => f.metadata().await.and_then(|m| file.check_len(m.len())),
-                Err(_) => Ok(()),
-            };
-            let opened = opened
-                .and_then(|f| check.map(|()| f))
-                .map_err(|e| AttemptFailure {
-                    kind: Failure::Local,
-                    reason: format!("cannot read body-file `{}`: {e}", file.path.display()),
-                })?;
+            let (opened, digest) = file
+                .open()
+                .and_then(|opened| {
+                    let digest = file.sha256.ok_or_else(|| {
+                        std::io::Error::other("the body file's digest was not pinned")
+                    })?;
+                    Ok((opened, digest))
+                })
+                .map_err(|e| body_failure(file, &e))?;
             // A fixed Content-Length (not chunked encoding) keeps every
             // attempt byte-identical and lets the server see the size.
             builder
                 .header(CONTENT_LENGTH, HeaderValue::from(file.len))
-                .body(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024),
-                ))
+                .body(reqwest::Body::wrap_stream(verified_stream(
+                    tokio::fs::File::from_std(opened),
+                    file.clone(),
+                    digest,
+                )))
         }
     })
+}
+
+/// The file's bytes, failing before the last chunk leaves when they do not
+/// hash to `digest`: the server then sees an upload cut short (fewer bytes
+/// than its `Content-Length`), never a whole body other than the one the
+/// key was derived for.
+fn verified_stream(
+    file: tokio::fs::File,
+    body: FileBody,
+    digest: [u8; 32],
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    struct State {
+        chunks: tokio_util::io::ReaderStream<tokio::fs::File>,
+        hasher: Sha256,
+        sent: u64,
+        body: FileBody,
+        digest: [u8; 32],
+        done: bool,
+    }
+    let state = State {
+        chunks: tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+        hasher: Sha256::new(),
+        sent: 0,
+        body,
+        digest,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let item = match futures_util::StreamExt::next(&mut state.chunks).await {
+            Some(Ok(chunk)) => {
+                state.sent += chunk.len() as u64;
+                state.hasher.update(&chunk);
+                if state.sent > state.body.len {
+                    Err(state.body.changed("it grew while it was sent".to_owned()))
+                } else if state.sent == state.body.len
+                    && <[u8; 32]>::from(state.hasher.clone().finalize()) != state.digest
+                {
+                    Err(state
+                        .body
+                        .changed("its bytes differ from those the key was derived for".to_owned()))
+                } else {
+                    Ok(chunk)
+                }
+            }
+            Some(Err(e)) => Err(e),
+            None if state.sent < state.body.len => {
+                Err(state.body.changed("it shrank while it was sent".to_owned()))
+            }
+            None => return None,
+        };
+        state.done = item.is_err();
+        Some((item, state))
+    })
+}
+
+/// A body file that could not be sent: changed (final, exit 2) or unreadable.
+fn body_failure(file: &FileBody, e: &std::io::Error) -> AttemptFailure {
+    let changed = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<BodyChanged>() || inner.is::<NotRegular>());
+    AttemptFailure {
+        kind: if changed {
+            Failure::BodyChanged
+        } else {
+            Failure::Local
+        },
+        reason: one_line(&format!(
+            "cannot send body-file `{}`: {e}",
+            file.path.display()
+        )),
+    }
 }
 
 fn local_failure(dir: &std::path::Path, e: std::io::Error) -> AttemptFailure {
@@ -333,10 +448,20 @@ fn local_failure(dir: &std::path::Path, e: std::io::Error) -> AttemptFailure {
 /// Classifies a reqwest error for the retry policy and describes it in
 /// plain words, without the URL (it may hold credentials).
 fn classify(error: &reqwest::Error) -> AttemptFailure {
+    if let Some(changed) = causes(error).find_map(|e| e.downcast_ref::<BodyChanged>()) {
+        return AttemptFailure {
+            kind: Failure::BodyChanged,
+            reason: one_line(&format!(
+                "{changed}; the upload was cut off before its last byte, so the server never \
+                 received the changed body whole"
+            )),
+        };
+    }
+    // Certificate names and alert texts come from the peer: one inert line.
     if let Some(tls) = causes(error).find_map(|e| e.downcast_ref::<rustls::Error>()) {
         return AttemptFailure {
             kind: Failure::Tls,
-            reason: format!("TLS failure: {tls}"),
+            reason: one_line(&format!("TLS failure: {tls}")),
         };
     }
     let kind = if error.is_connect() {

@@ -1,0 +1,104 @@
+//! The one rule for which names mark a value as a credential: header names
+//! (the client masks their values in the log, the gateway takes them as a
+//! caller's identity) and URL query parameter names (their values never
+//! feed the client's idempotency key, because tokens in URLs change from
+//! attempt to attempt).
+//!
+//! A name is a credential's when, compared without letter case, it is one
+//! of [`EXACT`] or contains one of [`WORDS`]. Percent-encoding is decoded
+//! first, so `access%5Ftoken` is `access_token`.
+
+/// Names that are credentials as a whole.
+pub const EXACT: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "auth",
+    "sig",
+    "pwd",
+];
+
+/// Words that make any name containing them a credential's
+/// (`x-api-key`, `access_token`, `X-Amz-Signature`, `client_secret`).
+pub const WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "key",
+    "password",
+    "passwd",
+    "signature",
+    "credential",
+];
+
+/// Whether a value under `name` is a credential.
+pub fn is_secret_name(name: &str) -> bool {
+    let decoded = percent_decode(name).to_ascii_lowercase();
+    EXACT.contains(&decoded.as_str()) || WORDS.iter().any(|word| decoded.contains(word))
+}
+
+/// Percent-decodes `text` (invalid escapes stay as they are); non-UTF-8
+/// results are decoded lossily, which cannot hide an ASCII word.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_by_name() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "x-api-key",
+            "PRIVATE-TOKEN",
+            "access_token",
+            "access%5Ftoken",
+            "client_secret",
+            "X-Amz-Signature",
+            "X-Amz-Credential",
+            "sig",
+            "password",
+            "passwd",
+            "pwd",
+            "auth",
+            "apikey",
+        ] {
+            assert!(is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn ordinary_names_are_not_secret() {
+        for name in [
+            "accept",
+            "content-type",
+            "env",
+            "ref",
+            "author",
+            "page",
+            "x-tenant",
+            "%zz",
+        ] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
+}
