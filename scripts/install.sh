@@ -81,7 +81,7 @@ write_path() {
 # --- no release for this checkout: build from source -------------------------
 if [[ -z "${asset}" ]]; then
   if ! command -v cargo >/dev/null 2>&1; then
-    bail "this checkout of the action is not a release (no binary for ${target} in dist/manifest.json) and cargo is not installed to build it; pin a release tag, e.g. uses: OWNER/idempotent-request@v1"
+    bail "this checkout of the action is not a release (no binary for ${target} in dist/manifest.json) and cargo is not installed to build it; pin a release tag, e.g. uses: OWNER/idempotent-request@v0"
   fi
   info "no release binary for this checkout of the action: building from source with cargo"
   target_dir="${CARGO_TARGET_DIR:-${RUNNER_TEMP:-${action_dir}}/idempotent-request-build}"

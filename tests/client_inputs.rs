@@ -100,20 +100,89 @@ fn local_mode_prints_the_body_on_stdout_and_logs_on_stderr() {
 }
 
 #[test]
-fn json_output_mode_prints_every_output() {
-    let server = Server::start(|_| Reply::Respond(Response::new(201).body("{\"id\":1}")));
+fn json_output_mode_prints_every_output_with_its_json_type() {
+    let server = Server::start(|_| {
+        Reply::Respond(
+            Response::new(201)
+                .header("date", "Tue, 01 Dec 2026 10:00:00 GMT")
+                .header("set-cookie", "a=1")
+                .header("set-cookie", "b=2")
+                .body("{\"id\":1}"),
+        )
+    });
+    let temp = tempfile::tempdir().unwrap();
     let assert = client()
-        .env("RUNNER_TEMP", std::env::temp_dir())
+        .env("RUNNER_TEMP", temp.path())
+        .args([
+            "--url",
+            &server.url("/"),
+            "--output",
+            "json",
+            "--key-salt",
+            "s",
+        ])
+        .assert()
+        .success();
+    let out: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(out["status"], 201);
+    assert_eq!(out["attempts"], 1);
+    assert!(out["elapsed-ms"].is_u64(), "{out}");
+    assert_eq!(out["replayed"], false);
+    assert_eq!(out["body-truncated"], false);
+    assert_eq!(out["headers"]["date"], "Tue, 01 Dec 2026 10:00:00 GMT");
+    assert_eq!(
+        out["headers"]["set-cookie"],
+        serde_json::json!(["a=1", "b=2"])
+    );
+    assert_eq!(out["body"], "{\"id\":1}");
+    assert!(
+        out.get("error").is_none(),
+        "no error key without an error: {out}"
+    );
+    assert_eq!(out["idempotency-key"].as_str().unwrap().len(), 36);
+    let body_file = out["body-file"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(body_file).unwrap(), "{\"id\":1}");
+
+    let server = Server::start(|_| Reply::Respond(Response::new(404)));
+    let assert = client()
+        .env("RUNNER_TEMP", temp.path())
+        .args(["--url", &server.url("/"), "--output", "json"])
+        .assert()
+        .code(1);
+    let out: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(out["status"], 404);
+    assert!(out["error"].as_str().unwrap().contains("404"), "{out}");
+}
+
+/// Regression: outside CI every run left an `idempotent-request-*.body`
+/// file behind, although nothing reported its path.
+#[test]
+fn the_body_file_is_kept_only_when_its_path_is_reported() {
+    let server = Server::start(|_| Reply::Respond(Response::new(200).body("hello")));
+    let temp = tempfile::tempdir().unwrap();
+    let bodies = || std::fs::read_dir(temp.path()).unwrap().count();
+    client()
+        .env("RUNNER_TEMP", temp.path())
+        .args(["--url", &server.url("/")])
+        .assert()
+        .success();
+    assert_eq!(bodies(), 0, "the body went to stdout; no file is left");
+    client()
+        .env("RUNNER_TEMP", temp.path())
+        .env("TMPDIR", temp.path())
+        .args(["--url", &server.url("/"), "--max-attempts", "1"])
+        .args(["--retry-on-status", "200", "--accept-status", "201"])
+        .assert()
+        .code(1);
+    assert_eq!(bodies(), 0, "a failed run leaves nothing either");
+    let assert = client()
+        .env("RUNNER_TEMP", temp.path())
         .args(["--url", &server.url("/"), "--output", "json"])
         .assert()
         .success();
     let out: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
-    assert_eq!(out["status"], "201");
-    assert_eq!(out["body"], "{\"id\":1}");
-    assert_eq!(out["attempts"], "1");
-    let body_file = out["body-file"].as_str().unwrap();
-    assert_eq!(std::fs::read_to_string(body_file).unwrap(), "{\"id\":1}");
-    std::fs::remove_file(body_file).unwrap();
+    assert_eq!(bodies(), 1, "--output json reports the path, so it stays");
+    assert!(std::path::Path::new(out["body-file"].as_str().unwrap()).exists());
 }
 
 #[test]

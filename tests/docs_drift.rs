@@ -50,15 +50,21 @@ fn readme_lists_every_input_with_its_default_and_meaning() {
 }
 
 #[test]
-fn readme_lists_every_output() {
+fn readme_lists_every_output_with_its_json_type() {
     let rows = table_rows(&readme(), "output");
-    let documented: Vec<(String, String)> = rows
+    let documented: Vec<(String, String, String)> = rows
         .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
         .collect();
-    let expected: Vec<(String, String)> = OUTPUTS
+    let expected: Vec<(String, String, String)> = OUTPUTS
         .iter()
-        .map(|o| (format!("`{}`", o.name), o.help.to_owned()))
+        .map(|o| {
+            (
+                format!("`{}`", o.name),
+                o.json.name().to_owned(),
+                o.help.to_owned(),
+            )
+        })
         .collect();
     assert_eq!(documented, expected);
 }
@@ -100,4 +106,43 @@ fn readme_documents_every_exit_code() {
     let rows = table_rows(&readme(), "code");
     let codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(codes, ["0", "1", "2", "3", "4"]);
+}
+
+/// The examples use the tag the release workflow moves for this version
+/// (`v0` for 0.y.z), and the versions they name are this one.
+#[test]
+fn examples_name_this_version_and_its_major_tag() {
+    let version = env!("CARGO_PKG_VERSION");
+    let major = format!("v{}", version.split('.').next().unwrap());
+    let mut checked = 0;
+    for file in ["README.md", "docs/architecture.md", "scripts/install.sh"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for (at, _) in text.match_indices("idempotent-request@v") {
+            let tag: String = text[at + "idempotent-request@".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+                .collect();
+            assert!(
+                tag == major || tag == format!("v{version}"),
+                "{file} uses @{tag}; this version releases as v{version} and moves {major}"
+            );
+            checked += 1;
+        }
+        for (at, _) in text.match_indices("idempotent-request-") {
+            let rest = &text[at + "idempotent-request-".len()..];
+            if rest.starts_with(|c: char| c.is_ascii_digit()) {
+                let named: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect();
+                assert_eq!(
+                    named.trim_end_matches('.'),
+                    version,
+                    "{file} names release {named}"
+                );
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} uses: lines found");
 }

@@ -53,6 +53,30 @@ fn parse_upstream(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// `HOST:PORT` or `IP:PORT`; a host name is resolved once, at start-up, and
+/// the first address it resolves to is used (the ready line shows it).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    const HINT: &str =
+        "expected IP:PORT or HOST:PORT, such as 127.0.0.1:8080, [::1]:8080 or localhost:8080";
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port; {HINT}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("the port is not a number from 0 to 65535; {HINT}"));
+    }
+    if host.is_empty() {
+        return Err(format!("no host; {HINT}"));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("the host `{host}` cannot be resolved ({e}); {HINT}"))?
+        .next()
+        .ok_or_else(|| format!("the host `{host}` resolves to no address; {HINT}"))
+}
+
 fn parse_durability(text: &str) -> Result<Durability, String> {
     match text {
         "normal" => Ok(Durability::Process),
@@ -75,20 +99,32 @@ fn size(text: &str) -> Result<usize, String> {
     usize::try_from(s).map_err(|_| "too large".to_owned())
 }
 
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  clean shutdown after SIGTERM or Ctrl-C
+  1  the store cannot be opened, or a listener fails
+  2  invalid flags or environment variables
+
+Every flag can also be set as the environment variable shown with it; a flag
+on the command line wins. IDEMPOTENCY_GATEWAY_LOG sets the log filter
+(default: info; for example debug, or warn,idempotent_request=debug).";
+
 /// `idempotency-gateway`: a reverse proxy that gives any HTTP API
 /// Idempotency-Key semantics.
 #[derive(Debug, Parser)]
 #[command(
     name = "idempotency-gateway",
     version,
-    about = "A reverse proxy that gives any HTTP API Idempotency-Key semantics: one forward per key, stored answers replayed."
+    about = "A reverse proxy that gives any HTTP API Idempotency-Key semantics: one forward per key, stored answers replayed.",
+    after_help = AFTER_HELP
 )]
 pub struct Args {
     /// Address to accept requests on.
     #[arg(
         long,
         env = "IDEMPOTENCY_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:8080"
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_listen
     )]
     pub listen: SocketAddr,
     /// The API behind the gateway, e.g. http://127.0.0.1:9000 (a path prefix is kept).
@@ -122,7 +158,7 @@ pub struct Args {
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_DURABILITY", default_value = "normal", value_parser = parse_durability)]
     pub durability: Durability,
     /// Address for /healthz, /readyz and /metrics; off unless given.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_ADMIN_LISTEN")]
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_ADMIN_LISTEN", value_parser = parse_listen)]
     pub admin_listen: Option<SocketAddr>,
     /// On SIGTERM, how long in-flight forwards may take to finish and be stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -189,6 +225,41 @@ mod tests {
         );
         assert!(parse_store("sqlite:").is_err());
         assert!(parse_store("postgres://x").is_err());
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_says_what_it_needs() {
+        assert_eq!(
+            parse_listen("127.0.0.1:18081"),
+            Ok("127.0.0.1:18081".parse().unwrap())
+        );
+        let resolved = parse_listen("localhost:18081").unwrap();
+        assert!(resolved.ip().is_loopback() && resolved.port() == 18081);
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":8080",
+            "no.such.host.invalid:80",
+        ] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains("IP:PORT or HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes_and_the_log_variable() {
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "Exit codes:",
+            "0  clean shutdown",
+            "1  the store",
+            "2  invalid",
+            "IDEMPOTENCY_GATEWAY_LOG",
+        ] {
+            assert!(help.contains(needle), "--help lacks {needle:?}");
+        }
     }
 
     #[test]

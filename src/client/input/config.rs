@@ -160,7 +160,22 @@ fn flag(raw: &RawInputs, name: &'static str) -> Result<bool, ConfigError> {
 
 fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| {
-        format!("{e}; give an absolute URL such as https://api.example.com/deployments")
+        use url::ParseError::*;
+        let why = match e {
+            EmptyHost => "the URL has no host".to_owned(),
+            IdnaError | InvalidDomainCharacter => "the host is not a valid host name: it holds \
+                a space or another character host names cannot have (letters, digits, `-` \
+                and `.` only, or an IP address)"
+                .to_owned(),
+            InvalidPort => "the port is not a number from 0 to 65535".to_owned(),
+            InvalidIpv4Address => "the host is not a valid IPv4 address".to_owned(),
+            InvalidIpv6Address => "the host is not a valid IPv6 address (write it in brackets, \
+                such as http://[::1]:8080/)"
+                .to_owned(),
+            RelativeUrlWithoutBase => "it is not an absolute URL (it has no scheme)".to_owned(),
+            other => other.to_string(),
+        };
+        format!("{why}; give an absolute URL such as https://api.example.com/deployments")
     })?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
@@ -522,6 +537,20 @@ mod tests {
         ] {
             assert_eq!(error(&[("url", bad)]).input, "url", "{bad}");
         }
+    }
+
+    #[test]
+    fn url_errors_say_what_is_wrong_with_the_host() {
+        let err = error(&[("url", "https://api example.com/x")]);
+        assert!(
+            err.message.contains("the host is not a valid host name"),
+            "{err}"
+        );
+        assert!(!err.message.contains("international"), "{err}");
+        let err = error(&[("url", "https://api.example.com:99999/")]);
+        assert!(err.message.contains("port"), "{err}");
+        let err = error(&[("url", "/deployments")]);
+        assert!(err.message.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -9,58 +9,111 @@
 
 use std::fmt::Write as _;
 
-/// One output: its name and what it holds.
+/// One output: its name, its type under `--output json`, and what it holds.
 pub struct OutputSpec {
     /// The output's name.
     pub name: &'static str,
+    /// Its JSON type under `--output json` (`$GITHUB_OUTPUT` values are
+    /// always strings: that is the platform's format).
+    pub json: JsonType,
     /// What it holds, for `action.yml` and the README.
     pub help: &'static str,
+}
+
+/// The JSON type of an output under `--output json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    /// A string.
+    String,
+    /// A whole number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// A JSON object (the response headers).
+    Object,
+}
+
+impl JsonType {
+    /// The name the README's outputs table uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Boolean => "boolean",
+            JsonType::Object => "object",
+        }
+    }
+
+    /// `text` as a value of this type; text that is not one (which this
+    /// program never writes) stays a string rather than being lost.
+    fn value(self, text: &str) -> serde_json::Value {
+        let parsed = match self {
+            JsonType::String => None,
+            JsonType::Number => text.parse::<u64>().ok().map(serde_json::Value::from),
+            JsonType::Boolean => text.parse::<bool>().ok().map(serde_json::Value::Bool),
+            JsonType::Object => serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .filter(serde_json::Value::is_object),
+        };
+        parsed.unwrap_or_else(|| serde_json::Value::String(text.to_owned()))
+    }
 }
 
 /// Every output, in the order they are written.
 pub const OUTPUTS: &[OutputSpec] = &[
     OutputSpec {
         name: "status",
+        json: JsonType::Number,
         help: "Final HTTP status code.",
     },
     OutputSpec {
         name: "headers",
+        json: JsonType::Object,
         help: "Response headers as a JSON object with lower-case names; repeated headers as arrays.",
     },
     OutputSpec {
         name: "body",
+        json: JsonType::String,
         help: "Response body as text, cut at `max-output-size` on a UTF-8 boundary.",
     },
     OutputSpec {
         name: "body-truncated",
+        json: JsonType::Boolean,
         help: "`true` when `body` holds less than the whole response body.",
     },
     OutputSpec {
         name: "body-file",
+        json: JsonType::String,
         help: "Path of a file holding the whole response body (under RUNNER_TEMP or the temp dir).",
     },
     OutputSpec {
         name: "idempotency-key",
+        json: JsonType::String,
         help: "The key that was sent (empty when none was).",
     },
     OutputSpec {
         name: "trace-id",
+        json: JsonType::String,
         help: "Trace-id of the `traceparent` every attempt sent (derived from the key; empty when none was sent).",
     },
     OutputSpec {
         name: "attempts",
+        json: JsonType::Number,
         help: "Number of attempts made.",
     },
     OutputSpec {
         name: "replayed",
+        json: JsonType::Boolean,
         help: "`true` when the server marked the response as a replay of an earlier one.",
     },
     OutputSpec {
         name: "elapsed-ms",
+        json: JsonType::Number,
         help: "Wall time of all attempts and waits, in milliseconds.",
     },
     OutputSpec {
         name: "error",
+        json: JsonType::String,
         help: "What went wrong, when the step failed.",
     },
 ];
@@ -95,11 +148,18 @@ impl Outputs {
         self.values.iter().map(|(n, v)| (*n, v.as_str()))
     }
 
-    /// All outputs as one JSON object (`--output json`).
+    /// All outputs as one JSON object (`--output json`), each value of its
+    /// output's [`JsonType`].
     pub fn to_json(&self) -> String {
         let map: serde_json::Map<String, serde_json::Value> = self
             .iter()
-            .map(|(n, v)| (n.to_owned(), serde_json::Value::String(v.to_owned())))
+            .map(|(name, text)| {
+                let json = OUTPUTS
+                    .iter()
+                    .find(|o| o.name == name)
+                    .map_or(JsonType::String, |o| o.json);
+                (name.to_owned(), json.value(text))
+            })
             .collect();
         serde_json::Value::Object(map).to_string()
     }
@@ -320,11 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn json_mode_has_the_same_names_and_strings() {
-        let outputs = outputs_with_body("{\"id\":1}");
+    fn json_mode_has_the_same_names_with_typed_values() {
+        let mut outputs = outputs_with_body("{\"id\":1}");
+        outputs.set("headers", r#"{"date":"x","set-cookie":["a","b"]}"#);
+        outputs.set("attempts", "2");
+        outputs.set("idempotency-key", "");
         assert_eq!(
             outputs.to_json(),
-            r#"{"status":"200","body":"{\"id\":1}","replayed":"false"}"#
+            r#"{"status":200,"body":"{\"id\":1}","replayed":false,"headers":{"date":"x","set-cookie":["a","b"]},"attempts":2,"idempotency-key":""}"#
         );
     }
 }
