@@ -6,6 +6,8 @@
 //! - `… -- idempotent`: an idempotent API that performs each key's operation
 //!   once, loses the first response of each key (drops the connection after
 //!   committing), and replays stored responses with `Idempotent-Replayed`.
+//!   `GET /effects` answers how many operations it performed, so an
+//!   end-to-end test can check there was exactly one.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -15,7 +17,17 @@ use support::{AfterCommit, Reply, Response, Server, Toy};
 
 fn main() {
     let server = match std::env::args().nth(1).as_deref() {
-        Some("idempotent") => Server::start(Arc::new(Toy::default()).handler(AfterCommit::Drop)),
+        Some("idempotent") => {
+            let toy = Arc::new(Toy::default());
+            let handler = toy.handler(AfterCommit::Drop);
+            Server::start(move |request| {
+                if request.method == "GET" && request.path == "/effects" {
+                    Reply::Respond(Response::new(200).body(toy.effects().to_string()))
+                } else {
+                    handler(request)
+                }
+            })
+        }
         None => Server::start(|_| {
             Reply::Respond(
                 Response::new(201)

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs the idempotent-request binary for this runner and writes its path
-# to the step output `path`. Run by action.yml's first step.
+# Installs the idempotent-request binary for this runner and reports its
+# path: as the step output `path` under GitHub Actions (action.yml's first
+# step), else on stdout (the GitLab CI template, which carries a copy of this
+# script that tests/gitlab_template.rs holds to this file). Messages go to
+# stderr.
 #
 # The version, the release repository and the SHA-256 of every release asset
 # (and of the binary inside it) come from dist/manifest.json, committed next
@@ -12,31 +15,63 @@
 # runner's cache cannot hand out another repository's binary, or one changed
 # after it was installed.
 # Without a manifest entry for this runner (a branch, a commit, `uses: ./`),
-# the binary is built from this checkout with cargo.
+# the binary is built from the action's checkout with cargo.
+#
+# Settings (environment):
+#   GITHUB_ACTION_PATH            the action's checkout (its dist/manifest.json)
+#   IDEMPOTENT_REQUEST_MANIFEST   a manifest file instead (the GitLab template)
+#   RUNNER_OS, RUNNER_ARCH        the platform; without them, uname's
+#   RUNNER_TOOL_CACHE, RUNNER_TEMP, IDEMPOTENT_REQUEST_CACHE
+#                                 where verified binaries are cached
+#   IDEMPOTENT_REQUEST_DOWNLOAD_URL
+#                                 the release's download URL, instead of
+#                                 $GITHUB_SERVER_URL/<repository>/releases/download/v<version>
 set -CeEuo pipefail
 
 bail() {
-  printf '::error title=idempotent-request install failed::%s\n' "$*"
+  if [[ "${GITHUB_ACTIONS:-}" == true ]]; then
+    printf '::error title=idempotent-request install failed::%s\n' "$*" >&2
+  else
+    printf 'error: idempotent-request install failed: %s\n' "$*" >&2
+  fi
   exit 1
 }
-info() { printf '%s\n' "$*"; }
+info() { printf '%s\n' "$*" >&2; }
 work=""
 trap '[[ -z "${work}" ]] || rm -rf "${work}"' EXIT
 
-action_dir="${GITHUB_ACTION_PATH:?GITHUB_ACTION_PATH must be set (run this from action.yml)}"
-manifest="${action_dir}/dist/manifest.json"
-output_file="${GITHUB_OUTPUT:?GITHUB_OUTPUT must be set}"
+action_dir="${GITHUB_ACTION_PATH:-}"
+manifest="${IDEMPOTENT_REQUEST_MANIFEST:-}"
+if [[ -z "${manifest}" ]]; then
+  [[ -n "${action_dir}" ]] || bail "set GITHUB_ACTION_PATH (run this from action.yml) or IDEMPOTENT_REQUEST_MANIFEST"
+  manifest="${action_dir}/dist/manifest.json"
+fi
+output_file="${GITHUB_OUTPUT:-}"
 
 # --- runner to release target ------------------------------------------------
+os="${RUNNER_OS:-}"
+arch="${RUNNER_ARCH:-}"
+if [[ -z "${os}" ]]; then
+  case "$(uname -s)" in
+    Linux) os=Linux ;;
+    Darwin) os=macOS ;;
+    *) os=$(uname -s) ;;
+  esac
+  case "$(uname -m)" in
+    x86_64 | amd64) arch=X64 ;;
+    aarch64 | arm64) arch=ARM64 ;;
+    *) arch=$(uname -m) ;;
+  esac
+fi
 exe=""
-case "${RUNNER_OS:-}/${RUNNER_ARCH:-}" in
+case "${os}/${arch}" in
   Linux/X64) target=x86_64-unknown-linux-musl ;;
   Linux/ARM64) target=aarch64-unknown-linux-musl ;;
   macOS/ARM64) target=aarch64-apple-darwin ;;
   macOS/X64) target=x86_64-apple-darwin ;;
   # Windows on ARM64 runs the x64 build under emulation.
   Windows/X64 | Windows/ARM64) target=x86_64-pc-windows-msvc exe=.exe ;;
-  *) bail "no idempotent-request build for RUNNER_OS='${RUNNER_OS:-}' RUNNER_ARCH='${RUNNER_ARCH:-}'; supported: Linux X64/ARM64, macOS X64/ARM64, Windows X64/ARM64" ;;
+  *) bail "no idempotent-request build for RUNNER_OS='${os}' RUNNER_ARCH='${arch}'; supported: Linux X64/ARM64, macOS X64/ARM64, Windows X64/ARM64" ;;
 esac
 
 # --- the manifest ------------------------------------------------------------
@@ -74,12 +109,19 @@ binary_sha256=$(manifest_get '.assets[$t].binary_sha256')
 [[ "${version}" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$ ]] || bail "manifest version '${version}' is not a version number"
 
 write_path() {
-  printf 'path=%s\n' "$1" >>"${output_file}"
+  if [[ -n "${output_file}" ]]; then
+    printf 'path=%s\n' "$1" >>"${output_file}"
+  else
+    printf '%s\n' "$1"
+  fi
   info "idempotent-request ${version} (${target}): $1"
 }
 
 # --- no release for this checkout: build from source -------------------------
 if [[ -z "${asset}" ]]; then
+  if [[ -z "${action_dir}" || ! -f "${action_dir}/Cargo.toml" ]]; then
+    bail "the manifest has no release binary for ${target}; pin a released version (a release tag of the action or the template)"
+  fi
   if ! command -v cargo >/dev/null 2>&1; then
     bail "this checkout of the action is not a release (no binary for ${target} in dist/manifest.json) and cargo is not installed to build it; pin a release tag, e.g. uses: OWNER/idempotent-request@v0"
   fi
@@ -108,7 +150,8 @@ sha256_of() {
 }
 
 # --- the tool cache ----------------------------------------------------------
-cache_root="${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:?RUNNER_TOOL_CACHE or RUNNER_TEMP must be set}}"
+cache_root="${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-${IDEMPOTENT_REQUEST_CACHE:-}}}"
+[[ -n "${cache_root}" ]] || bail "set RUNNER_TOOL_CACHE, RUNNER_TEMP or IDEMPOTENT_REQUEST_CACHE to a directory for the verified binary"
 # Keyed by what was verified: the repository and the asset's checksum.
 cache_id=$(printf '%s\n%s\n' "${repository}" "${sha256}" | { sha256sum 2>/dev/null || shasum -a 256; })
 cache_dir="${cache_root}/idempotent-request/${version}/${target}-${cache_id:0:32}"
@@ -121,19 +164,25 @@ if [[ -f "${cache_dir}.complete" && -f "${binary}" && ! -L "${binary}" ]]; then
     write_path "${binary}"
     exit 0
   fi
-  printf '::warning title=idempotent-request cache entry discarded::%s\n' \
-    "the cached binary in ${cache_dir} does not match the manifest's SHA-256; it was changed after it was installed. Installing a verified copy."
+  discarded="the cached binary in ${cache_dir} does not match the manifest's SHA-256; it was changed after it was installed. Installing a verified copy."
+  if [[ "${GITHUB_ACTIONS:-}" == true ]]; then
+    printf '::warning title=idempotent-request cache entry discarded::%s\n' "${discarded}" >&2
+  else
+    printf 'warning: idempotent-request cache entry discarded: %s\n' "${discarded}" >&2
+  fi
 fi
 
 # --- download, verify, unpack ------------------------------------------------
 server="${GITHUB_SERVER_URL:-https://github.com}"
+release="${IDEMPOTENT_REQUEST_DOWNLOAD_URL:-${server}/${repository}/releases/download/v${version}}"
+release="${release%/}"
 protocols='=https'
-if [[ "${server}" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?$ ]]; then
+if [[ "${release}" =~ ^http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?(/.*)?$ ]]; then
   protocols='=http,https' # plain http only for loopback (tests)
-elif [[ ! "${server}" =~ ^https://[A-Za-z0-9.-]+(:[0-9]+)?$ ]]; then
-  bail "GITHUB_SERVER_URL '${server}' is not an https URL"
+elif [[ ! "${release}" =~ ^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9_.~/%+-]*)?$ ]]; then
+  bail "the download URL '${release}' is not an https URL (GITHUB_SERVER_URL or IDEMPOTENT_REQUEST_DOWNLOAD_URL)"
 fi
-url="${server}/${repository}/releases/download/v${version}/${asset}"
+url="${release}/${asset}"
 work=$(mktemp -d)
 info "downloading ${url}"
 curl --proto "${protocols}" --tlsv1.2 --fail --silent --show-error --location \

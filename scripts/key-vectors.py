@@ -69,3 +69,52 @@ print("6 github, attempt scope (attempt 2), that fingerprint:", key("github", GI
 print("7 fingerprint of POST " + TOKEN_URL + " with that body:", TOKEN_FP.hex())
 print("8 github, run scope, no salt, that fingerprint:", key("github", GITHUB, "", "", TOKEN_FP))
 print("9 trace-id for the key of vector 5:", framed_sha256("idempotent-request/trace/v1", "ae6cb888-153b-8630-a265-6925d0ff6072")[:16].hex())
+
+# Every CI system's identity, restated from src/client/key/provider.rs: the
+# variables in derivation order ("a|b" is the first of a and b that is set
+# and not 0) and a sample environment. Zero fingerprint, run scope, no salt.
+PROVIDERS = [
+    ("jenkins", ["JENKINS_URL", "JOB_NAME", "BUILD_NUMBER", "STAGE_NAME"],
+     {"JENKINS_URL": "https://jenkins.example/", "JOB_NAME": "deploy/main", "BUILD_NUMBER": "41", "STAGE_NAME": "Deploy"}),
+    ("azure", ["SYSTEM_COLLECTIONID", "BUILD_BUILDID", "SYSTEM_STAGENAME", "SYSTEM_PHASENAME", "SYSTEM_JOBNAME"],
+     {"TF_BUILD": "True", "SYSTEM_COLLECTIONID": "5b1c7c2e-0d77-4d3a-a1c7-1f6a2f7b2e11", "BUILD_BUILDID": "1207",
+      "SYSTEM_STAGENAME": "deploy", "SYSTEM_PHASENAME": "release", "SYSTEM_JOBNAME": "linux"}),
+    ("buildkite", ["BUILDKITE_ORGANIZATION_SLUG", "BUILDKITE_PIPELINE_SLUG", "BUILDKITE_BUILD_ID",
+                   "BUILDKITE_STEP_KEY|BUILDKITE_STEP_ID", "BUILDKITE_PARALLEL_JOB"],
+     {"BUILDKITE": "true", "BUILDKITE_ORGANIZATION_SLUG": "acme", "BUILDKITE_PIPELINE_SLUG": "app",
+      "BUILDKITE_BUILD_ID": "0190d1a2-7b3c-4d5e-8f90-a1b2c3d4e5f6", "BUILDKITE_STEP_KEY": "deploy"}),
+    ("circleci", ["CIRCLE_WORKFLOW_WORKSPACE_ID", "CIRCLE_JOB", "CIRCLE_NODE_INDEX"],
+     {"CIRCLECI": "true", "CIRCLE_WORKFLOW_WORKSPACE_ID": "6c1e3f0a-2b4d-4e6f-8a0b-1c2d3e4f5a6b", "CIRCLE_JOB": "deploy",
+      "CIRCLE_NODE_INDEX": "0"}),
+    ("bitbucket", ["BITBUCKET_REPO_UUID", "BITBUCKET_PIPELINE_UUID", "BITBUCKET_STEP_UUID", "BITBUCKET_PARALLEL_STEP"],
+     {"BITBUCKET_BUILD_NUMBER": "77", "BITBUCKET_REPO_UUID": "{1a2b3c4d-0000-4000-8000-000000000001}",
+      "BITBUCKET_PIPELINE_UUID": "{1a2b3c4d-0000-4000-8000-000000000002}",
+      "BITBUCKET_STEP_UUID": "{1a2b3c4d-0000-4000-8000-000000000003}"}),
+    ("travis", ["TRAVIS_REPO_SLUG", "TRAVIS_BUILD_ID", "TRAVIS_JOB_ID"],
+     {"TRAVIS": "true", "TRAVIS_REPO_SLUG": "acme/app", "TRAVIS_BUILD_ID": "987654", "TRAVIS_JOB_ID": "987655"}),
+    ("woodpecker", ["CI_SYSTEM_URL", "CI_REPO", "CI_PIPELINE_PARENT|CI_PIPELINE_NUMBER", "CI_WORKFLOW_NAME", "CI_STEP_NAME"],
+     {"CI": "woodpecker", "CI_SYSTEM_URL": "https://ci.example", "CI_REPO": "acme/app", "CI_PIPELINE_NUMBER": "12",
+      "CI_PIPELINE_PARENT": "0", "CI_WORKFLOW_NAME": "deploy", "CI_STEP_NAME": "create"}),
+    ("drone", ["DRONE_SYSTEM_HOST", "DRONE_REPO", "DRONE_BUILD_NUMBER", "DRONE_STAGE_NAME", "DRONE_STEP_NAME"],
+     {"DRONE": "true", "DRONE_SYSTEM_HOST": "drone.example", "DRONE_REPO": "acme/app", "DRONE_BUILD_NUMBER": "5",
+      "DRONE_STAGE_NAME": "default", "DRONE_STEP_NAME": "deploy"}),
+    ("teamcity", ["TEAMCITY_PROJECT_NAME", "TEAMCITY_BUILDCONF_NAME", "BUILD_NUMBER"],
+     {"TEAMCITY_VERSION": "2025.07", "TEAMCITY_PROJECT_NAME": "App", "TEAMCITY_BUILDCONF_NAME": "Deploy", "BUILD_NUMBER": "3"}),
+    ("codebuild", ["CODEBUILD_BUILD_ARN"],
+     {"CODEBUILD_BUILD_ARN": "arn:aws:codebuild:eu-west-1:123456789012:build/app:8d2a"}),
+    ("cloudbuild", ["PROJECT_ID", "BUILD_ID"],
+     {"PROJECT_ID": "acme-prod", "BUILD_ID": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}),
+]
+
+
+def field(env, spec):
+    for name in spec.split("|"):
+        value = env.get(name, "")
+        if value and (value != "0" or "|" not in spec):
+            return value
+    return ""
+
+
+for n, (provider, fields, env) in enumerate(PROVIDERS, start=10):
+    print(f"{n} {provider}, run scope, no salt, zero fingerprint:",
+          key(provider, [field(env, spec) for spec in fields], "", "", ZERO))

@@ -32,6 +32,7 @@ declare -A debian=(
   [curl]=curl
   [tar]=tar
   [git]=git
+  [rsync]=rsync
   [redis-server]=redis-server
   [initdb]=postgresql
   [node]=nodejs

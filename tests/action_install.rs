@@ -126,6 +126,7 @@ fn install(action: &Path, root: &Path, server: &str, env: &[(&str, &str)]) -> Ru
         .env("RUNNER_ARCH", "X64")
         .env("RUNNER_TOOL_CACHE", root.join("toolcache"))
         .env("RUNNER_TEMP", root)
+        .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_SERVER_URL", server)
         .env("GITHUB_ACTION_PATH", action)
         .env("GITHUB_OUTPUT", &output_file);
@@ -307,6 +308,8 @@ fn checkout_without_a_release_and_without_cargo_says_to_pin_a_tag() {
     let root = tempfile::tempdir().unwrap();
     let manifest = serde_json::json!({ "version": VERSION, "repository": "", "assets": {} });
     let action = action_dir(root.path(), &manifest);
+    // An action checkout holds the crate (it builds from source where it can).
+    std::fs::write(action.join("Cargo.toml"), "").unwrap();
     let path = path_without(root.path(), &["cargo"]);
     let run = install(
         &action,

@@ -52,18 +52,19 @@ fn readme_lists_every_input_with_its_default_and_meaning() {
 #[test]
 fn readme_lists_every_output_with_its_json_type() {
     let rows = table_rows(&readme(), "output");
-    let documented: Vec<(String, String, String)> = rows
+    let documented: Vec<[String; 4]> = rows
         .into_iter()
-        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .map(|r| [r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()])
         .collect();
-    let expected: Vec<(String, String, String)> = OUTPUTS
+    let expected: Vec<[String; 4]> = OUTPUTS
         .iter()
         .map(|o| {
-            (
+            [
                 format!("`{}`", o.name),
                 o.json.name().to_owned(),
+                if o.dotenv { "yes" } else { "no" }.to_owned(),
                 o.help.to_owned(),
-            )
+            ]
         })
         .collect();
     assert_eq!(documented, expected);
@@ -145,4 +146,57 @@ fn examples_name_this_version_and_its_major_tag() {
         }
     }
     assert!(checked >= 4, "only {checked} uses: lines found");
+}
+
+/// The provider table's rows as the code defines them.
+fn provider_rows() -> Vec<Vec<String>> {
+    use idempotent_request::client::key::provider::{PROVIDERS, Reruns};
+    let mut rows: Vec<Vec<String>> = PROVIDERS
+        .iter()
+        .map(|p| {
+            vec![
+                format!("`{}`", p.name),
+                p.title.to_owned(),
+                p.detect.describe(),
+                p.identity
+                    .iter()
+                    .map(|f| f.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.attempt
+                    .map_or_else(|| "none".to_owned(), |a| format!("`{a}`")),
+                match p.reruns {
+                    Reruns::SameKey => "the same key".to_owned(),
+                    Reruns::NewBuild(what) => format!("{what}: a new build, a new key"),
+                },
+            ]
+        })
+        .collect();
+    rows.push(
+        [
+            "`local`",
+            "none of these",
+            "no marker above",
+            "none",
+            "none",
+            "a random key per invocation, unless `key-salt` is set",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    );
+    rows
+}
+
+#[test]
+fn readme_provider_table_is_the_code_s_table() {
+    let expected = provider_rows();
+    let table: String = expected
+        .iter()
+        .map(|row| format!("| {} |\n", row.join(" | ")))
+        .collect();
+    assert_eq!(
+        table_rows(&readme(), "provider"),
+        expected,
+        "the README's provider table should hold these rows:\n{table}"
+    );
 }

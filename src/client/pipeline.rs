@@ -118,6 +118,7 @@ impl Plan {
         Self {
             sinks: Sinks {
                 github_output: env.get("GITHUB_OUTPUT").map(PathBuf::from),
+                dotenv: config.dotenv_file.clone(),
                 step_summary: env.get("GITHUB_STEP_SUMMARY").map(PathBuf::from),
                 json: invocation.output == OutputMode::Json,
                 mask_response: config.mask_response,
@@ -289,10 +290,11 @@ fn send(
     ))
 }
 
-/// Whether a re-run sends this key again: one is sent, and it is neither
-/// random nor tied to the attempt (the caller checks the scope).
+/// Whether a re-run sends this key again: one is sent, it is not random,
+/// and the CI system keeps the identity on re-runs (the caller checks the
+/// scope).
 fn sends_stable_key(prepared: &Prepared) -> bool {
-    matches!(&prepared.key, Some((key, _)) if key.source != KeySource::Random)
+    matches!(&prepared.key, Some((key, _)) if key.source != KeySource::Random && key.caveat.is_none())
 }
 
 /// Sends the OIDC token as `Authorization: Bearer`. Added after the key is

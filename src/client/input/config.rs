@@ -100,6 +100,8 @@ pub struct Config {
     pub redirect_key_origins: Vec<url::Origin>,
     /// `send-traceparent`.
     pub send_traceparent: bool,
+    /// `dotenv-file`.
+    pub dotenv_file: Option<PathBuf>,
     /// A `traceparent` the user set in `headers`, sent instead of ours.
     pub user_traceparent: Option<TraceParent>,
     /// `ca-file`, `client-cert`, `client-key`, `insecure`.
@@ -471,6 +473,7 @@ impl Config {
             follow_redirects: flag(raw, "follow-redirects")?,
             redirect_key_origins: parse_input(raw, "redirect-key-origins", false, parse_origins)?,
             send_traceparent: flag(raw, "send-traceparent")?,
+            dotenv_file: raw.get("dotenv-file").map(PathBuf::from),
             user_traceparent,
             tls: parse_tls(raw)?,
             max_output_size,

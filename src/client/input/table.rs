@@ -21,6 +21,9 @@ pub struct Input {
     /// The default `action.yml` declares, where it differs from the CLI's
     /// (an expression only the runner can evaluate).
     pub action_default: Option<&'static str>,
+    /// Whether it acts only under GitHub Actions (the re-run guard, OIDC);
+    /// the GitLab template leaves these out.
+    pub github_only: bool,
 }
 
 const fn input(
@@ -36,6 +39,7 @@ const fn input(
         value_name,
         verbatim: false,
         action_default: None,
+        github_only: false,
     }
 }
 
@@ -47,6 +51,20 @@ const fn verbatim(name: &'static str, value_name: &'static str, help: &'static s
         value_name,
         verbatim: true,
         action_default: None,
+        github_only: false,
+    }
+}
+
+/// An input that acts only under GitHub Actions.
+const fn github(
+    name: &'static str,
+    default: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+) -> Input {
+    Input {
+        github_only: true,
+        ..input(name, default, value_name, help)
     }
 }
 
@@ -236,7 +254,7 @@ pub const INPUTS: &[Input] = &[
         "BOOL",
         "Register every line of the `body` output as a secret (`::add-mask::`), splitting on CR and LF.",
     ),
-    input(
+    github(
         "key-ttl",
         "",
         "DURATION",
@@ -249,18 +267,25 @@ pub const INPUTS: &[Input] = &[
         value_name: "TOKEN",
         verbatim: false,
         action_default: Some("${{ github.token }}"),
+        github_only: true,
     },
-    input(
+    github(
         "allow-expired-key",
         "false",
         "BOOL",
         "Send on a re-run even when the key may have expired on the server, or its age cannot be checked.",
     ),
-    input(
+    github(
         "oidc-audience",
         "",
         "AUDIENCE",
         "Request a GitHub OIDC token for this audience and send it as `Authorization: Bearer` (needs `id-token: write`).",
+    ),
+    input(
+        "dotenv-file",
+        "",
+        "PATH",
+        "Also append the one-line outputs (status, key, trace-id, attempts, replayed, elapsed-ms, body-truncated) to this file as `IDEMPOTENT_REQUEST_<NAME>=value` lines, for a GitLab `dotenv` report.",
     ),
     input(
         "send-traceparent",

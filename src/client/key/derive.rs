@@ -156,6 +156,141 @@ mod tests {
         );
     }
 
+    /// The README's vector for every CI system, computed by
+    /// `scripts/key-vectors.py` from the same environments and its own
+    /// restatement of the provider table.
+    #[test]
+    fn published_provider_vectors() {
+        let cases: [(&[(&str, &str)], &str); 11] = [
+            (
+                &[
+                    ("JENKINS_URL", "https://jenkins.example/"),
+                    ("JOB_NAME", "deploy/main"),
+                    ("BUILD_NUMBER", "41"),
+                    ("STAGE_NAME", "Deploy"),
+                ],
+                "1d17b1a7-f625-857c-bb51-605bda567c28",
+            ),
+            (
+                &[
+                    ("TF_BUILD", "True"),
+                    (
+                        "SYSTEM_COLLECTIONID",
+                        "5b1c7c2e-0d77-4d3a-a1c7-1f6a2f7b2e11",
+                    ),
+                    ("BUILD_BUILDID", "1207"),
+                    ("SYSTEM_STAGENAME", "deploy"),
+                    ("SYSTEM_PHASENAME", "release"),
+                    ("SYSTEM_JOBNAME", "linux"),
+                ],
+                "ef1b0fa4-8f4e-8bd0-96cb-bf7d004182c1",
+            ),
+            (
+                &[
+                    ("BUILDKITE", "true"),
+                    ("BUILDKITE_ORGANIZATION_SLUG", "acme"),
+                    ("BUILDKITE_PIPELINE_SLUG", "app"),
+                    ("BUILDKITE_BUILD_ID", "0190d1a2-7b3c-4d5e-8f90-a1b2c3d4e5f6"),
+                    ("BUILDKITE_STEP_KEY", "deploy"),
+                ],
+                "b59e1b4b-01ba-8a0b-bce1-542542bce574",
+            ),
+            (
+                &[
+                    ("CIRCLECI", "true"),
+                    (
+                        "CIRCLE_WORKFLOW_WORKSPACE_ID",
+                        "6c1e3f0a-2b4d-4e6f-8a0b-1c2d3e4f5a6b",
+                    ),
+                    ("CIRCLE_JOB", "deploy"),
+                    ("CIRCLE_NODE_INDEX", "0"),
+                ],
+                "6ba2bc84-6f8d-84c9-9fae-c51d1e6f9984",
+            ),
+            (
+                &[
+                    ("BITBUCKET_BUILD_NUMBER", "77"),
+                    (
+                        "BITBUCKET_REPO_UUID",
+                        "{1a2b3c4d-0000-4000-8000-000000000001}",
+                    ),
+                    (
+                        "BITBUCKET_PIPELINE_UUID",
+                        "{1a2b3c4d-0000-4000-8000-000000000002}",
+                    ),
+                    (
+                        "BITBUCKET_STEP_UUID",
+                        "{1a2b3c4d-0000-4000-8000-000000000003}",
+                    ),
+                ],
+                "fb4f8acd-a62d-82f2-b6fd-50e37f04961c",
+            ),
+            (
+                &[
+                    ("TRAVIS", "true"),
+                    ("TRAVIS_REPO_SLUG", "acme/app"),
+                    ("TRAVIS_BUILD_ID", "987654"),
+                    ("TRAVIS_JOB_ID", "987655"),
+                ],
+                "90c92ad7-4632-8f87-a9b4-70ba883652b0",
+            ),
+            (
+                &[
+                    ("CI", "woodpecker"),
+                    ("CI_SYSTEM_URL", "https://ci.example"),
+                    ("CI_REPO", "acme/app"),
+                    ("CI_PIPELINE_NUMBER", "12"),
+                    ("CI_PIPELINE_PARENT", "0"),
+                    ("CI_WORKFLOW_NAME", "deploy"),
+                    ("CI_STEP_NAME", "create"),
+                ],
+                "7aabbe64-25cc-8612-8590-9985784b4b53",
+            ),
+            (
+                &[
+                    ("DRONE", "true"),
+                    ("DRONE_SYSTEM_HOST", "drone.example"),
+                    ("DRONE_REPO", "acme/app"),
+                    ("DRONE_BUILD_NUMBER", "5"),
+                    ("DRONE_STAGE_NAME", "default"),
+                    ("DRONE_STEP_NAME", "deploy"),
+                ],
+                "48e84dc4-c87b-8954-8a74-d7ebaa160a5c",
+            ),
+            (
+                &[
+                    ("TEAMCITY_VERSION", "2025.07"),
+                    ("TEAMCITY_PROJECT_NAME", "App"),
+                    ("TEAMCITY_BUILDCONF_NAME", "Deploy"),
+                    ("BUILD_NUMBER", "3"),
+                ],
+                "86f5554b-6de2-8307-b937-f8d34fc3001b",
+            ),
+            (
+                &[(
+                    "CODEBUILD_BUILD_ARN",
+                    "arn:aws:codebuild:eu-west-1:123456789012:build/app:8d2a",
+                )],
+                "cc29ec4f-2b56-877c-ad96-4561554ee8a4",
+            ),
+            (
+                &[
+                    ("PROJECT_ID", "acme-prod"),
+                    ("BUILD_ID", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+                ],
+                "cf547373-6b2d-8c3b-a4a3-44a53cd33fc1",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let env: Env = vars.iter().copied().collect();
+            assert_eq!(
+                key_for(&env, KeyScope::Run, "", &[0u8; 32]),
+                expected,
+                "{vars:?}"
+            );
+        }
+    }
+
     #[test]
     fn output_is_a_lowercase_uuid_v8() {
         let key = derive(

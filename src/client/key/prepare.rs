@@ -31,6 +31,9 @@ pub struct Key {
     pub value: String,
     /// Where it came from.
     pub source: KeySource,
+    /// On a CI system where a re-run starts a new build, what that means
+    /// for this key (the log says it).
+    pub caveat: Option<String>,
 }
 
 /// The request every attempt sends.
@@ -78,7 +81,11 @@ impl Prepared {
                                           key (set key-salt for a stable one)"
                         .to_owned(),
                 };
-                Some(format!("{header}: {} ({source})", key.value))
+                let caveat = key
+                    .caveat
+                    .as_deref()
+                    .map_or_else(String::new, |caveat| format!("; {caveat}"));
+                Some(format!("{header}: {} ({source}){caveat}", key.value))
             }
         }
     }
@@ -134,6 +141,7 @@ fn resolve_key(
         let key = Key {
             value: value.clone(),
             source: KeySource::Explicit,
+            caveat: None,
         };
         return Ok((Some(key), None));
     }
@@ -145,6 +153,7 @@ fn resolve_key(
         let key = Key {
             value: uuid::Uuid::new_v4().to_string(),
             source: KeySource::Random,
+            caveat: None,
         };
         return Ok((Some(key), None));
     }
@@ -155,9 +164,12 @@ fn resolve_key(
         key_headers: &config.key.headers,
         body: config.key.include_body.then_some(&config.body),
     })?;
+    // An explicit key, which returned above, is the answer to the caveat.
+    let caveat = identity.rerun_caveat();
     let key = Key {
         value: derive::derive(&identity, &config.key.salt, &fp).to_string(),
         source: KeySource::Derived(identity.provider),
+        caveat,
     };
     Ok((Some(key), file_digest))
 }

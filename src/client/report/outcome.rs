@@ -18,6 +18,8 @@ use std::path::PathBuf;
 pub struct Sinks {
     /// `$GITHUB_OUTPUT`, when set.
     pub github_output: Option<PathBuf>,
+    /// `dotenv-file`, when set.
+    pub dotenv: Option<PathBuf>,
     /// `$GITHUB_STEP_SUMMARY`, when set.
     pub step_summary: Option<PathBuf>,
     /// Without `$GITHUB_OUTPUT`: JSON (`--output json`) instead of the body.
@@ -265,6 +267,16 @@ pub fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         .write_all(bytes)
 }
 
+/// Appends the one-line outputs to `dotenv-file`, when set.
+pub fn write_dotenv(outputs: &Outputs, sinks: &Sinks) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(path) = &sinks.dotenv {
+        append(path, outputs::render_dotenv(outputs).as_bytes())
+            .with_context(|| format!("appending to dotenv-file ({})", path.display()))?;
+    }
+    Ok(())
+}
+
 fn write_results(
     outputs: &Outputs,
     response: Option<Response>,
@@ -274,6 +286,7 @@ fn write_results(
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let body_path = response.map(|r| r.body_file);
+    write_dotenv(outputs, sinks)?;
     if let Some(path) = &sinks.github_output {
         let text = outputs::render(outputs, outputs::random_delimiter)?;
         append(path, text.as_bytes())

@@ -16,6 +16,9 @@ pub struct OutputSpec {
     /// Its JSON type under `--output json` (`$GITHUB_OUTPUT` values are
     /// always strings: that is the platform's format).
     pub json: JsonType,
+    /// Whether `dotenv-file` carries it: only values this program writes
+    /// itself, always one line (numbers, booleans, the key, the trace-id).
+    pub dotenv: bool,
     /// What it holds, for `action.yml` and the README.
     pub help: &'static str,
 }
@@ -64,56 +67,67 @@ pub const OUTPUTS: &[OutputSpec] = &[
     OutputSpec {
         name: "status",
         json: JsonType::Number,
+        dotenv: true,
         help: "Final HTTP status code.",
     },
     OutputSpec {
         name: "headers",
         json: JsonType::Object,
+        dotenv: false,
         help: "Response headers as a JSON object with lower-case names; repeated headers as arrays.",
     },
     OutputSpec {
         name: "body",
         json: JsonType::String,
+        dotenv: false,
         help: "Response body as text, cut at `max-output-size` on a UTF-8 boundary.",
     },
     OutputSpec {
         name: "body-truncated",
         json: JsonType::Boolean,
+        dotenv: true,
         help: "`true` when `body` holds less than the whole response body.",
     },
     OutputSpec {
         name: "body-file",
         json: JsonType::String,
+        dotenv: false,
         help: "Path of a file holding the whole response body (under RUNNER_TEMP or the temp dir).",
     },
     OutputSpec {
         name: "idempotency-key",
         json: JsonType::String,
+        dotenv: true,
         help: "The key that was sent (empty when none was).",
     },
     OutputSpec {
         name: "trace-id",
         json: JsonType::String,
+        dotenv: true,
         help: "Trace-id of the `traceparent` every attempt sent (derived from the key; empty when none was sent).",
     },
     OutputSpec {
         name: "attempts",
         json: JsonType::Number,
+        dotenv: true,
         help: "Number of attempts made.",
     },
     OutputSpec {
         name: "replayed",
         json: JsonType::Boolean,
+        dotenv: true,
         help: "`true` when the server marked the response as a replay of an earlier one.",
     },
     OutputSpec {
         name: "elapsed-ms",
         json: JsonType::Number,
+        dotenv: true,
         help: "Wall time of all attempts and waits, in milliseconds.",
     },
     OutputSpec {
         name: "error",
         json: JsonType::String,
+        dotenv: false,
         help: "What went wrong, when the step failed.",
     },
 ];
@@ -163,6 +177,30 @@ impl Outputs {
             .collect();
         serde_json::Value::Object(map).to_string()
     }
+}
+
+/// The variable name an output has in a dotenv file (`trace-id` →
+/// `IDEMPOTENT_REQUEST_TRACE_ID`).
+pub fn dotenv_name(output: &str) -> String {
+    format!(
+        "IDEMPOTENT_REQUEST_{}",
+        output.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The outputs that [`OutputSpec::dotenv`] marks, as `NAME=value` lines
+/// (a GitLab CI `dotenv` report). Their values are this program's own and
+/// always one line; a value that is not (which cannot happen) is left out
+/// rather than allowed to start another line.
+pub fn render_dotenv(outputs: &Outputs) -> String {
+    let mut out = String::new();
+    for (name, value) in outputs.iter() {
+        let carried = OUTPUTS.iter().any(|o| o.name == name && o.dotenv);
+        if carried && !value.contains(['\r', '\n']) {
+            let _ = writeln!(out, "{}={value}", dotenv_name(name));
+        }
+    }
+    out
 }
 
 /// An output name the file format cannot carry safely.
@@ -376,6 +414,17 @@ mod tests {
         assert_eq!(
             json,
             r#"{"content-type":"text/plain","set-cookie":["a=1","b=2","c=3"]}"#
+        );
+    }
+
+    #[test]
+    fn dotenv_carries_only_one_line_values_of_its_own() {
+        let mut outputs = outputs_with_body("line\nbreak ##[x]");
+        outputs.set("idempotency-key", "k-1");
+        outputs.set("error", "server said\nthis");
+        assert_eq!(
+            render_dotenv(&outputs),
+            "IDEMPOTENT_REQUEST_STATUS=200\nIDEMPOTENT_REQUEST_REPLAYED=false\nIDEMPOTENT_REQUEST_IDEMPOTENCY_KEY=k-1\n"
         );
     }
 

@@ -25,6 +25,7 @@ pub fn invalid_input(error: &ConfigError, env: &Env, log: &mut Log) -> Exit {
     outputs.set("error", error.to_string());
     let sinks = Sinks {
         github_output: env.get("GITHUB_OUTPUT").map(PathBuf::from),
+        dotenv: None,
         step_summary: None,
         json: false,
         mask_response: false,
@@ -97,9 +98,13 @@ pub fn print_key(prepared: &Prepared, log: &mut Log) -> Exit {
     Exit::Success
 }
 
-/// Appends `outputs` to `$GITHUB_OUTPUT` when it is set; `Some(exit)` when
-/// that failed (the failure is logged).
+/// Appends `outputs` to `$GITHUB_OUTPUT` and `dotenv-file` where set;
+/// `Some(exit)` when that failed (the failure is logged).
 fn write_outputs(outputs: &Outputs, sinks: &Sinks, log: &mut Log) -> Option<Exit> {
+    if let Err(e) = outcome::write_dotenv(outputs, sinks) {
+        log.error("Cannot write outputs", &format!("{e:#}"));
+        return Some(Exit::NoResponse);
+    }
     let path = sinks.github_output.as_ref()?;
     let written = outputs::render(outputs, outputs::random_delimiter)
         .map_err(|e| e.to_string())
