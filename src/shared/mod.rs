@@ -6,13 +6,17 @@
 //! URL), [`mod@env`] (an explicit snapshot of the process environment),
 //! [`outside_text`] (text from outside the program made inert before it is
 //! printed), [`redact`] (the printable form of a URL, without credentials),
-//! [`traceparent`] (the W3C trace context header both halves read), [`secret_names`] (which header and query names carry
-//! credentials).
+//! [`traceparent`] (the W3C trace context header both halves read),
+//! [`protocol`] (replay headers and the gateway's problem types),
+//! [`secret_names`] (which header and query names carry credentials),
+//! [`cli_error`] (command-line errors that never quote a value).
 
+pub mod cli_error;
 pub mod env;
 pub mod framing;
 pub mod http_error;
 pub mod outside_text;
+pub mod protocol;
 pub mod redact;
 pub mod secret_names;
 pub mod traceparent;

@@ -32,8 +32,25 @@ pub const WORDS: &[&str] = &[
 
 /// Whether a value under `name` is a credential.
 pub fn is_secret_name(name: &str) -> bool {
-    let decoded = percent_decode(name).to_ascii_lowercase();
-    EXACT.contains(&decoded.as_str()) || WORDS.iter().any(|word| decoded.contains(word))
+    // Without a `%` there is nothing to decode: no allocation (the gateway
+    // asks this for every header of every request).
+    if name.contains('%') {
+        matches(&percent_decode(name))
+    } else {
+        matches(name)
+    }
+}
+
+fn matches(name: &str) -> bool {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return matches_lower(&name.to_ascii_lowercase());
+    }
+    matches_lower(name)
+}
+
+/// `name` in lower case (header names as the HTTP stack holds them).
+fn matches_lower(name: &str) -> bool {
+    EXACT.contains(&name) || WORDS.iter().any(|word| name.contains(word))
 }
 
 /// Percent-decodes `text` (invalid escapes stay as they are); non-UTF-8

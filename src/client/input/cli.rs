@@ -129,41 +129,7 @@ pub fn command() -> Command {
     )
 }
 
-/// A command-line error in words that never quote a value: an unexpected
-/// word may be half of a credential (`-H Authorization: Bearer s3cret`
-/// unquoted). Option names are quoted; they are never secret.
-pub fn describe_error(error: &clap::Error) -> String {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let context = |kind| error.get(kind).map(ToString::to_string);
-    let option = context(ContextKind::InvalidArg)
-        .filter(|arg| arg.starts_with('-'))
-        .map(|arg| arg.split(' ').next().unwrap_or_default().to_owned());
-    let suggestion = match error.get(ContextKind::SuggestedArg) {
-        Some(ContextValue::String(s)) => format!("; did you mean `{s}`?"),
-        _ => String::new(),
-    };
-    match (error.kind(), option) {
-        (ErrorKind::UnknownArgument, Some(option)) => {
-            format!("unknown option `{option}`{suggestion}; see --help")
-        }
-        (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, None) => {
-            "an unexpected value on the command line (not shown: it may be a secret); give each \
-             value right after its option, and quote values that contain spaces"
-                .to_owned()
-        }
-        (ErrorKind::InvalidValue, Some(option)) => {
-            let valid = match error.get(ContextKind::ValidValue) {
-                Some(ContextValue::Strings(values)) => {
-                    format!("; expected one of {}", values.join(", "))
-                }
-                _ => String::new(),
-            };
-            format!("`{option}` has a missing or invalid value{valid}")
-        }
-        (kind, Some(option)) => format!("`{option}`: {kind}; see --help"),
-        (kind, None) => format!("{kind}; see --help"),
-    }
-}
+pub use crate::shared::cli_error::describe as describe_error;
 
 /// Parses `args` (program name first) and fills unset inputs from `env`.
 pub fn parse<I, T>(args: I, env: &Env) -> Result<Invocation, clap::Error>

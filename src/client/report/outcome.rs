@@ -80,6 +80,16 @@ fn failure_message(
                  or widen accept-status if this status means success."
             ),
         ),
+        (Some(StopReason::OutcomeUnknown), _) => (
+            "Outcome unknown: not re-sent".to_owned(),
+            format!(
+                "After {n} attempt(s) the gateway answered that it forwarded this request once \
+                 and never got a complete answer, so whether the API acted is unknown. It will \
+                 not send the request again with this key, so retrying and re-running only \
+                 replay this answer. Check on the API's side whether the operation happened; to \
+                 send it again on purpose, change `key-salt` (a new key)."
+            ),
+        ),
         (Some(StopReason::DeadlineWouldPass { wait }), _) => (
             "Request gave up: deadline".to_owned(),
             format!(

@@ -15,6 +15,10 @@ pub enum Outcome<'a> {
         code: u16,
         /// Its `Retry-After` header, if any.
         retry_after: Option<&'a str>,
+        /// Whether it is the gateway's "outcome unknown" problem: the request
+        /// reached the upstream once and will never be sent again, so
+        /// retrying only replays the same answer.
+        outcome_unknown: bool,
     },
     /// No complete response.
     Failure(Failure),
@@ -74,6 +78,9 @@ pub enum StopReason {
     FinalFailure,
     /// `max-attempts` were used up.
     AttemptsExhausted,
+    /// The gateway answered "outcome unknown": the request was sent once
+    /// and whether it acted is unknown; the gateway never re-sends it.
+    OutcomeUnknown,
     /// The next wait would pass the deadline.
     DeadlineWouldPass {
         /// The wait that did not fit.
@@ -106,6 +113,10 @@ pub fn decide(
 ) -> Decision {
     let retry_after = match outcome {
         Outcome::Status { code, .. } if policy.accept.contains(code) => return Decision::Success,
+        Outcome::Status {
+            outcome_unknown: true,
+            ..
+        } => return Decision::Stop(StopReason::OutcomeUnknown),
         Outcome::Status { code, .. } if !policy.retry_on.contains(code) => {
             return Decision::Stop(StopReason::FinalStatus);
         }
@@ -149,6 +160,7 @@ mod tests {
         Outcome::Status {
             code,
             retry_after: None,
+            outcome_unknown: false,
         }
     }
 
@@ -237,10 +249,31 @@ mod tests {
     }
 
     #[test]
+    fn outcome_unknown_stops_at_once_even_when_its_status_is_retried() {
+        let outcome = Outcome::Status {
+            code: 502,
+            retry_after: Some("1"),
+            outcome_unknown: true,
+        };
+        assert_eq!(
+            decide_now(outcome, 1),
+            Decision::Stop(StopReason::OutcomeUnknown)
+        );
+        assert_eq!(
+            decide_now(status(502), 1),
+            Decision::Retry {
+                wait: BACKOFF,
+                source: WaitSource::Backoff
+            }
+        );
+    }
+
+    #[test]
     fn retry_after_replaces_backoff() {
         let outcome = Outcome::Status {
             code: 429,
             retry_after: Some("7"),
+            outcome_unknown: false,
         };
         assert_eq!(
             decide_now(outcome, 1),
@@ -256,6 +289,7 @@ mod tests {
         let outcome = Outcome::Status {
             code: 503,
             retry_after: Some("later"),
+            outcome_unknown: false,
         };
         assert_eq!(
             decide_now(outcome, 1),
@@ -271,6 +305,7 @@ mod tests {
         let outcome = Outcome::Status {
             code: 503,
             retry_after: Some("3600"),
+            outcome_unknown: false,
         };
         assert_eq!(
             decide_now(outcome, 1),

@@ -65,6 +65,7 @@ pub async fn run(
             Ok(response) => Outcome::Status {
                 code: response.status.as_u16(),
                 retry_after: response.header("retry-after"),
+                outcome_unknown: response.is_outcome_unknown(),
             },
             Err(failure) => Outcome::Failure(failure.kind),
         };
@@ -128,6 +129,10 @@ pub fn stop_words(reason: StopReason, remaining: Duration) -> String {
         }
         StopReason::FinalFailure => "not retried: retrying cannot fix this".to_owned(),
         StopReason::AttemptsExhausted => "giving up: max-attempts reached".to_owned(),
+        StopReason::OutcomeUnknown => {
+            "not retried: the gateway says the outcome is unknown and never re-sends this request"
+                .to_owned()
+        }
         StopReason::DeadlineWouldPass { wait } => format!(
             "giving up now: the next wait ({}) would pass the deadline ({} left)",
             show(wait),

@@ -14,6 +14,7 @@ use crate::client::send::redirect::{self, Hop, MAX_REDIRECTS};
 use crate::client::send::retry::Failure;
 use crate::shared::http_error::{causes, error_chain};
 use crate::shared::outside_text::one_line;
+use crate::shared::protocol;
 use crate::shared::redact::redact_url;
 use futures_util::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
@@ -40,6 +41,15 @@ pub struct Response {
 }
 
 impl Response {
+    /// Whether this is the gateway's "outcome unknown" problem document.
+    pub fn is_outcome_unknown(&self) -> bool {
+        protocol::is_problem(
+            self.header("content-type"),
+            &self.head,
+            protocol::OUTCOME_UNKNOWN_TYPE,
+        )
+    }
+
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -503,12 +513,8 @@ fn plain_words(error: &reqwest::Error) -> String {
 
 /// Whether the server marked the response as a replay.
 pub fn is_replayed(response: &Response) -> bool {
-    const MARKERS: [&str; 3] = [
-        "idempotent-replayed",
-        "idempotency-replayed",
-        "x-idempotent-replayed",
-    ];
     response.headers.iter().any(|(name, value)| {
-        MARKERS.contains(&name.as_str()) && value.trim().eq_ignore_ascii_case("true")
+        protocol::REPLAYED_HEADERS.contains(&name.as_str())
+            && value.trim().eq_ignore_ascii_case("true")
     })
 }

@@ -1,0 +1,73 @@
+//! What the client and the gateway agree on over the wire: the headers that
+//! mark a replay, and the problem types the gateway answers with (RFC 9457
+//! `type` URNs), of which the client recognises "outcome unknown".
+
+/// The header the gateway adds to every replayed answer.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Every header name servers use to mark a replay (value `true`).
+pub const REPLAYED_HEADERS: [&str; 3] = [
+    "idempotent-replayed",
+    "idempotency-replayed",
+    "x-idempotent-replayed",
+];
+
+/// The prefix of the gateway's problem types.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:idempotency-gateway:problem:";
+
+/// The problem type of "sent upstream, but whether it acted is unknown":
+/// retrying cannot help, and the gateway never sends it again.
+pub const OUTCOME_UNKNOWN_TYPE: &str = "urn:idempotency-gateway:problem:outcome-unknown";
+
+/// The problem type of "the upstream answered, but too largely to store".
+pub const NOT_STORED_TYPE: &str = "urn:idempotency-gateway:problem:outcome-not-stored";
+
+/// Whether a problem+json body (its first bytes) names `problem_type`.
+/// Tolerant of anything that is not such a document: `false`.
+pub fn is_problem(content_type: Option<&str>, body: &[u8], problem_type: &str) -> bool {
+    let is_problem_json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/problem+json"))
+    });
+    #[derive(serde::Deserialize)]
+    struct Problem {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    is_problem_json
+        && serde_json::from_slice::<Problem>(body)
+            .ok()
+            .and_then(|p| p.kind)
+            .is_some_and(|kind| kind == problem_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_unknown_is_recognised_only_as_a_problem_document() {
+        let body = br#"{"type":"urn:idempotency-gateway:problem:outcome-unknown","status":502}"#;
+        assert!(is_problem(
+            Some("application/problem+json"),
+            body,
+            OUTCOME_UNKNOWN_TYPE
+        ));
+        assert!(!is_problem(
+            Some("application/json"),
+            body,
+            OUTCOME_UNKNOWN_TYPE
+        ));
+        assert!(!is_problem(
+            Some("application/problem+json"),
+            b"{\"type\":\"other\"}",
+            OUTCOME_UNKNOWN_TYPE
+        ));
+        assert!(!is_problem(
+            Some("application/problem+json"),
+            b"{",
+            OUTCOME_UNKNOWN_TYPE
+        ));
+    }
+}
