@@ -18,9 +18,9 @@ use idempotent_request::client::pipeline as app;
 use idempotent_request::client::report::{log::Log, outputs};
 use idempotent_request::gateway::clock::SystemClock;
 use idempotent_request::gateway::config::StoreSpec;
-use idempotent_request::gateway::open_store;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
 use idempotent_request::gateway::store::sqlite::Durability;
+use idempotent_request::gateway::{Limits, open_store};
 use idempotent_request::shared::env::Env;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,19 +46,16 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let database = dir.path().join("idempotency.db");
     let gateway_url = runtime.block_on(async {
-        let store = open_store(&StoreSpec::Sqlite(database.clone()), Durability::Process)
-            .await
-            .expect("the SQLite store");
-        let settings = Settings {
-            upstream: api.url("").parse().unwrap(),
-            methods: vec![reqwest::Method::POST, reqwest::Method::PATCH],
-            require_key: false,
-            scope_headers: vec![reqwest::header::AUTHORIZATION],
-            ttl: Duration::from_secs(24 * 3600),
-            lock_timeout: Duration::from_secs(60),
-            upstream_timeout: Duration::from_secs(30),
-            max_body: 10 << 20,
-        };
+        let ttl = Duration::from_secs(24 * 3600);
+        let store = open_store(
+            &StoreSpec::Sqlite(database.clone()),
+            Durability::Process,
+            ttl.as_millis() as u64,
+        )
+        .await
+        .expect("the SQLite store");
+        let mut settings = Settings::new(api.url("").parse().unwrap());
+        settings.ttl = ttl;
         let gateway = Gateway::new(settings, store, Arc::new(SystemClock)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -67,7 +64,7 @@ fn main() {
             listener,
             None,
             std::future::pending(),
-            Duration::from_secs(30),
+            Limits::default(),
         ));
         url
     });

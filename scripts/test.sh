@@ -34,6 +34,7 @@ declare -A debian=(
   [git]=git
   [rsync]=rsync
   [redis-server]=redis-server
+  [openssl]=openssl
   [initdb]=postgresql
   [node]=nodejs
   [npm]=npm

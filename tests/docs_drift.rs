@@ -200,3 +200,44 @@ fn readme_provider_table_is_the_code_s_table() {
         "the README's provider table should hold these rows:\n{table}"
     );
 }
+
+/// The gateway's flags table is clap's: every flag, its environment
+/// variable and its default, in the order `--help` lists them.
+#[cfg(feature = "gateway")]
+#[test]
+fn readme_lists_every_gateway_flag_with_its_variable_and_default() {
+    use clap::CommandFactory;
+    let readme = readme();
+    let gateway = &readme[readme.find("## The gateway").expect("the gateway section")..];
+    let documented: Vec<(String, String, String)> = table_rows(gateway, "flag")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    let command = idempotent_request::gateway::config::Args::command();
+    let expected: Vec<(String, String, String)> = command
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            if matches!(long, "help" | "version") {
+                return None;
+            }
+            let env = arg
+                .get_env()
+                .map(|e| format!("`{}`", e.to_string_lossy()))
+                .unwrap_or_default();
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default = match (defaults.is_empty(), arg.is_required_set()) {
+                (false, _) => format!("`{}`", defaults.join(",")),
+                (true, true) => "required".to_owned(),
+                (true, false) if long == "admin-listen" => "off".to_owned(),
+                (true, false) => "none".to_owned(),
+            };
+            Some((format!("`--{long}`"), env, default))
+        })
+        .collect();
+    assert_eq!(documented, expected);
+}

@@ -6,6 +6,7 @@ mod support;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use idempotent_request::gateway::Limits;
 use idempotent_request::gateway::clock::ManualClock;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
 use idempotent_request::gateway::store::AnyStore;
@@ -22,16 +23,12 @@ struct Running {
 }
 
 fn settings(upstream: &Server) -> Settings {
-    Settings {
-        upstream: upstream.url("").parse().unwrap(),
-        methods: vec![reqwest::Method::POST, reqwest::Method::PATCH],
-        require_key: false,
-        scope_headers: vec![reqwest::header::AUTHORIZATION],
-        ttl: Duration::from_secs(3600),
-        lock_timeout: Duration::from_secs(5),
-        upstream_timeout: Duration::from_secs(2),
-        max_body: 1 << 20,
-    }
+    let mut settings = Settings::new(upstream.url("").parse().unwrap());
+    settings.ttl = Duration::from_secs(3600);
+    settings.lock_timeout = Duration::from_secs(5);
+    settings.upstream_timeout = Duration::from_secs(2);
+    settings.max_body = 1 << 20;
+    settings
 }
 
 async fn start(settings: Settings, store: AnyStore) -> Running {
@@ -47,7 +44,10 @@ async fn start(settings: Settings, store: AnyStore) -> Running {
         async move {
             let _ = stopped.await;
         },
-        Duration::from_secs(5),
+        Limits {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Limits::default()
+        },
     ));
     Running {
         url,
@@ -162,6 +162,7 @@ async fn replay_is_byte_identical() {
         .header("content-encoding", "gzip")
         .header("set-cookie", "a=1; Path=/")
         .header("x-request-id", "r-1")
+        .header("date", "Tue, 01 Dec 2026 08:00:00 GMT")
         .header("set-cookie", "b=2; Path=/")
         .body(body.clone());
     let upstream = Server::start(move |_| Reply::Respond(answer.clone()));
@@ -170,17 +171,23 @@ async fn replay_is_byte_identical() {
     let headers = |r: &reqwest::Response| -> Vec<(String, Vec<u8>)> {
         r.headers()
             .iter()
-            .filter(|(n, _)| !["date", "idempotent-replayed"].contains(&n.as_str()))
+            .filter(|(n, _)| !["age", "idempotent-replayed"].contains(&n.as_str()))
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect()
     };
     let first = post(&url, "bytes-1", "{}").await;
     let (first_status, first_headers) = (first.status(), headers(&first));
+    assert!(first.headers().get("age").is_none());
     let first_body = first.bytes().await.unwrap();
+    gw.clock.advance(7_400);
     let replay = post(&url, "bytes-1", "{}").await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    // As an HTTP cache does: the stored Date (compared with the other
+    // headers below), and Age in whole seconds since it was stored.
+    assert_eq!(replay.headers()["age"], "7");
     assert_eq!(replay.status(), first_status);
     assert_eq!(headers(&replay), first_headers);
+    assert_eq!(replay.headers()["date"], "Tue, 01 Dec 2026 08:00:00 GMT");
     let set_cookies: Vec<_> = replay.headers().get_all("set-cookie").iter().collect();
     assert_eq!(set_cookies, ["a=1; Path=/", "b=2; Path=/"]);
     assert_eq!(replay.bytes().await.unwrap(), first_body);

@@ -111,7 +111,8 @@ async fn finish_stores_once_and_only_for_the_holder<S: Store>(store: &S) {
         Claimed::Existing(Record::Done {
             fingerprint: FP,
             outcome: response("first"),
-            expires_at: NOW + 1000
+            expires_at: NOW + 1000,
+            stored_at: Some(NOW),
         })
     );
 }
@@ -170,7 +171,7 @@ async fn sweep_removes_expired_records<S: Store>(store: &S, sweeps: bool) {
         .finish(&id("s"), &a, &response("s"), NOW + 1000, NOW)
         .await
         .unwrap();
-    let swept = store.sweep(NOW + 5000).await.unwrap();
+    let swept = store.sweep(NOW + 5000, 10_000).await.unwrap();
     if sweeps {
         assert!(swept >= 1);
     }
@@ -198,7 +199,8 @@ async fn lapsed_lease_becomes_outcome_unknown<S: Store>(store: &S) {
         Some(Record::Done {
             fingerprint: FP,
             outcome: unknown.clone(),
-            expires_at: NOW + 10_000
+            expires_at: NOW + 10_000,
+            stored_at: Some(NOW + 100),
         })
     );
     // The crashed holder's late answer does not replace it, nor is it re-claimed.
@@ -215,6 +217,71 @@ async fn lapsed_lease_becomes_outcome_unknown<S: Store>(store: &S) {
             .unwrap(),
         Claimed::Existing(Record::Done { .. })
     ));
+}
+
+/// A claim whose answer was lost (a store timeout) is retried with the same
+/// token: the retry must win, not find a stranger's claim.
+async fn the_same_token_claims_again<S: Store>(store: &S) {
+    let (a, b) = ([1; 16], [2; 16]);
+    for token in [a, a] {
+        assert_eq!(
+            store
+                .claim(&id("again"), &FP, &token, NOW + 60_000, NOW)
+                .await
+                .unwrap(),
+            Claimed::Won
+        );
+    }
+    assert!(matches!(
+        store
+            .claim(&id("again"), &FP, &b, NOW + 60_000, NOW)
+            .await
+            .unwrap(),
+        Claimed::Existing(Record::InFlight { token, .. }) if token == a
+    ));
+}
+
+/// A claim whose gateway died is never re-claimed by a sweep: it becomes
+/// "outcome unknown", replayed for the unknown TTL, then swept away.
+async fn sweep_turns_lapsed_claims_into_unknown<S: Store>(store: &S) {
+    let (dead, later) = ([1; 16], [2; 16]);
+    store
+        .claim(&id("orphan"), &FP, &dead, NOW + 100, NOW)
+        .await
+        .unwrap();
+    assert!(store.sweep(NOW + 100, 5_000).await.unwrap() >= 1);
+    let record = store
+        .claim(&id("orphan"), &FP, &later, NOW + 60_000, NOW + 200)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &record,
+            Claimed::Existing(Record::Done { outcome: Outcome::Unknown(_), expires_at, stored_at: Some(at), .. })
+                if *expires_at == NOW + 5_100 && *at == NOW + 100
+        ),
+        "{record:?}"
+    );
+    assert!(
+        !store
+            .finish(
+                &id("orphan"),
+                &dead,
+                &response("late"),
+                NOW + 9_000,
+                NOW + 300
+            )
+            .await
+            .unwrap()
+    );
+    store.sweep(NOW + 5_100, 5_000).await.unwrap();
+    assert_eq!(
+        store
+            .claim(&id("orphan"), &FP, &later, NOW + 60_000, NOW + 5_200)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
 }
 
 async fn concurrent_claims_have_exactly_one_winner<S: Store>(store: Arc<S>) {
@@ -243,6 +310,10 @@ async fn contract<S: Store>(store: Arc<S>, sweeps: bool) {
     release_lets_the_next_claim_win(&*store).await;
     expired_records_are_never_replayed(&*store).await;
     sweep_removes_expired_records(&*store, sweeps).await;
+    the_same_token_claims_again(&*store).await;
+    if sweeps {
+        sweep_turns_lapsed_claims_into_unknown(&*store).await;
+    }
     lapsed_lease_becomes_outcome_unknown(&*store).await;
     concurrent_claims_have_exactly_one_winner(store.clone()).await;
     store.ping().await.unwrap();
@@ -300,7 +371,7 @@ async fn sqlite_records_survive_reopening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_keeps_the_contract() {
     let server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
     // Redis expires records itself, so its sweep has nothing to count.
     contract(Arc::new(store), false).await;
 }
@@ -309,14 +380,14 @@ async fn redis_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_redis_store_keeps_the_contract() {
     let server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
     contract(Arc::new(Cached::new(store)), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_a_store_error() {
     let mut server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
     server.stop();
     assert!(
         store
@@ -325,4 +396,54 @@ async fn redis_down_is_a_store_error() {
             .is_err()
     );
     assert!(store.ping().await.is_err());
+}
+
+/// Redis removes an orphaned claim by itself: its key expires one TTL after
+/// the lease, not never (a gateway that died mid-forward leaves no key
+/// behind for ever) and not at the lease (it must not become claimable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_orphaned_claims_expire_one_ttl_after_their_lease() {
+    let server = support::redis::RedisServer::start();
+    let orphan_ttl = 600_000;
+    let store = RedisStore::connect(&server.url(), orphan_ttl)
+        .await
+        .unwrap();
+    store
+        .claim(&id("orphan"), &FP, &[1; 16], NOW + 30_000, NOW)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("idempotency-gateway:{}:orphan", "01".repeat(32));
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 30_000 && pttl <= 30_000 + orphan_ttl as i64,
+        "the claim key's expiry is {pttl} ms"
+    );
+}
+
+/// The sweep deletes a backlog larger than one batch, in batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
+    use idempotent_request::gateway::store::SWEEP_BATCH;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("records.db"), Durability::Process).unwrap();
+    let backlog = SWEEP_BATCH * 2 + 37;
+    for n in 0..backlog {
+        let key = format!("backlog-{n}");
+        store
+            .claim(&id(&key), &FP, &[1; 16], NOW + 60_000, NOW)
+            .await
+            .unwrap();
+        store
+            .finish(&id(&key), &[1; 16], &response("x"), NOW + 10, NOW)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), backlog as u64);
+    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), 0);
 }

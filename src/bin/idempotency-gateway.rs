@@ -1,14 +1,31 @@
-//! The `idempotency-gateway` binary: parse, open the store, serve until
-//! SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 2 for invalid
-//! settings, 1 when the store cannot be opened or the listener fails.
+//! The `idempotency-gateway` binary: parse, open the store, load the JWKS,
+//! serve until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 2
+//! for invalid settings, 1 when the store cannot be opened, the JWKS cannot
+//! be read, or the listener fails.
 
 use clap::Parser;
-use idempotent_request::gateway::{self, clock::SystemClock, config::Args, proxy::Gateway};
+use idempotent_request::gateway::caller::CallerRule;
+use idempotent_request::gateway::config::{Args, Scope};
+use idempotent_request::gateway::jwt::Jwt;
+use idempotent_request::gateway::{self, clock::SystemClock, proxy::Gateway};
+use idempotent_request::shared::cli_error::describe;
+use idempotent_request::shared::redact::redact_url;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDEMPOTENCY_GATEWAY_LOG")
@@ -39,10 +56,29 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let store = gateway::open_store(&args.store, args.durability)
+    // One TLS provider for the upstream and JWKS clients: ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
+    let spec = args.store()?;
+    let store = gateway::open_store(&spec, args.durability, ttl_ms)
         .await
-        .map_err(|e| format!("cannot open the store: {e}"))?;
-    let gateway = Arc::new(Gateway::new(args.settings(), store, Arc::new(SystemClock))?);
+        .map_err(|e| format!("cannot open the store {spec}: {e}"))?;
+    let caller = match (args.jwt(), &args.scope_headers) {
+        (Some(jwt), _) => {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+            CallerRule::Jwt(Arc::new(Jwt::load(jwt, http).await?))
+        }
+        (None, Scope::Auto) => CallerRule::Credentials,
+        (None, Scope::Headers(names)) => CallerRule::Headers(names.clone()),
+    };
+    let gateway = Arc::new(Gateway::new(
+        args.settings(caller),
+        store,
+        Arc::new(SystemClock),
+    )?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -64,19 +100,13 @@ async fn run(args: Args) -> Result<(), String> {
     tracing::info!(
         listen = %listener.local_addr().map_err(|e| e.to_string())?,
         admin = %admin_address,
-        upstream = %args.upstream,
-        store = ?args.store,
+        upstream = %redact_url(&args.upstream),
+        store = %args.store,
         "idempotency-gateway ready"
     );
-    gateway::serve(
-        gateway,
-        listener,
-        admin,
-        shutdown_signal(),
-        args.shutdown_timeout,
-    )
-    .await
-    .map_err(|e| format!("the listener failed: {e}"))
+    gateway::serve(gateway, listener, admin, shutdown_signal(), args.limits())
+        .await
+        .map_err(|e| format!("the listener failed: {e}"))
 }
 
 async fn shutdown_signal() {

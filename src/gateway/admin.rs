@@ -27,6 +27,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    gateway.metrics.set_buffered(gateway.buffered_bytes());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,8 +1,13 @@
 //! The gateway's settings: every one a flag and an `IDEMPOTENCY_GATEWAY_*`
-//! environment variable, validated before anything starts.
+//! environment variable (clap's derive is the table: it drives parsing,
+//! `--help`, and `tests/docs_drift.rs` holds the README's flag table to
+//! it), validated before anything starts.
 
+use super::caller::CallerRule;
 use super::proxy::Settings;
+use super::server::Limits;
 use super::store::sqlite::Durability;
+use crate::shared::redact::redact_url;
 use crate::shared::units::{parse_duration, parse_size};
 use axum::http::{HeaderName, Method};
 use clap::Parser;
@@ -12,7 +17,7 @@ use std::time::Duration;
 use url::Url;
 
 /// Where records are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreSpec {
     /// In this process only.
     Memory,
@@ -20,6 +25,28 @@ pub enum StoreSpec {
     Sqlite(PathBuf),
     /// A Redis server shared by replicas.
     Redis(String),
+    /// A PostgreSQL database shared by replicas.
+    Postgres(String),
+}
+
+/// Never prints a password: the URL is redacted.
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_string())
+    }
+}
+
+/// The store as the log shows it: URLs without user-info and passwords.
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreSpec::Redis(url) | StoreSpec::Postgres(url) => {
+                f.write_str(&crate::shared::redact::redact_url_text(url))
+            }
+        }
+    }
 }
 
 fn parse_store(text: &str) -> Result<StoreSpec, String> {
@@ -29,8 +56,13 @@ fn parse_store(text: &str) -> Result<StoreSpec, String> {
         Ok(StoreSpec::Sqlite(PathBuf::from(path)))
     } else if text.starts_with("redis://") || text.starts_with("rediss://") {
         Ok(StoreSpec::Redis(text.to_owned()))
+    } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(StoreSpec::Postgres(text.to_owned()))
     } else {
-        Err("expected `memory`, `sqlite:PATH` or `redis://HOST:PORT/DB`".to_owned())
+        Err(
+            "expected `memory`, `sqlite:PATH`, `redis://HOST:PORT/DB` or `postgres://USER@HOST:PORT/DB`"
+                .to_owned(),
+        )
     }
 }
 
@@ -45,12 +77,55 @@ fn parse_header(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a header name"))
 }
 
+/// `auto` or a list of header names.
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Scope::Auto);
+    }
+    text.split(',')
+        .map(parse_header)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Scope::Headers)
+}
+
+/// How `--scope-headers` was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every header whose name marks a credential.
+    Auto,
+    /// Exactly these headers.
+    Headers(Vec<HeaderName>),
+}
+
 fn parse_upstream(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("{e}"))?;
+    let url = Url::parse(text)
+        .map_err(|e| format!("{e}; expected an http(s) URL such as http://127.0.0.1:9000"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err("expected an http(s) URL such as http://127.0.0.1:9000".to_owned());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{}` has user-info: the gateway would send it upstream as a second Authorization; give the upstream URL without it (callers send their own credentials)",
+            redact_url(&url)
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{}` has a query or a fragment; give scheme, host, port and an optional path prefix",
+            redact_url(&url)
+        ));
+    }
     Ok(url)
+}
+
+fn parse_jwks_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{e}"))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err("expected an https URL (plain http only on loopback)".to_owned()),
+    }
 }
 
 /// `HOST:PORT` or `IP:PORT`; a host name is resolved once, at start-up, and
@@ -99,10 +174,26 @@ fn size(text: &str) -> Result<usize, String> {
     usize::try_from(s).map_err(|_| "too large".to_owned())
 }
 
+fn count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err("expected a whole number greater than zero".to_owned()),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
 const AFTER_HELP: &str = "\
 Exit codes:
   0  clean shutdown after SIGTERM or Ctrl-C
-  1  the store cannot be opened, or a listener fails
+  1  the store cannot be opened, the JWKS cannot be read, or a listener fails
   2  invalid flags or environment variables
 
 Every flag can also be set as the environment variable shown with it; a flag
@@ -119,29 +210,48 @@ on the command line wins. IDEMPOTENCY_GATEWAY_LOG sets the log filter
     after_help = AFTER_HELP
 )]
 pub struct Args {
-    /// Address to accept requests on.
-    #[arg(
-        long,
-        env = "IDEMPOTENCY_GATEWAY_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_parser = parse_listen
-    )]
+    /// Address to accept requests on (IP:PORT or HOST:PORT).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// The API behind the gateway, e.g. http://127.0.0.1:9000 (a path prefix is kept).
+    /// The API behind the gateway, e.g. http://127.0.0.1:9000 (a path prefix is kept; no user-info).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_UPSTREAM", value_parser = parse_upstream)]
     pub upstream: Url,
-    /// Where records live: `sqlite:PATH`, `redis://HOST:PORT/DB` (shared by replicas) or `memory`.
+    /// Where records live: `sqlite:PATH`, `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
-    /// Methods given idempotency semantics; others pass through untouched.
+    /// File whose first line is the store's password (Redis), so it is not in the URL.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Methods given idempotency semantics, in upper case; others pass through untouched.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_delimiter = ',', value_parser = parse_method)]
     pub methods: Vec<Method>,
-    /// Refuse (400) covered requests that carry no Idempotency-Key, instead of passing them through.
+    /// Refuse (400) covered requests that carry no key, instead of passing them through.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_REQUIRE_KEY", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub require_key: bool,
-    /// Comma-separated headers whose values identify the caller; records are never shared across callers.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_SCOPE_HEADERS", default_value = "Authorization", value_delimiter = ',', value_parser = parse_header)]
-    pub scope_headers: Vec<HeaderName>,
+    /// Header that carries the key (a webhook's delivery id, for instance).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_KEY_HEADER", default_value = "Idempotency-Key", value_parser = parse_header)]
+    pub key_header: HeaderName,
+    /// Headers whose values identify the caller: `auto` (every header whose name marks a credential) or a comma-separated list.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_SCOPE_HEADERS", default_value = "auto", value_parser = parse_scope)]
+    pub scope_headers: Scope,
+    /// JWKS URL; turns on caller identity from verified JWT claims (fetched at start, refreshed on an unknown kid).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_URL", value_parser = parse_jwks_url, conflicts_with = "jwt_jwks_file")]
+    pub jwt_jwks_url: Option<Url>,
+    /// JWKS file, instead of a URL.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Accepted JWT issuers (`iss`), comma-separated; required with a JWKS.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_ISSUER", value_delimiter = ',', value_parser = non_empty)]
+    pub jwt_issuer: Vec<String>,
+    /// Accepted JWT audiences (`aud`), comma-separated; required with a JWKS.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_AUDIENCE", value_delimiter = ',', value_parser = non_empty)]
+    pub jwt_audience: Vec<String>,
+    /// The verified claims that identify a caller, comma-separated.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_CLAIMS", default_value = "iss,sub", value_delimiter = ',', value_parser = non_empty)]
+    pub jwt_claims: Vec<String>,
+    /// Clock leeway for `exp` and `nbf`.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_LEEWAY", default_value = "60s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
     /// How long a stored answer is replayed, counted from when it was stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_TTL", default_value = "24h", value_parser = positive_duration)]
     pub ttl: Duration,
@@ -154,6 +264,24 @@ pub struct Args {
     /// Largest request body accepted (413 past it), and largest answer stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BODY", default_value = "10MiB", value_parser = size)]
     pub max_body: usize,
+    /// Request body bytes buffered at once, all requests together (503 with Retry-After past it).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED", default_value = "256MiB", value_parser = size)]
+    pub max_buffered: usize,
+    /// Time allowed for a request's whole body, from its headers (408 past it).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub body_timeout: Duration,
+    /// Time allowed for a request's headers (the connection is closed past it).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+    /// How long a connection may sit idle between requests.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    pub idle_timeout: Duration,
+    /// Open client connections at most (more are answered 503 with Retry-After and closed).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_CONNECTIONS", default_value = "4096", value_parser = count)]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_STREAMS", default_value = "64", value_parser = count)]
+    pub max_streams: usize,
     /// `normal`: records survive a crash of the gateway; `full`: also of the host (fsync per write; SQLite).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_DURABILITY", default_value = "normal", value_parser = parse_durability)]
     pub durability: Durability,
@@ -165,6 +293,30 @@ pub struct Args {
     pub shutdown_timeout: Duration,
 }
 
+/// How to verify bearer JWTs, when `--jwt-*` is given.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Where the keys are.
+    pub jwks: JwksSource,
+    /// Accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// The claims whose values identify a caller.
+    pub claims: Vec<String>,
+    /// Leeway for `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// A JWKS source.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    /// Fetched, and fetched again for an unknown `kid`.
+    Url(Url),
+    /// Read once at start-up.
+    File(PathBuf),
+}
+
 impl Args {
     /// Checks the settings that depend on each other.
     pub fn validate(&self) -> Result<(), String> {
@@ -174,20 +326,112 @@ impl Args {
                 self.upstream_timeout, self.lock_timeout
             ));
         }
+        if self.max_buffered < self.max_body {
+            return Err(format!(
+                "--max-buffered ({} bytes) must be at least --max-body ({} bytes), or no body of the largest allowed size could ever be read",
+                self.max_buffered, self.max_body
+            ));
+        }
+        if self.store_password_file.is_some()
+            && !matches!(self.store, StoreSpec::Redis(_) | StoreSpec::Postgres(_))
+        {
+            return Err(
+                "--store-password-file is for a Redis or PostgreSQL store; SQLite and memory take no password"
+                    .to_owned(),
+            );
+        }
+        let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
+        if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
+            return Err(
+                "--jwt-jwks-url or --jwt-jwks-file needs --jwt-issuer and --jwt-audience: a token is accepted only from the issuers and for the audiences you name"
+                    .to_owned(),
+            );
+        }
+        if !jwt && (!self.jwt_issuer.is_empty() || !self.jwt_audience.is_empty()) {
+            return Err(
+                "--jwt-issuer and --jwt-audience need --jwt-jwks-url or --jwt-jwks-file (the keys to verify tokens with)"
+                    .to_owned(),
+            );
+        }
         Ok(())
     }
 
-    /// The proxy's settings.
-    pub fn settings(&self) -> Settings {
+    /// The store, with the password from `--store-password-file` (its first
+    /// line) put into the URL. Never prints the password.
+    pub fn store(&self) -> Result<StoreSpec, String> {
+        let Some(file) = &self.store_password_file else {
+            return Ok(self.store.clone());
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            format!(
+                "cannot read --store-password-file `{}`: {e}",
+                file.display()
+            )
+        })?;
+        let password = text.lines().next().unwrap_or_default();
+        if password.is_empty() {
+            return Err(format!(
+                "--store-password-file `{}` is empty; put the password on its first line",
+                file.display()
+            ));
+        }
+        let with_password = |url: &str| -> Result<String, String> {
+            let mut parsed = Url::parse(url)
+                .map_err(|_| format!("the --store URL {} is not a valid URL", self.store))?;
+            parsed
+                .set_password(Some(password))
+                .map_err(|()| format!("the --store URL {} cannot carry a password", self.store))?;
+            Ok(parsed.to_string())
+        };
+        match &self.store {
+            StoreSpec::Redis(url) => Ok(StoreSpec::Redis(with_password(url)?)),
+            StoreSpec::Postgres(url) => Ok(StoreSpec::Postgres(with_password(url)?)),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// The JWT settings, when a JWKS is given.
+    pub fn jwt(&self) -> Option<JwtSettings> {
+        let jwks = match (&self.jwt_jwks_url, &self.jwt_jwks_file) {
+            (Some(url), _) => JwksSource::Url(url.clone()),
+            (None, Some(file)) => JwksSource::File(file.clone()),
+            (None, None) => return None,
+        };
+        Some(JwtSettings {
+            jwks,
+            issuers: self.jwt_issuer.clone(),
+            audiences: self.jwt_audience.clone(),
+            claims: self.jwt_claims.clone(),
+            leeway: self.jwt_leeway,
+        })
+    }
+
+    /// The proxy's settings; `caller` is built by the binary (a JWT
+    /// verifier needs its keys first).
+    pub fn settings(&self, caller: CallerRule) -> Settings {
         Settings {
             upstream: self.upstream.clone(),
             methods: self.methods.clone(),
             require_key: self.require_key,
-            scope_headers: self.scope_headers.clone(),
+            key_header: self.key_header.clone(),
+            caller,
             ttl: self.ttl,
             lock_timeout: self.lock_timeout,
             upstream_timeout: self.upstream_timeout,
             max_body: self.max_body,
+            max_buffered: self.max_buffered,
+            body_timeout: self.body_timeout,
+        }
+    }
+
+    /// The server's connection limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 }
@@ -206,13 +450,20 @@ mod tests {
         let a = args(&[]).unwrap();
         assert_eq!(a.store, StoreSpec::Sqlite("./idempotency.db".into()));
         assert_eq!(a.methods, [Method::POST, Method::PATCH]);
-        assert_eq!(a.scope_headers, [HeaderName::from_static("authorization")]);
+        assert_eq!(a.scope_headers, Scope::Auto);
+        assert_eq!(a.key_header, HeaderName::from_static("idempotency-key"));
         assert_eq!(a.ttl, Duration::from_secs(86_400));
         assert_eq!(a.lock_timeout, Duration::from_secs(60));
         assert_eq!(a.upstream_timeout, Duration::from_secs(30));
         assert_eq!(a.max_body, 10 << 20);
+        assert_eq!(a.max_buffered, 256 << 20);
+        assert_eq!(a.body_timeout, Duration::from_secs(30));
+        assert_eq!(a.header_timeout, Duration::from_secs(10));
+        assert_eq!(a.idle_timeout, Duration::from_secs(60));
+        assert_eq!(a.max_connections, 4096);
+        assert_eq!(a.max_streams, 64);
         assert_eq!(a.durability, Durability::Process);
-        assert!(!a.require_key && a.admin_listen.is_none());
+        assert!(!a.require_key && a.admin_listen.is_none() && a.jwt().is_none());
         assert!(a.validate().is_ok());
     }
 
@@ -223,8 +474,62 @@ mod tests {
             parse_store("redis://127.0.0.1:6379/0"),
             Ok(StoreSpec::Redis("redis://127.0.0.1:6379/0".into()))
         );
+        assert_eq!(
+            parse_store("postgresql://gw@db:5432/idem"),
+            Ok(StoreSpec::Postgres("postgresql://gw@db:5432/idem".into()))
+        );
         assert!(parse_store("sqlite:").is_err());
-        assert!(parse_store("postgres://x").is_err());
+        assert!(parse_store("mysql://x").is_err());
+    }
+
+    #[test]
+    fn store_passwords_are_never_shown() {
+        let spec = parse_store("postgres://gw:pa55@db:5432/idem").unwrap();
+        assert_eq!(spec.to_string(), "postgres://db:5432/idem");
+        assert!(!format!("{spec:?}").contains("pa55"));
+        let spec = parse_store("redis://:pa55@127.0.0.1:6379/0").unwrap();
+        assert!(!format!("{spec:?} {spec}").contains("pa55"));
+    }
+
+    #[test]
+    fn upstream_user_info_is_refused_without_quoting_it() {
+        let err = parse_upstream("http://svc:pa55@127.0.0.1:9000/api").unwrap_err();
+        assert!(err.contains("user-info") && !err.contains("pa55"), "{err}");
+        assert!(parse_upstream("http://127.0.0.1:9000/api?x=1").is_err());
+        assert!(parse_upstream("http://127.0.0.1:9000/api").is_ok());
+    }
+
+    #[test]
+    fn scope_headers_are_auto_or_a_list() {
+        assert_eq!(parse_scope("AUTO"), Ok(Scope::Auto));
+        assert_eq!(
+            parse_scope("Authorization, X-Api-Key"),
+            Ok(Scope::Headers(vec![
+                HeaderName::from_static("authorization"),
+                HeaderName::from_static("x-api-key")
+            ]))
+        );
+        assert!(parse_scope("bad name").is_err());
+    }
+
+    #[test]
+    fn jwt_needs_issuer_and_audience() {
+        let a = args(&["--jwt-jwks-url", "https://issuer.example/jwks"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--jwt-issuer"));
+        let a = args(&[
+            "--jwt-jwks-url",
+            "https://token.actions.githubusercontent.com/.well-known/jwks",
+            "--jwt-issuer",
+            "https://token.actions.githubusercontent.com",
+            "--jwt-audience",
+            "https://deploy.example",
+        ])
+        .unwrap();
+        assert!(a.validate().is_ok());
+        let jwt = a.jwt().unwrap();
+        assert_eq!(jwt.claims, ["iss", "sub"]);
+        assert!(args(&["--jwt-jwks-url", "http://issuer.example/jwks"]).is_err());
+        assert!(args(&["--jwt-issuer", "x"]).unwrap().validate().is_err());
     }
 
     #[test]
@@ -266,6 +571,8 @@ mod tests {
     fn upstream_timeout_must_be_below_lock_timeout() {
         let a = args(&["--upstream-timeout", "60s", "--lock-timeout", "60s"]).unwrap();
         assert!(a.validate().unwrap_err().contains("--upstream-timeout"));
+        let a = args(&["--max-body", "10MiB", "--max-buffered", "1MiB"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--max-buffered"));
     }
 
     #[test]
@@ -276,6 +583,9 @@ mod tests {
             vec!["--durability", "paranoid"],
             vec!["--max-body", "lots"],
             vec!["--upstream", "ftp://x"],
+            vec!["--max-connections", "0"],
+            vec!["--max-streams", "many"],
+            vec!["--key-header", "bad header"],
         ] {
             assert!(args(&bad).is_err(), "{bad:?}");
         }

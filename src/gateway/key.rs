@@ -3,7 +3,7 @@
 //! (`"abc"`) or, as many clients send it, the bare key (`abc`). Both forms
 //! name the same key.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 /// What the request says about its key.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum KeyHeader {
 }
 
 /// Reads the key header `name` from `headers`.
-pub fn read(headers: &HeaderMap, name: &str) -> KeyHeader {
+pub fn read(headers: &HeaderMap, name: &HeaderName) -> KeyHeader {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return KeyHeader::Missing;
@@ -103,17 +103,12 @@ mod tests {
 
     #[test]
     fn a_repeated_header_is_invalid() {
+        let name = HeaderName::from_static("idempotency-key");
         let mut headers = HeaderMap::new();
-        assert_eq!(read(&headers, "idempotency-key"), KeyHeader::Missing);
+        assert_eq!(read(&headers, &name), KeyHeader::Missing);
         headers.append("idempotency-key", HeaderValue::from_static("a"));
-        assert_eq!(
-            read(&headers, "idempotency-key"),
-            KeyHeader::Key("a".to_owned())
-        );
+        assert_eq!(read(&headers, &name), KeyHeader::Key("a".to_owned()));
         headers.append("idempotency-key", HeaderValue::from_static("b"));
-        assert!(matches!(
-            read(&headers, "idempotency-key"),
-            KeyHeader::Invalid(_)
-        ));
+        assert!(matches!(read(&headers, &name), KeyHeader::Invalid(_)));
     }
 }

@@ -2,7 +2,13 @@
 //!
 //! - `idempotency_gateway_requests_total{outcome}`: requests by outcome
 //!   (`forwarded`, `replayed`, `conflict`, `mismatch`, `invalid`,
-//!   `passed_through`, `store_error`, `outcome_unknown`).
+//!   `passed_through`, `store_error`, `outcome_unknown`, `unauthorized`,
+//!   `overloaded`).
+//! - `idempotency_gateway_connections_refused_total`: connections answered
+//!   `503` over `--max-connections`.
+//! - `idempotency_gateway_connections_open`: client connections open now.
+//! - `idempotency_gateway_buffered_bytes`: request-body bytes held now
+//!   against `--max-buffered`.
 //! - `idempotency_gateway_upstream_duration_seconds`: time to the upstream's
 //!   complete answer (histogram).
 //! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
@@ -11,6 +17,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -34,6 +41,10 @@ pub enum RequestOutcome {
     StoreError,
     /// `502`: the outcome is unknown (timeout, reset, expired lease).
     OutcomeUnknown,
+    /// `401`: the caller could not be identified.
+    Unauthorized,
+    /// `503`: the request-body budget was spent.
+    Overloaded,
 }
 
 impl RequestOutcome {
@@ -48,6 +59,8 @@ impl RequestOutcome {
             RequestOutcome::PassedThrough => "passed_through",
             RequestOutcome::StoreError => "store_error",
             RequestOutcome::OutcomeUnknown => "outcome_unknown",
+            RequestOutcome::Unauthorized => "unauthorized",
+            RequestOutcome::Overloaded => "overloaded",
         }
     }
 }
@@ -68,6 +81,18 @@ pub struct Metrics {
     requests: Family<OutcomeLabel, Counter>,
     upstream: Histogram,
     store: Family<OperationLabel, Histogram>,
+    refused: Counter,
+    open: Gauge,
+    buffered: Gauge,
+}
+
+/// An open connection, counted until dropped.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -86,11 +111,32 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         });
         registry.register("store_duration_seconds", "Store operations", store.clone());
+        let refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 over --max-connections",
+            refused.clone(),
+        );
+        let open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            open.clone(),
+        );
+        let buffered = Gauge::default();
+        registry.register(
+            "buffered_bytes",
+            "Request-body bytes held now against --max-buffered",
+            buffered.clone(),
+        );
         Self {
             registry,
             requests,
             upstream,
             store,
+            refused,
+            open,
+            buffered,
         }
     }
 }
@@ -103,6 +149,22 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    /// Counts a connection refused over the connection limit.
+    pub fn connection_refused(&self) {
+        self.refused.inc();
+    }
+
+    /// Counts a connection as open until the result is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+
+    /// Sets the request-body bytes held now.
+    pub fn set_buffered(&self, bytes: usize) {
+        self.buffered.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Records an upstream call's duration.

@@ -1,15 +1,20 @@
 //! Failures answered as RFC 9457 problem details (`application/problem+json`),
 //! never as dropped connections.
 
+use crate::shared::protocol::PROBLEM_TYPE_PREFIX;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// A problem the gateway reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
-    /// `400`: the key header is unusable, missing (with `--require-key`) or
-    /// the upload was cut off.
+    /// `400`: the key header is unusable, missing (with `--require-key`),
+    /// the target is refused, or the upload was cut off.
     Invalid,
+    /// `401`: the caller cannot be identified (a JWT that does not verify).
+    Unauthorized,
+    /// `408`: the body did not arrive in time.
+    BodyTimeout,
     /// `409`: the same key is still being forwarded.
     InFlight,
     /// `413`: the body is larger than `--max-body`.
@@ -24,6 +29,8 @@ pub enum Problem {
     NotStored,
     /// `503`: the store is unavailable; nothing was forwarded.
     StoreUnavailable,
+    /// `503`: the request-body budget is spent; nothing was forwarded.
+    Overloaded,
 }
 
 impl Problem {
@@ -33,6 +40,21 @@ impl Problem {
                 StatusCode::BAD_REQUEST,
                 "invalid-request",
                 "Invalid idempotent request",
+            ),
+            Problem::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The caller could not be identified",
+            ),
+            Problem::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "The request body did not arrive in time",
+            ),
+            Problem::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many request bodies in progress",
             ),
             Problem::InFlight => (
                 StatusCode::CONFLICT,
@@ -72,11 +94,12 @@ impl Problem {
         }
     }
 
-    /// The response: status, problem+json body, and `Retry-After: 1` for 409.
+    /// The response: status, problem+json body, `Retry-After: 1` for 409
+    /// and the overload 503, `WWW-Authenticate: Bearer` for 401.
     pub fn respond(self, detail: &str) -> Response {
         let (status, slug, title) = self.parts();
         let body = serde_json::json!({
-            "type": format!("urn:idempotency-gateway:problem:{slug}"),
+            "type": format!("{PROBLEM_TYPE_PREFIX}{slug}"),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,
@@ -87,9 +110,30 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self == Problem::InFlight {
+        if matches!(self, Problem::InFlight | Problem::Overloaded) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self == Problem::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::protocol::{NOT_STORED_TYPE, OUTCOME_UNKNOWN_TYPE};
+
+    /// The client recognises these types by the constants in `shared`.
+    #[test]
+    fn the_types_the_client_recognises_are_the_ones_answered() {
+        for (problem, expected) in [
+            (Problem::OutcomeUnknown, OUTCOME_UNKNOWN_TYPE),
+            (Problem::NotStored, NOT_STORED_TYPE),
+        ] {
+            let (_, slug, _) = problem.parts();
+            assert_eq!(format!("{PROBLEM_TYPE_PREFIX}{slug}"), expected);
+        }
     }
 }

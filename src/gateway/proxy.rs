@@ -2,11 +2,16 @@
 //! (draft-ietf-httpapi-idempotency-key-header, and Stripe's documented
 //! rules for what is stored).
 //!
-//! For a covered request with a valid key: read the body (up to
-//! `--max-body`), compute caller and fingerprint, claim (caller, key). The
-//! winner forwards, in a task of its own so that a client disconnect
-//! neither cancels the upstream call nor releases the key, renews its lease
-//! while the forward is live, then stores the outcome:
+//! Every request: its target is checked (no dot segments or backslashes,
+//! see [`super::target`]) and its hop-by-hop headers removed. A method
+//! given idempotency semantics (`--methods`, upper case; `post` for `POST`
+//! is refused rather than let through unguarded) with a valid key: the
+//! caller is identified ([`super::caller`]; `401` when a JWT does not
+//! verify), the body read within its limits ([`super::body`]), the
+//! fingerprint taken, and then claim, forward and record run as **one
+//! unit**, a task of its own: a client that goes away cannot split it, so
+//! either the forward happens or the claim is released. The winner renews
+//! its lease while the forward is live, then stores the outcome:
 //! - upstream 429/503: not stored, claim released (the retry runs again);
 //! - upstream unreachable before sending: `502`, claim released;
 //! - sent but no answer in time, or reset: "outcome unknown", stored as a
@@ -16,35 +21,40 @@
 //!   "outcome not stored".
 //!
 //! Everyone else: `422` on a different fingerprint (checked first), the
-//! stored answer plus `Idempotent-Replayed: true` once done, `409` with
-//! `Retry-After: 1` while in flight, "outcome unknown" when the holder's
-//! lease ran out (it crashed).
+//! stored answer plus `Idempotent-Replayed: true` and `Age` once done, `409`
+//! with `Retry-After: 1` while in flight, "outcome unknown" when the
+//! holder's lease ran out (it crashed).
+//!
+//! A claim whose store call failed may still have been written (a Redis
+//! script that outlived its response timeout): the claim is retried with the
+//! same token, which finds its own record and proceeds, and failing that the
+//! claim is released in the background, so the key is never left stuck.
 
+use super::body::{Budget, Held, Refusal};
+use super::caller::{self, CallerRule};
 use super::clock::Clock;
-use super::identity::{self, key_hash};
+use super::fingerprint::{fingerprint, key_hash};
+use super::hop;
 use super::key::{self, KeyHeader};
 use super::metrics::{Metrics, RequestOutcome};
 use super::problem::Problem;
 use super::store::{
-    AnyStore, Claimed, Outcome, Record, RecordId, Store, StoreError, StoredResponse, Token,
+    AnyStore, Claimed, LAPSED_LEASE_DETAIL, Outcome, Record, RecordId, Store, StoreError,
+    StoredResponse, Token,
 };
+use super::target;
+use super::upstream::{Answer, Failure, Upstream};
+use crate::shared::protocol::REPLAYED_HEADER;
 use crate::shared::traceparent::TraceParent;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request::Parts};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::Response;
-use futures_util::TryStreamExt;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use url::Url;
-
-/// The key header the gateway reads.
-pub const KEY_HEADER: &str = "idempotency-key";
-
-/// The header added to replayed answers.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The gateway's settings (see `--help`).
 #[derive(Debug, Clone)]
@@ -55,8 +65,10 @@ pub struct Settings {
     pub methods: Vec<Method>,
     /// Whether a covered request without a key is refused.
     pub require_key: bool,
-    /// Headers whose values identify the caller.
-    pub scope_headers: Vec<HeaderName>,
+    /// The header that carries the key.
+    pub key_header: HeaderName,
+    /// How callers are told apart.
+    pub caller: CallerRule,
     /// How long a stored record is replayed.
     pub ttl: Duration,
     /// A claim's lease, renewed while the forward is live.
@@ -65,70 +77,58 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Largest request body buffered, and largest answer stored.
     pub max_body: usize,
+    /// Request body bytes buffered at once, all requests together.
+    pub max_buffered: usize,
+    /// Time for a request's whole body.
+    pub body_timeout: Duration,
 }
 
-/// The gateway: settings, store, clock, upstream client, metrics.
+impl Settings {
+    /// The flags' defaults, for `upstream`.
+    pub fn new(upstream: Url) -> Self {
+        Self {
+            upstream,
+            methods: vec![Method::POST, Method::PATCH],
+            require_key: false,
+            key_header: HeaderName::from_static("idempotency-key"),
+            caller: CallerRule::Credentials,
+            ttl: Duration::from_secs(24 * 3600),
+            lock_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(30),
+            max_body: 10 << 20,
+            max_buffered: 256 << 20,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The gateway: settings, store, clock, upstream client, limits, metrics.
 pub struct Gateway {
     settings: Settings,
     store: AnyStore,
     clock: Arc<dyn Clock>,
-    client: reqwest::Client,
+    upstream: Upstream,
+    budget: Budget,
     /// Request and store metrics.
     pub metrics: Metrics,
     /// Forwards in flight, waited for on shutdown.
     pub forwards: TaskTracker,
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and those the HTTP stack sets itself.
-const NOT_FORWARDED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-];
-
-fn forwarded(name: &str) -> bool {
-    !NOT_FORWARDED.contains(&name)
-}
-
-enum UpstreamError {
-    /// Nothing reached the upstream.
-    NotSent(String),
-    /// Sent; whether it acted is unknown.
-    Unknown(String),
-}
-
-enum Answer {
-    /// The whole answer, within `--max-body`.
-    Complete(StoredResponse),
-    /// A larger answer: its head, what was read, and the rest still streaming.
-    TooLarge {
-        status: u16,
-        headers: Vec<(String, Vec<u8>)>,
-        prefix: Vec<u8>,
-        rest: reqwest::Response,
-    },
-}
+/// What a request comes to: the outcome for the counter, the key hash for
+/// the log, the answer.
+type Handled = (RequestOutcome, Option<String>, Response);
 
 impl Gateway {
     /// Builds the gateway and its upstream client.
     pub fn new(settings: Settings, store: AnyStore, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.upstream_timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
+        let upstream = Upstream::new(&settings.upstream, settings.upstream_timeout)?;
         Ok(Self {
+            budget: Budget::new(settings.max_buffered),
             settings,
             store,
             clock,
-            client,
+            upstream,
             metrics: Metrics::default(),
             forwards: TaskTracker::new(),
         })
@@ -144,8 +144,17 @@ impl Gateway {
         self.clock.now_ms()
     }
 
-    fn ms(duration: Duration) -> u64 {
-        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    /// The TTL the sweep gives lapsed claims it turns into "outcome unknown".
+    pub fn sweep_ttl_ms(&self) -> u64 {
+        ms(self.settings.ttl)
+    }
+
+    /// Request-body bytes held now against `--max-buffered`.
+    pub fn buffered_bytes(&self) -> usize {
+        self.settings
+            .max_buffered
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .saturating_sub(self.budget.available())
     }
 
     async fn timed<T>(
@@ -159,116 +168,173 @@ impl Gateway {
         result
     }
 
-    async fn process(
-        self: &Arc<Self>,
-        request: Request,
-    ) -> (RequestOutcome, Option<String>, Response) {
-        if !self.settings.methods.contains(request.method()) {
+    async fn process(self: &Arc<Self>, request: Request) -> Handled {
+        let (mut parts, body) = request.into_parts();
+        if let Err(refusal) = target::check(parts.uri.path()) {
+            return invalid(None, refusal.detail());
+        }
+        hop::strip(&mut parts.headers);
+        let method = parts.method.clone();
+        if !self.settings.methods.contains(&method) {
+            if let Some(covered) = self
+                .settings
+                .methods
+                .iter()
+                .find(|m| m.as_str().eq_ignore_ascii_case(method.as_str()))
+            {
+                let detail = format!(
+                    "method names are case-sensitive, and `{covered}` is the one this gateway guards; send `{covered}` (in upper case); nothing was forwarded"
+                );
+                return invalid(None, &detail);
+            }
             return (
                 RequestOutcome::PassedThrough,
                 None,
-                self.pass_through(request).await,
+                self.pass_through(&parts, body).await,
             );
         }
-        let key = match key::read(request.headers(), KEY_HEADER) {
+        let key = match key::read(&parts.headers, &self.settings.key_header) {
             KeyHeader::Key(key) => key,
             KeyHeader::Missing if self.settings.require_key => {
-                let detail = "this gateway requires an Idempotency-Key header on this method; nothing was forwarded";
-                return (
-                    RequestOutcome::Invalid,
-                    None,
-                    Problem::Invalid.respond(detail),
+                let detail = format!(
+                    "this gateway requires an {} header on this method; nothing was forwarded",
+                    self.settings.key_header
                 );
+                return invalid(None, &detail);
             }
             KeyHeader::Missing => {
                 return (
                     RequestOutcome::PassedThrough,
                     None,
-                    self.pass_through(request).await,
+                    self.pass_through(&parts, body).await,
                 );
             }
             KeyHeader::Invalid(why) => {
-                let detail = format!("{why}; nothing was forwarded");
-                return (
-                    RequestOutcome::Invalid,
-                    None,
-                    Problem::Invalid.respond(&detail),
-                );
+                return invalid(None, &format!("{why}; nothing was forwarded"));
             }
         };
         let hash = Some(key_hash(&key));
-        let (parts, body) = request.into_parts();
-        let body = match http_body_util::Limited::new(body, self.settings.max_body)
-            .collect()
-            .await
+        let caller = match caller::identify(
+            &self.settings.caller,
+            &parts.headers,
+            &self.settings.key_header,
+        )
+        .await
         {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                let detail = format!(
-                    "the request body is larger than {} bytes; nothing was forwarded",
-                    self.settings.max_body
-                );
+            Ok(caller) => caller,
+            Err(rejection) => {
+                let detail = format!("{rejection}; nothing was forwarded");
                 return (
-                    RequestOutcome::Invalid,
+                    RequestOutcome::Unauthorized,
                     hash,
-                    Problem::TooLarge.respond(&detail),
-                );
-            }
-            Err(_) => {
-                let detail = "the request body was cut off before its end; nothing was forwarded";
-                return (
-                    RequestOutcome::Invalid,
-                    hash,
-                    Problem::Invalid.respond(detail),
+                    Problem::Unauthorized.respond(&detail),
                 );
             }
         };
-        let id = RecordId {
-            caller: identity::caller(&parts.headers, &self.settings.scope_headers),
-            key,
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let read = self
+            .budget
+            .read(
+                body,
+                declared,
+                self.settings.max_body,
+                self.settings.body_timeout,
+            )
+            .await;
+        let (body, held) = match read {
+            Ok(read) => read,
+            Err(refusal) => {
+                return (
+                    body_outcome(refusal),
+                    hash,
+                    body_problem(refusal, &self.settings),
+                );
+            }
         };
-        let fingerprint = identity::fingerprint(&parts.method, &parts.uri, &parts.headers, &body);
-        let (outcome, response) = self.idempotent(parts, body, id, fingerprint).await;
+        let id = RecordId { caller, key };
+        let fingerprint = fingerprint(&parts.method, &parts.uri, &parts.headers, &body);
+        // A done record never changes: replayed at once when it is known
+        // without a store call (the same answer the claim would find).
+        let now = self.now_ms();
+        if let Some(Record::Done {
+            fingerprint: stored,
+            outcome,
+            stored_at,
+            ..
+        }) = self.store.recall(&id, now)
+        {
+            let (outcome, response) = if stored == fingerprint {
+                replay(outcome, stored_at, now)
+            } else {
+                mismatch()
+            };
+            return (outcome, hash, response);
+        }
+        // Claim, forward and record as one unit a disconnect cannot split.
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let gateway = self.clone();
+        let logged_key = hash.clone();
+        self.forwards.spawn(async move {
+            let handled = gateway
+                .clone()
+                .idempotent(parts, body, held, id, fingerprint)
+                .await;
+            if let Err((outcome, response)) = sender.send(handled) {
+                // The request's own log line went with its client.
+                gateway.metrics.request(outcome);
+                tracing::info!(
+                    key = logged_key.as_deref().unwrap_or("-"),
+                    outcome = outcome.as_str(),
+                    status = response.status().as_u16(),
+                    "the client went away before the answer; the outcome stands for its retry"
+                );
+            }
+        });
+        let (outcome, response) = receiver.await.unwrap_or_else(|_| {
+            let detail = "the request failed unexpectedly in the gateway; whether the upstream acted is unknown";
+            (RequestOutcome::OutcomeUnknown, Problem::OutcomeUnknown.respond(detail))
+        });
         (outcome, hash, response)
     }
 
     async fn idempotent(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         parts: Parts,
         body: bytes::Bytes,
+        held: Held,
         id: RecordId,
         fingerprint: [u8; 32],
     ) -> (RequestOutcome, Response) {
         let token: Token = rand::random();
-        let lease = Self::ms(self.settings.lock_timeout);
-        let ttl = Self::ms(self.settings.ttl);
+        let lease = ms(self.settings.lock_timeout);
+        let ttl = ms(self.settings.ttl);
         // A record can change under us (released, expired); three looks suffice.
         for _ in 0..3 {
             let now = self.now_ms();
-            let claim = self
-                .store
-                .claim(&id, &fingerprint, &token, now.saturating_add(lease), now);
-            let record = match self.timed("claim", claim).await {
-                Err(e) => return self.store_unavailable(&e),
-                Ok(Claimed::Won) => return self.forward_claimed(parts, body, id, token).await,
+            let record = match self
+                .claim(&id, &fingerprint, &token, now.saturating_add(lease), now)
+                .await
+            {
+                Err(e) => return self.store_unavailable(&id, token, &e),
+                Ok(Claimed::Won) => {
+                    return self.forward_claimed(parts, body, held, id, token).await;
+                }
                 Ok(Claimed::Existing(record)) => record,
             };
             if *record.fingerprint() != fingerprint {
-                let detail = "this Idempotency-Key was used for a different request (method, path, query, \
-                              content type or body); use a new key for a new request";
-                return (RequestOutcome::Mismatch, Problem::Mismatch.respond(detail));
+                return mismatch();
             }
             match record {
-                Record::Done { outcome, .. } => return replay(outcome),
-                Record::InFlight { lease_until, .. } if lease_until > now => {
-                    return in_flight();
-                }
+                Record::Done {
+                    outcome, stored_at, ..
+                } => return replay(outcome, stored_at, now),
+                Record::InFlight { lease_until, .. } if lease_until > now => return in_flight(),
                 Record::InFlight { token: holder, .. } => {
-                    let unknown = Outcome::Unknown(
-                        "the gateway that forwarded this request stopped before it stored the answer, \
-                         so whether the upstream acted is unknown"
-                            .to_owned(),
-                    );
+                    let unknown = Outcome::Unknown(LAPSED_LEASE_DETAIL.to_owned());
                     let expire = self.store.expire_lease(
                         &id,
                         &holder,
@@ -277,11 +343,13 @@ impl Gateway {
                         now,
                     );
                     match self.timed("expire_lease", expire).await {
-                        Err(e) => return self.store_unavailable(&e),
-                        Ok(Some(Record::Done { outcome, .. })) => return replay(outcome),
-                        Ok(Some(Record::InFlight { .. })) => {
-                            return in_flight();
+                        Err(e) => return self.store_unavailable(&id, token, &e),
+                        Ok(Some(Record::Done {
+                            outcome, stored_at, ..
+                        })) => {
+                            return replay(outcome, stored_at, now);
                         }
+                        Ok(Some(Record::InFlight { .. })) => return in_flight(),
                         Ok(None) => continue,
                     }
                 }
@@ -290,8 +358,58 @@ impl Gateway {
         in_flight()
     }
 
-    fn store_unavailable(&self, error: &StoreError) -> (RequestOutcome, Response) {
+    /// A claim, retried with the same token when a failure may have hidden
+    /// a write: the retry finds its own record and wins.
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8; 32],
+        token: &Token,
+        lease_until: u64,
+        now: u64,
+    ) -> Result<Claimed, StoreError> {
+        let mut last = None;
+        for pause in [
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_millis(250),
+        ] {
+            // Not `sleep(ZERO)`: that still waits for the timer's next tick
+            // (up to a millisecond on every request).
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let claim = self.store.claim(id, fingerprint, token, lease_until, now);
+            match self.timed("claim", claim).await {
+                Ok(claimed) => return Ok(claimed),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError("the claim failed".to_owned())))
+    }
+
+    /// Nothing was forwarded. A failed claim may have been written anyway,
+    /// so it is released in the background, and the key is not left stuck.
+    fn store_unavailable(
+        self: &Arc<Self>,
+        id: &RecordId,
+        token: Token,
+        error: &StoreError,
+    ) -> (RequestOutcome, Response) {
         tracing::warn!(%error, "store unavailable; request not forwarded");
+        let gateway = self.clone();
+        let id = id.clone();
+        self.forwards.spawn(async move {
+            let deadline = Instant::now() + gateway.settings.lock_timeout;
+            let mut pause = Duration::from_millis(200);
+            while Instant::now() < deadline {
+                if gateway.store.release(&id, &token).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
         let detail =
             "the idempotency store is unavailable, so the request was not forwarded; retry later";
         (
@@ -300,56 +418,38 @@ impl Gateway {
         )
     }
 
-    /// Runs the forward in its own task: a client that disconnects drops
-    /// only this future, never the upstream call or the claim.
     async fn forward_claimed(
-        self: &Arc<Self>,
-        parts: Parts,
-        body: bytes::Bytes,
-        id: RecordId,
-        token: Token,
-    ) -> (RequestOutcome, Response) {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let gateway = self.clone();
-        self.forwards.spawn(async move {
-            let result = gateway.forward_and_record(parts, body, id, token).await;
-            let _ = sender.send(result);
-        });
-        receiver.await.unwrap_or_else(|_| {
-            let detail = "the forward failed unexpectedly; whether the upstream acted is unknown";
-            (
-                RequestOutcome::OutcomeUnknown,
-                Problem::OutcomeUnknown.respond(detail),
-            )
-        })
-    }
-
-    async fn forward_and_record(
         self: Arc<Self>,
         parts: Parts,
         body: bytes::Bytes,
+        held: Held,
         id: RecordId,
         token: Token,
     ) -> (RequestOutcome, Response) {
         let started = Instant::now();
-        let call = self.call_upstream(&parts, body);
+        let call = self
+            .upstream
+            .call(&parts, Body::from(body), self.settings.max_body);
         tokio::pin!(call);
         let renew_every = (self.settings.lock_timeout / 3).max(Duration::from_millis(10));
         let result = loop {
             tokio::select! {
                 result = &mut call => break result,
                 () = tokio::time::sleep(renew_every) => {
-                    let lease_until = self.now_ms().saturating_add(Self::ms(self.settings.lock_timeout));
+                    let lease_until = self.now_ms().saturating_add(ms(self.settings.lock_timeout));
                     if let Err(error) = self.timed("renew", self.store.renew(&id, &token, lease_until)).await {
                         tracing::warn!(%error, "could not renew a lease");
                     }
                 }
             }
         };
+        // The body has been sent (or never will be): its budget is free.
+        drop(held);
         self.metrics.upstream(started.elapsed());
-        let expires_at = self.now_ms().saturating_add(Self::ms(self.settings.ttl));
+        let now = self.now_ms();
+        let expires_at = now.saturating_add(ms(self.settings.ttl));
         match result {
-            Err(UpstreamError::NotSent(why)) => {
+            Err(Failure::NotSent(why)) => {
                 self.release(&id, &token).await;
                 let detail = format!(
                     "the upstream could not be reached ({why}); nothing was sent, retry later"
@@ -359,7 +459,7 @@ impl Gateway {
                     Problem::Unreachable.respond(&detail),
                 )
             }
-            Err(UpstreamError::Unknown(why)) => {
+            Err(Failure::Unknown(why)) => {
                 let detail = format!(
                     "the request reached the upstream but no complete answer came back ({why}), so whether \
                      it acted is unknown; it will not be sent again with this key"
@@ -371,23 +471,28 @@ impl Gateway {
                     Problem::OutcomeUnknown.respond(&detail),
                 )
             }
-            Ok(Answer::Complete(response)) if matches!(response.status, 429 | 503) => {
+            Ok(Answer::Complete(answer)) if matches!(answer.status, 429 | 503) => {
                 // Not processed (by Stripe's rule): the next attempt runs again.
                 self.release(&id, &token).await;
-                (RequestOutcome::Forwarded, respond(&response, false))
+                let stored = StoredResponse {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body: answer.body,
+                };
+                (RequestOutcome::Forwarded, respond(&stored))
             }
-            Ok(Answer::Complete(response)) => {
-                let reply = respond(&response, false);
-                self.finish(&id, &token, &Outcome::Response(response), expires_at)
+            Ok(Answer::Complete(answer)) => {
+                let stored = StoredResponse {
+                    status: answer.status,
+                    headers: answer.headers,
+                    body: answer.body,
+                };
+                let reply = respond(&stored);
+                self.finish(&id, &token, &Outcome::Response(stored), expires_at)
                     .await;
                 (RequestOutcome::Forwarded, reply)
             }
-            Ok(Answer::TooLarge {
-                status,
-                headers,
-                prefix,
-                rest,
-            }) => {
+            Ok(Answer::TooLarge(large)) => {
                 let why = format!(
                     "the upstream answered, but its answer was larger than {} bytes, so it was passed through \
                      once and not stored; this key cannot be replayed",
@@ -396,15 +501,20 @@ impl Gateway {
                 self.finish(&id, &token, &Outcome::NotStored(why), expires_at)
                     .await;
                 let head = StoredResponse {
-                    status,
-                    headers,
+                    status: large.status,
+                    headers: large.headers,
                     body: Vec::new(),
                 };
-                let mut response = respond(&head, false);
-                let first =
-                    futures_util::stream::once(async move { Ok(bytes::Bytes::from(prefix)) });
-                let stream = futures_util::StreamExt::chain(first, rest.bytes_stream());
-                *response.body_mut() = Body::from_stream(stream);
+                let mut response = respond(&head);
+                let first = futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(large.prefix))
+                });
+                let rest = futures_util::TryStreamExt::map_err(
+                    large.rest.into_data_stream(),
+                    std::io::Error::other,
+                );
+                *response.body_mut() =
+                    Body::from_stream(futures_util::StreamExt::chain(first, rest));
                 (RequestOutcome::Forwarded, response)
             }
         }
@@ -435,121 +545,54 @@ impl Gateway {
         }
     }
 
-    fn upstream_url(&self, parts: &Parts) -> Url {
-        let mut url = self.settings.upstream.clone();
-        let path = format!("{}{}", url.path().trim_end_matches('/'), parts.uri.path());
-        url.set_path(&path);
-        url.set_query(parts.uri.query());
-        url
-    }
-
-    fn upstream_request(&self, parts: &Parts) -> reqwest::RequestBuilder {
-        let mut builder = self
-            .client
-            .request(parts.method.clone(), self.upstream_url(parts))
-            .timeout(self.settings.upstream_timeout);
-        for (name, value) in &parts.headers {
-            if forwarded(name.as_str()) {
-                builder = builder.header(name, value);
+    async fn pass_through(&self, parts: &Parts, body: Body) -> Response {
+        match self.upstream.pass_through(parts, body).await {
+            Ok(response) => response,
+            Err(Failure::NotSent(why) | Failure::Unknown(why)) => {
+                Problem::Unreachable.respond(&format!("the upstream could not be reached: {why}"))
             }
-        }
-        builder
-    }
-
-    async fn call_upstream(
-        &self,
-        parts: &Parts,
-        body: bytes::Bytes,
-    ) -> Result<Answer, UpstreamError> {
-        let response = self
-            .upstream_request(parts)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::NotSent(crate::shared::http_error::error_chain(&e))
-                } else {
-                    UpstreamError::Unknown(crate::shared::http_error::error_chain(&e))
-                }
-            })?;
-        let status = response.status().as_u16();
-        let headers = response_headers(response.headers());
-        let mut response = response;
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() > self.settings.max_body => {
-                    body.extend_from_slice(&chunk);
-                    return Ok(Answer::TooLarge {
-                        status,
-                        headers,
-                        prefix: body,
-                        rest: response,
-                    });
-                }
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(UpstreamError::Unknown(format!(
-                        "the answer broke off: {}",
-                        crate::shared::http_error::error_chain(&e)
-                    )));
-                }
-            }
-        }
-        Ok(Answer::Complete(StoredResponse {
-            status,
-            headers,
-            body,
-        }))
-    }
-
-    async fn pass_through(&self, request: Request) -> Response {
-        let (parts, body) = request.into_parts();
-        let stream = body.into_data_stream();
-        let result = self
-            .upstream_request(&parts)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
-            .await;
-        match result {
-            Ok(upstream) => {
-                let mut response = Response::builder()
-                    .status(upstream.status())
-                    .body(Body::empty())
-                    .expect("a status and an empty body make a response");
-                copy_headers(upstream.headers(), response.headers_mut());
-                *response.body_mut() =
-                    Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
-                response
-            }
-            Err(e) => Problem::Unreachable.respond(&format!(
-                "the upstream could not be reached: {}",
-                crate::shared::http_error::error_chain(&e)
-            )),
         }
     }
 }
 
-fn response_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .filter(|(name, _)| forwarded(name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect()
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    for (name, value) in from {
-        if forwarded(name.as_str()) {
-            to.append(name, value.clone());
-        }
+fn invalid(hash: Option<String>, detail: &str) -> Handled {
+    (
+        RequestOutcome::Invalid,
+        hash,
+        Problem::Invalid.respond(detail),
+    )
+}
+
+fn body_outcome(refusal: Refusal) -> RequestOutcome {
+    match refusal {
+        Refusal::Busy => RequestOutcome::Overloaded,
+        Refusal::TooLarge | Refusal::Slow | Refusal::CutOff => RequestOutcome::Invalid,
+    }
+}
+
+fn body_problem(refusal: Refusal, settings: &Settings) -> Response {
+    match refusal {
+        Refusal::TooLarge => Problem::TooLarge.respond(&format!(
+            "the request body is larger than {} bytes; nothing was forwarded",
+            settings.max_body
+        )),
+        Refusal::Busy => Problem::Overloaded.respond(
+            "the gateway is holding as many request bodies as it buffers at once; nothing was forwarded, retry after a moment",
+        ),
+        Refusal::Slow => Problem::BodyTimeout.respond(&format!(
+            "the request body did not arrive within {}; nothing was forwarded",
+            crate::shared::units::show(settings.body_timeout)
+        )),
+        Refusal::CutOff => Problem::Invalid.respond("the request body was cut off before its end; nothing was forwarded"),
     }
 }
 
 /// Builds the client's answer from a stored (or just received) response.
-fn respond(stored: &StoredResponse, replayed: bool) -> Response {
+fn respond(stored: &StoredResponse) -> Response {
     let mut response = Response::builder()
         .status(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::BAD_GATEWAY))
         .body(Body::from(stored.body.clone()))
@@ -563,10 +606,14 @@ fn respond(stored: &StoredResponse, replayed: bool) -> Response {
             headers.append(name, value);
         }
     }
-    if replayed {
-        headers.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    }
     response
+}
+
+/// `422`: the key was used for another request.
+fn mismatch() -> (RequestOutcome, Response) {
+    let detail = "this Idempotency-Key was used for a different request (method, path, query, \
+                  content type or body); use a new key for a new request";
+    (RequestOutcome::Mismatch, Problem::Mismatch.respond(detail))
 }
 
 /// `409` with `Retry-After: 1`: the key's first request is still being forwarded.
@@ -575,9 +622,20 @@ fn in_flight() -> (RequestOutcome, Response) {
     (RequestOutcome::Conflict, Problem::InFlight.respond(detail))
 }
 
-fn replay(outcome: Outcome) -> (RequestOutcome, Response) {
-    match outcome {
-        Outcome::Response(stored) => (RequestOutcome::Replayed, respond(&stored, true)),
+/// A stored outcome, marked as a replay; a stored answer keeps its `Date`
+/// and gains `Age` (seconds since it was stored), as an HTTP cache does.
+fn replay(outcome: Outcome, stored_at: Option<u64>, now: u64) -> (RequestOutcome, Response) {
+    let (outcome, mut response) = match outcome {
+        Outcome::Response(stored) => {
+            let mut response = respond(&stored);
+            if let Some(stored_at) = stored_at {
+                let age = now.saturating_sub(stored_at) / 1000;
+                response
+                    .headers_mut()
+                    .insert(header::AGE, HeaderValue::from(age));
+            }
+            (RequestOutcome::Replayed, response)
+        }
         Outcome::Unknown(detail) => (
             RequestOutcome::OutcomeUnknown,
             Problem::OutcomeUnknown.respond(&detail),
@@ -586,7 +644,11 @@ fn replay(outcome: Outcome) -> (RequestOutcome, Response) {
             RequestOutcome::Replayed,
             Problem::NotStored.respond(&detail),
         ),
-    }
+    };
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    (outcome, response)
 }
 
 /// The axum handler: processes the request, counts and logs it (method,
@@ -597,7 +659,7 @@ fn replay(outcome: Outcome) -> (RequestOutcome, Response) {
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = crate::shared::outside_text::one_line(request.uri().path());
     // Only a well-formed value is logged: the header is the caller's text.
     let trace_id = request
         .headers()

@@ -29,6 +29,20 @@ pub fn error_chain(error: &reqwest::Error) -> String {
     one_line(&raw_chain(error))
 }
 
+/// Any error and its causes, outermost first, joined by `: ` (a message
+/// already contained in an earlier one is left out), as one inert line.
+/// For errors that carry no URL (hyper's, the gateway's upstream client).
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in causes(error) {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    one_line(&parts.join(": "))
+}
+
 fn raw_chain(error: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for e in causes(error).skip(1) {

@@ -4,6 +4,10 @@
 //! test, and a runner for the real binary with a clean environment.
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
+#[cfg(all(feature = "gateway", unix))]
+pub mod gateway;
+#[cfg(feature = "gateway")]
+pub mod jwt;
 pub mod markdown;
 pub mod redis;
 pub mod tls;
@@ -16,6 +20,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// An upstream that counts its calls and answers call `n` with
+/// `201 {"deployment":n}` and a session cookie of its own.
+pub fn counting() -> (Server, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let server = Server::start(move |_| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        Reply::Respond(
+            Response::new(201)
+                .header("content-type", "application/json")
+                .header("set-cookie", &format!("session=for-call-{n}"))
+                .body(format!("{{\"deployment\":{n}}}")),
+        )
+    });
+    (server, calls)
+}
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]

@@ -11,6 +11,11 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments (`--requirepass`, …).
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -19,6 +24,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,17 +45,28 @@ impl RedisServer {
         use std::io::{Read, Write};
         for _ in 0..200 {
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
+                // Any reply (PONG, or NOAUTH with a password) means it is up.
+                let mut reply = [0u8; 1];
+                if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() {
                     return;
                 }
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
         panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// Sends one inline command (`CLIENT PAUSE 3000 WRITE`); its first
+    /// reply line.
+    pub fn command(&self, command: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
     }
 
     pub fn stop(&mut self) {

@@ -43,6 +43,11 @@ impl<S> Cached<S> {
         &self.inner
     }
 
+    /// The cached done record under `id`, if it has not expired at `now`.
+    pub fn recall(&self, id: &RecordId, now: u64) -> Option<Record> {
+        self.cached(id, now)
+    }
+
     fn cached(&self, id: &RecordId, now: u64) -> Option<Record> {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         match done.get(id) {
@@ -133,8 +138,8 @@ impl<S: Store> Store for Cached<S> {
         self.inner.ping().await
     }
 
-    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
-        self.inner.sweep(now).await
+    async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
+        self.inner.sweep(now, unknown_ttl).await
     }
 }
 
@@ -187,7 +192,7 @@ mod tests {
     }
 
     async fn forget_behind_the_cache(store: &Cached<MemoryStore>) {
-        store.inner().sweep(LATER).await.unwrap();
+        store.inner().sweep(LATER, 1).await.unwrap();
     }
 
     #[tokio::test]

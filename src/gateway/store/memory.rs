@@ -18,6 +18,16 @@ impl MemoryStore {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut records)
     }
+
+    /// The done record under `id`, if it has not expired at `now`.
+    pub fn recall(&self, id: &RecordId, now: u64) -> Option<Record> {
+        self.with(|records| match records.get(id) {
+            Some(record @ Record::Done { expires_at, .. }) if *expires_at > now => {
+                Some(record.clone())
+            }
+            _ => None,
+        })
+    }
 }
 
 fn holds(record: Option<&Record>, token: &Token) -> bool {
@@ -36,6 +46,7 @@ impl Store for MemoryStore {
         Ok(self.with(|records| {
             match records.get(id) {
                 Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
+                Some(Record::InFlight { token: held, .. }) if held == token => Some(Claimed::Won),
                 Some(existing) => Some(Claimed::Existing(existing.clone())),
                 None => None,
             }
@@ -78,7 +89,7 @@ impl Store for MemoryStore {
         token: &Token,
         outcome: &Outcome,
         expires_at: u64,
-        _now: u64,
+        now: u64,
     ) -> Result<bool, StoreError> {
         Ok(self.with(|records| {
             if !holds(records.get(id), token) {
@@ -91,6 +102,7 @@ impl Store for MemoryStore {
                     fingerprint,
                     outcome: outcome.clone(),
                     expires_at,
+                    stored_at: Some(now),
                 },
             );
             true
@@ -122,6 +134,7 @@ impl Store for MemoryStore {
                     fingerprint: *fingerprint,
                     outcome: outcome.clone(),
                     expires_at,
+                    stored_at: Some(now),
                 };
                 records.insert(id.clone(), done);
             }
@@ -133,12 +146,30 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
         Ok(self.with(|records| {
             let before = records.len();
             records
                 .retain(|_, r| !matches!(r, Record::Done { expires_at, .. } if *expires_at <= now));
-            (before - records.len()) as u64
+            let mut touched = (before - records.len()) as u64;
+            for record in records.values_mut() {
+                if let Record::InFlight {
+                    fingerprint,
+                    lease_until,
+                    ..
+                } = record
+                    && *lease_until <= now
+                {
+                    *record = Record::Done {
+                        fingerprint: *fingerprint,
+                        outcome: Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()),
+                        expires_at: now.saturating_add(unknown_ttl),
+                        stored_at: Some(now),
+                    };
+                    touched += 1;
+                }
+            }
+            touched
         }))
     }
 }

@@ -7,12 +7,17 @@
 //! fingerprint, a final [`Outcome`] and an expiry). The rules every
 //! implementation keeps:
 //! - `claim` is atomic: among concurrent claims of one id, exactly one wins.
-//!   A done record past its expiry counts as absent.
+//!   A done record past its expiry counts as absent. A claim that finds an
+//!   in-flight record holding its own token wins too, so a claim whose
+//!   outcome was lost (a timeout after the write) can be repeated safely.
 //! - Only the holder of the claim's token may renew, finish or release it;
 //!   `finish` stores only over the holder's own in-flight claim, so the first
 //!   final record wins and a late completion never overwrites it.
 //! - `expire_lease` turns an in-flight record whose lease ran out into the
 //!   "outcome unknown" outcome; the operation is never forwarded again.
+//! - `sweep` deletes expired done records and turns lapsed claims (their
+//!   gateway died) into "outcome unknown" records with the normal TTL, in
+//!   bounded batches, so the store cannot grow without bound.
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
 //! tests control the clock.
@@ -81,6 +86,9 @@ pub enum Record {
         outcome: Outcome,
         /// When the record stops being replayed.
         expires_at: u64,
+        /// When it was stored (for `Age`); unknown for records stored before
+        /// it was recorded.
+        stored_at: Option<u64>,
     },
 }
 
@@ -101,6 +109,13 @@ pub enum Claimed {
     /// A record exists (in flight, or done and not expired).
     Existing(Record),
 }
+
+/// What a lapsed lease is replayed as: its gateway stopped mid-forward.
+pub const LAPSED_LEASE_DETAIL: &str = "the gateway that forwarded this request stopped before it stored the answer, so whether the upstream acted is unknown";
+
+/// Rows a sweep deletes or converts per statement, so no request waits
+/// long behind it.
+pub const SWEEP_BATCH: usize = 100;
 
 /// A store failure (unreachable, I/O, corrupt data).
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +180,14 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes done records that expired before `now`; returns how many.
-    fn sweep(&self, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Deletes done records that expired before `now`, and turns in-flight
+    /// records whose lease lapsed into "outcome unknown" records replayed
+    /// until `now + unknown_ttl`; returns how many records it touched.
+    fn sweep(
+        &self,
+        now: u64,
+        unknown_ttl: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The store chosen at start-up.
@@ -177,6 +198,18 @@ pub enum AnyStore {
     Sqlite(cached::Cached<sqlite::SqliteStore>),
     /// `--store redis://…` (boxed: by far the largest).
     Redis(Box<cached::Cached<redis::RedisStore>>),
+}
+
+impl AnyStore {
+    /// A done record known without a store call (the memory store, or the
+    /// cache in front of the others): what a replay needs, when it is there.
+    pub fn recall(&self, id: &RecordId, now: u64) -> Option<Record> {
+        match self {
+            AnyStore::Memory(store) => store.recall(id, now),
+            AnyStore::Sqlite(store) => store.recall(id, now),
+            AnyStore::Redis(store) => store.recall(id, now),
+        }
+    }
 }
 
 macro_rules! dispatch {
@@ -234,8 +267,8 @@ impl Store for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping())
     }
-    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.sweep(now))
+    async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.sweep(now, unknown_ttl))
     }
 }
 

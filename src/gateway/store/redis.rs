@@ -6,11 +6,13 @@
 //! `token` + `lease_until` or `outcome` + `expires_at`. Every operation is
 //! one Lua script, so it is atomic on the server: the claim is a
 //! check-and-set on a key that does not exist (the `SET NX` of hashes), and
-//! renew/finish/release compare the token first. A claim key has no Redis
-//! expiry (it must not vanish when its lease runs out: an expired lease
-//! becomes "outcome unknown", never a fresh claim); a done record gets
-//! `PEXPIREAT` at its expiry, and is also treated as absent past
-//! `expires_at` in case clocks differ.
+//! renew/finish/release compare the token first. A claim key expires only
+//! a whole TTL after its lease (it must not vanish when its lease runs out:
+//! an expired lease becomes "outcome unknown", never a fresh claim, and a
+//! claim whose gateway died is replayed as "outcome unknown" until then,
+//! and is then removed by Redis itself); a done record gets a Redis expiry
+//! at its `expires_at`, and is also treated as absent past `expires_at` in
+//! case clocks differ.
 
 use super::{
     Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
@@ -23,6 +25,8 @@ use std::time::Duration;
 pub struct RedisStore {
     connection: ConnectionManager,
     scripts: Scripts,
+    /// How long an orphaned claim outlives its lease (the records' TTL).
+    orphan_ttl_ms: u64,
 }
 
 struct Scripts {
@@ -33,33 +37,38 @@ struct Scripts {
     expire_lease: Script,
 }
 
-/// KEYS[1] record; ARGV: token, fingerprint, lease_until, now.
-/// Returns 1 when claimed, else the existing hash.
+/// KEYS[1] record; ARGV: token, fingerprint, lease_until, now, the claim
+/// key's Redis expiry (ms). Returns 1 when claimed (also when the in-flight
+/// record is this token's own), else the existing hash.
 const CLAIM: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'done' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[1])
   state = false
 end
+if state == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return 1 end
 if state then return redis.call('HGETALL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'state', 'inflight', 'token', ARGV[1], 'fingerprint', ARGV[2], 'lease_until', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 ";
 
-/// KEYS[1] record; ARGV: token, lease_until.
+/// KEYS[1] record; ARGV: token, lease_until, the claim key's Redis expiry (ms).
 const RENEW: &str = r"
 if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
 ";
 
-/// KEYS[1] record; ARGV: token, outcome, expires_at (ms), time to live (ms).
+/// KEYS[1] record; ARGV: token, outcome, expires_at (ms), time to live
+/// (ms), now (ms).
 const FINISH: &str = r"
 if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'token', 'lease_until')
-  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3], 'stored_at', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return 1
 end
@@ -81,7 +90,7 @@ const EXPIRE_LEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1]
    and tonumber(redis.call('HGET', KEYS[1], 'lease_until')) <= tonumber(ARGV[4]) then
   redis.call('HDEL', KEYS[1], 'token', 'lease_until')
-  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3], 'stored_at', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 return redis.call('HGETALL', KEYS[1])
@@ -98,10 +107,14 @@ fn redis_key(id: &RecordId) -> Vec<u8> {
 }
 
 impl RedisStore {
-    /// Connects to `url`; fails when Redis does not answer within a few seconds.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError(format!("invalid Redis URL: {e}")))?;
+    /// Connects to `url` and checks that Redis answers a command (so a
+    /// wrong password fails here); fails when it does not within a few
+    /// seconds. `orphan_ttl_ms` is how long a claim key outlives its lease
+    /// (give the records' TTL).
+    pub async fn connect(url: &str, orphan_ttl_ms: u64) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|_| {
+            StoreError("the Redis URL is not valid (redis://HOST:PORT/DB)".to_owned())
+        })?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -110,7 +123,7 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
-        Ok(Self {
+        let store = Self {
             connection,
             scripts: Scripts {
                 claim: Script::new(CLAIM),
@@ -119,7 +132,12 @@ impl RedisStore {
                 release: Script::new(RELEASE),
                 expire_lease: Script::new(EXPIRE_LEASE),
             },
-        })
+            orphan_ttl_ms,
+        };
+        // A connection is not yet an answer: a wrong password, or a
+        // replica that refuses commands, shows on the first one.
+        store.ping().await?;
+        Ok(store)
     }
 
     async fn invoke(
@@ -187,8 +205,28 @@ fn decode_hash(value: Value) -> Result<Option<Record>, StoreError> {
             fingerprint,
             outcome: decode_outcome(field(&fields, "outcome").ok_or_else(corrupt)?)?,
             expires_at: number(field(&fields, "expires_at")).ok_or_else(corrupt)?,
+            stored_at: number(field(&fields, "stored_at")),
         })),
         _ => Err(corrupt()),
+    }
+}
+
+/// This machine's clock in milliseconds since the epoch.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl RedisStore {
+    /// The Redis expiry of a claim key whose lease runs until `lease_until`:
+    /// the lease, then a whole TTL as "outcome unknown".
+    fn claim_expiry(&self, lease_until: u64, now: u64) -> String {
+        lease_until
+            .saturating_sub(now)
+            .saturating_add(self.orphan_ttl_ms)
+            .max(1)
+            .to_string()
     }
 }
 
@@ -211,12 +249,19 @@ impl Store for RedisStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
+        let expiry = self.claim_expiry(lease_until, now);
         let (lease, now) = (lease_until.to_string(), now.to_string());
         let reply = self
             .invoke(
                 &self.scripts.claim,
                 id,
-                &[token, fingerprint, lease.as_bytes(), now.as_bytes()],
+                &[
+                    token,
+                    fingerprint,
+                    lease.as_bytes(),
+                    now.as_bytes(),
+                    expiry.as_bytes(),
+                ],
             )
             .await?;
         if is_one(&reply) {
@@ -233,10 +278,15 @@ impl Store for RedisStore {
         token: &Token,
         lease_until: u64,
     ) -> Result<bool, StoreError> {
+        let expiry = self.claim_expiry(lease_until, wall_ms());
         let lease = lease_until.to_string();
         Ok(is_one(
             &self
-                .invoke(&self.scripts.renew, id, &[token, lease.as_bytes()])
+                .invoke(
+                    &self.scripts.renew,
+                    id,
+                    &[token, lease.as_bytes(), expiry.as_bytes()],
+                )
                 .await?,
         ))
     }
@@ -249,16 +299,23 @@ impl Store for RedisStore {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let (outcome, expires, ttl) = (
+        let (outcome, expires, ttl, stored) = (
             encode_outcome(outcome),
             expires_at.to_string(),
             ttl_ms(expires_at, now),
+            now.to_string(),
         );
         let reply = self
             .invoke(
                 &self.scripts.finish,
                 id,
-                &[token, &outcome, expires.as_bytes(), ttl.as_bytes()],
+                &[
+                    token,
+                    &outcome,
+                    expires.as_bytes(),
+                    ttl.as_bytes(),
+                    stored.as_bytes(),
+                ],
             )
             .await?;
         Ok(is_one(&reply))
@@ -304,8 +361,9 @@ impl Store for RedisStore {
             .map_err(|e| StoreError(format!("Redis: {e}")))
     }
 
-    async fn sweep(&self, _now: u64) -> Result<u64, StoreError> {
-        // Redis expires done records itself (PEXPIREAT).
+    async fn sweep(&self, _now: u64, _unknown_ttl: u64) -> Result<u64, StoreError> {
+        // Redis expires done records, and claims a TTL after their lease,
+        // itself.
         Ok(0)
     }
 }

@@ -54,10 +54,53 @@ CREATE TABLE IF NOT EXISTS records (
     lease_until INTEGER,
     expires_at  INTEGER,
     outcome     BLOB,
+    stored_at   INTEGER,
     PRIMARY KEY (caller, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
 ";
+
+/// Added after the first schema: `stored_at` (for `Age`) and an index that
+/// lets the sweep find lapsed claims. Each step runs only where needed.
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let has_stored_at = connection
+        .prepare("SELECT 1 FROM pragma_table_info('records') WHERE name = 'stored_at'")?
+        .exists([])?;
+    if !has_stored_at {
+        connection.execute_batch("ALTER TABLE records ADD COLUMN stored_at INTEGER")?;
+    }
+    connection.execute_batch(
+        "CREATE INDEX IF NOT EXISTS records_lease ON records (lease_until) WHERE lease_until IS NOT NULL",
+    )
+}
+
+/// Creates the database file readable and writable by its owner only,
+/// whatever the umask, and tightens an existing one and its `-wal` and
+/// `-shm` files: stored answers can hold session cookies and personal
+/// data. SQLite creates `-wal` and `-shm` with the database file's mode.
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
 
 /// The page size of new databases (existing ones keep theirs).
 const PAGE_SIZE: u32 = 1024;
@@ -65,6 +108,12 @@ const PAGE_SIZE: u32 = 1024;
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        restrict_permissions(path).map_err(|e| {
+            StoreError(format!(
+                "cannot create `{}` readable by its owner only: {e}",
+                path.display()
+            ))
+        })?;
         let connection = Connection::open(path).map_err(|e| {
             StoreError(format!(
                 "cannot open the SQLite database `{}`: {e}",
@@ -80,6 +129,7 @@ impl SqliteStore {
                 "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; \
                  PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; {SCHEMA}"
             ))
+            .and_then(|()| migrate(&connection))
             .and_then(|()| connection.query_row("PRAGMA page_size", [], |row| row.get(0)))
             .and_then(|page_size: u32| {
                 let limits = checkpoint::Limits::for_page_size(page_size);
@@ -138,7 +188,7 @@ impl SqliteStore {
 fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRow>> {
     connection
         .prepare_cached(
-            "SELECT fingerprint, token, lease_until, expires_at, outcome FROM records WHERE caller = ?1 AND key = ?2",
+            "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at FROM records WHERE caller = ?1 AND key = ?2",
         )?
         .query_row(
             params![&id.caller[..], &id.key],
@@ -149,6 +199,7 @@ fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRo
                     lease_until: row.get(2)?,
                     expires_at: row.get(3)?,
                     outcome: row.get(4)?,
+                    stored_at: row.get(5)?,
                 })
             },
         )
@@ -161,6 +212,7 @@ struct RawRow {
     lease_until: Option<i64>,
     expires_at: Option<i64>,
     outcome: Option<Vec<u8>>,
+    stored_at: Option<i64>,
 }
 
 impl RawRow {
@@ -177,11 +229,21 @@ impl RawRow {
                 fingerprint,
                 outcome: decode_outcome(&outcome)?,
                 expires_at: expires as u64,
+                stored_at: self.stored_at.map(|at| at as u64),
             }),
             _ => Err(corrupt()),
         }
     }
 }
+
+/// One batch of expired done records.
+const SWEEP_EXPIRED: &str = "DELETE FROM records WHERE (caller, key) IN
+    (SELECT caller, key FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 100)";
+
+/// One batch of lapsed claims, turned into "outcome unknown".
+const SWEEP_LAPSED: &str = "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?2, outcome = ?3, stored_at = ?1
+    WHERE (caller, key) IN
+    (SELECT caller, key FROM records WHERE lease_until IS NOT NULL AND lease_until <= ?1 LIMIT 100)";
 
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -205,6 +267,10 @@ impl Store for SqliteStore {
                 if let Some(row) = read(c, &id)?
                     && row.expires_at.is_none_or(|expires| expires > ms(now))
                 {
+                    // Our own claim, written by a call whose answer was lost.
+                    if row.token.as_deref() == Some(&token[..]) {
+                        return Ok(None);
+                    }
                     return Ok(Some(row));
                 }
                 let inserted = c.prepare_cached("INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -249,12 +315,12 @@ impl Store for SqliteStore {
         token: &Token,
         outcome: &Outcome,
         expires_at: u64,
-        _now: u64,
+        now: u64,
     ) -> Result<bool, StoreError> {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
         self.run(move |c| {
             c.prepare_cached(
-                "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5
+                "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
                  WHERE caller = ?1 AND key = ?2 AND token = ?3",
             )?
             .execute(params![
@@ -262,7 +328,8 @@ impl Store for SqliteStore {
                 &id.key,
                 &token[..],
                 ms(expires_at),
-                outcome
+                outcome,
+                ms(now)
             ])
             .map(|n| n == 1)
         })
@@ -290,7 +357,7 @@ impl Store for SqliteStore {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
         let row = self
             .run(move |c| {
-                c.prepare_cached("UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5
+                c.prepare_cached("UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
                      WHERE caller = ?1 AND key = ?2 AND token = ?3 AND lease_until <= ?6")?.execute(params![&id.caller[..], &id.key, &token[..], ms(expires_at), outcome, ms(now)])?;
                 read(c, &id)
             })
@@ -302,16 +369,47 @@ impl Store for SqliteStore {
         self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 
-    async fn sweep(&self, now: u64) -> Result<u64, StoreError> {
-        // Can delete many rows: never on the caller's thread.
-        self.run_blocking(move |c| {
-            c.prepare_cached(
-                "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-            )?
-            .execute(params![ms(now)])
-            .map(|n| n as u64)
-        })
-        .await
+    async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
+        // In batches of SWEEP_BATCH rows, each its own transaction on the
+        // blocking pool, paced: between two batches the connection is free,
+        // so a request waits for at most one batch, not for the whole
+        // backlog (docs/performance.md has the measurements).
+        let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
+        let mut touched = 0;
+        for statement in [SWEEP_EXPIRED, SWEEP_LAPSED] {
+            loop {
+                let unknown = unknown.clone();
+                let started = std::time::Instant::now();
+                let n = self
+                    .run_blocking(move |c| {
+                        let mut statement = c.prepare_cached(statement)?;
+                        if statement.parameter_count() == 1 {
+                            statement.execute(params![ms(now)])
+                        } else {
+                            statement.execute(params![
+                                ms(now),
+                                ms(now.saturating_add(unknown_ttl)),
+                                unknown
+                            ])
+                        }
+                    })
+                    .await? as u64;
+                touched += n;
+                if n < super::SWEEP_BATCH as u64 {
+                    break;
+                }
+                // A pause three times as long as the batch: requests waiting
+                // for the connection get it (a mutex is not fair: a sweep
+                // that took it again at once kept claims waiting for
+                // seconds), and the WAL grows slowly enough that the
+                // checkpoints keep up without a long locked pass.
+                tokio::time::sleep(
+                    (started.elapsed() * 3).max(std::time::Duration::from_millis(1)),
+                )
+                .await;
+            }
+        }
+        Ok(touched)
     }
 }
 
@@ -319,6 +417,15 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The sweep stops when a batch is short of SWEEP_BATCH rows, so its
+    /// statements must take exactly that many.
+    #[test]
+    fn the_sweep_statements_take_one_batch() {
+        let limit = format!("LIMIT {})", super::super::SWEEP_BATCH);
+        assert!(SWEEP_EXPIRED.ends_with(&limit), "{SWEEP_EXPIRED}");
+        assert!(SWEEP_LAPSED.ends_with(&limit), "{SWEEP_LAPSED}");
+    }
 
     /// On a single-threaded runtime a call that waited for the lock on the
     /// runtime's thread would stop everything, including the task that

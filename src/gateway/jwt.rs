@@ -1,0 +1,296 @@
+//! Bearer JWTs verified against a JWKS, so that a caller is who its token's
+//! verified claims say (`iss` and `sub` by default), not the bytes of a
+//! token that is minted afresh for every CI job attempt.
+//!
+//! Verification is required, not optional: a replay is answered without the
+//! upstream, so an unverified claim would let anyone read another caller's
+//! stored answer by writing a token with that caller's `sub`. A token is
+//! accepted when its signature verifies with a key of the JWKS (RS256,
+//! RS384, RS512, PS256, PS384, PS512, ES256, ES384: asymmetric algorithms
+//! only; `none` and HMAC never, so a public key can never serve as an HMAC
+//! secret), its `iss` and `aud` are among those configured, and `exp` (and
+//! `nbf` when present) hold within the leeway. The signature work is
+//! `jsonwebtoken`'s.
+//!
+//! A JWKS from a URL is fetched at start-up, and again when a token names
+//! an unknown `kid` (keys rotate): the first time at once, then at most
+//! once per [`REFRESH_EVERY`], so a stream of made-up `kid`s cannot turn
+//! into a stream of fetches.
+
+use super::config::{JwksSource, JwtSettings};
+use crate::shared::framing::FramedHasher;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// The shortest time between two fetches of the JWKS.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// Largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// The algorithms a token may be signed with.
+const ACCEPTED: [Algorithm; 8] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
+
+/// Why a token was not accepted (the `401` detail; never quotes the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// No `Authorization: Bearer …`.
+    #[error(
+        "the request carries no bearer token (Authorization: Bearer <JWT>), which this gateway needs to tell callers apart"
+    )]
+    Missing,
+    /// Not a JWT, or an unsupported header.
+    #[error("the bearer token is not a JWT this gateway can read")]
+    Malformed,
+    /// `alg` is `none`, HMAC, or otherwise not accepted.
+    #[error("the token's algorithm is not accepted (RS*, PS* and ES256/ES384 only)")]
+    Algorithm,
+    /// No key of the JWKS matches.
+    #[error("the token is signed with a key this gateway does not know")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature does not verify")]
+    Signature,
+    /// `exp` passed (or `nbf` not reached).
+    #[error("the token has expired or is not valid yet")]
+    Expired,
+    /// `iss` is not accepted.
+    #[error("the token's issuer is not accepted")]
+    Issuer,
+    /// `aud` is not accepted.
+    #[error("the token's audience is not accepted")]
+    Audience,
+    /// A claim that identifies callers is missing.
+    #[error("the token lacks the claim `{0}`, which identifies callers here")]
+    MissingClaim(String),
+}
+
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    /// The `alg` the JWK declares, when it does.
+    alg: Option<Algorithm>,
+}
+
+/// A verifier with its keys.
+pub struct Jwt {
+    settings: JwtSettings,
+    http: reqwest::Client,
+    keys: RwLock<Vec<Key>>,
+    /// When an unknown `kid` last caused a fetch.
+    refreshed: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Parses a JWKS document into keys; keys of unsupported types are skipped.
+fn parse(document: &[u8]) -> Result<Vec<Key>, String> {
+    let set: JwkSet =
+        serde_json::from_slice(document).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let keys: Vec<Key> = set
+        .keys
+        .iter()
+        .filter(|jwk| {
+            // Public keys only: an `oct` (HMAC) key must never verify a token.
+            matches!(
+                jwk.algorithm,
+                AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_)
+            )
+        })
+        .filter_map(|jwk| {
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+            Some(Key {
+                kid: jwk.common.key_id.clone(),
+                key,
+                alg,
+            })
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err("the JWKS holds no RSA or EC key".to_owned());
+    }
+    Ok(keys)
+}
+
+impl Jwt {
+    /// Loads the keys: fetches the URL or reads the file.
+    pub async fn load(settings: JwtSettings, http: reqwest::Client) -> Result<Self, String> {
+        let keys = fetch(&settings.jwks, &http).await?;
+        Ok(Self {
+            settings,
+            http,
+            keys: RwLock::new(keys),
+            refreshed: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The caller hash from a verified `Authorization` bearer token.
+    pub async fn caller(&self, authorization: Option<&str>) -> Result<[u8; 32], Rejection> {
+        let token = authorization
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
+            .ok_or(Rejection::Missing)?;
+        let claims = self.verify(token).await?;
+        let mut hasher = FramedHasher::default();
+        hasher.field(b"jwt");
+        for name in &self.settings.claims {
+            let value = claims
+                .get(name)
+                .ok_or_else(|| Rejection::MissingClaim(name.clone()))?;
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            hasher.field(name.as_bytes()).field(text.as_bytes());
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Verifies `token`; returns its claims.
+    pub async fn verify(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        if !ACCEPTED.contains(&header.alg) {
+            return Err(Rejection::Algorithm);
+        }
+        let kid = header.kid.clone();
+        match self.verify_with_known_keys(token, header.alg, kid.as_deref()) {
+            Err(Rejection::UnknownKey) if self.take_refresh() => {
+                self.refresh().await;
+                self.verify_with_known_keys(token, header.alg, kid.as_deref())
+            }
+            result => result,
+        }
+    }
+
+    fn verify_with_known_keys(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Rejection> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let candidates: Vec<&Key> = keys
+            .iter()
+            .filter(|key| kid.is_none() || key.kid.as_deref() == kid)
+            .filter(|key| key.alg.is_none_or(|declared| declared == alg))
+            .collect();
+        if candidates.is_empty() {
+            return Err(Rejection::UnknownKey);
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&self.settings.issuers);
+        validation.set_audience(&self.settings.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.settings.leeway.as_secs();
+        let mut last = Rejection::Signature;
+        for key in candidates {
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                &key.key,
+                &validation,
+            ) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => last = rejection(&e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Whether this request may fetch the JWKS again; marks the fetch at
+    /// once, so concurrent requests with unknown `kid`s fetch once, and a
+    /// failing JWKS server is asked once per interval, not once per request.
+    fn take_refresh(&self) -> bool {
+        if !matches!(self.settings.jwks, JwksSource::Url(_)) {
+            return false;
+        }
+        let mut refreshed = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+        if refreshed.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+            return false;
+        }
+        *refreshed = Some(Instant::now());
+        true
+    }
+
+    async fn refresh(&self) {
+        match fetch(&self.settings.jwks, &self.http).await {
+            Ok(fresh) => {
+                let count = fresh.len();
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                tracing::info!(keys = count, "JWKS refreshed for an unknown key id");
+            }
+            Err(error) => tracing::warn!(%error, "JWKS refresh failed; keeping the keys we have"),
+        }
+    }
+}
+
+fn rejection(error: &jsonwebtoken::errors::Error) -> Rejection {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match error.kind() {
+        ExpiredSignature | ImmatureSignature => Rejection::Expired,
+        InvalidIssuer => Rejection::Issuer,
+        InvalidAudience => Rejection::Audience,
+        MissingRequiredClaim(claim) => Rejection::MissingClaim(claim.clone()),
+        InvalidAlgorithm | InvalidAlgorithmName => Rejection::Algorithm,
+        InvalidSignature | InvalidEcdsaKey | InvalidRsaKey(_) => Rejection::Signature,
+        _ => Rejection::Malformed,
+    }
+}
+
+async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, String> {
+    match source {
+        JwksSource::File(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read the JWKS file `{}`: {e}", path.display()))?;
+            parse(&bytes).map_err(|e| format!("the JWKS file `{}`: {e}", path.display()))
+        }
+        JwksSource::Url(url) => {
+            let shown = crate::shared::redact::redact_url(url);
+            let response = http
+                .get(url.clone())
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot fetch the JWKS from {shown}: {}",
+                        crate::shared::http_error::error_chain(&e)
+                    )
+                })?;
+            if !response.status().is_success() {
+                return Err(format!(
+                    "the JWKS at {shown} answered HTTP {}",
+                    response.status().as_u16()
+                ));
+            }
+            let bytes = response.bytes().await.map_err(|e| {
+                format!(
+                    "the JWKS from {shown} broke off: {}",
+                    crate::shared::http_error::error_chain(&e)
+                )
+            })?;
+            if bytes.len() > MAX_JWKS_BYTES {
+                return Err(format!("the JWKS at {shown} is larger than 1 MiB"));
+            }
+            parse(&bytes).map_err(|e| format!("the JWKS at {shown}: {e}"))
+        }
+    }
+}

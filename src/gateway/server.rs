@@ -1,0 +1,368 @@
+//! The listener: accepts connections within limits and serves each with
+//! hyper (HTTP/1.1, and HTTP/2 with prior knowledge), then shuts down
+//! gracefully.
+//!
+//! Limits, each a flag with a safe default, as mature proxies ship them:
+//! - `--max-connections`: past it, a new connection is answered `503` with
+//!   `Retry-After` and closed; the others go on.
+//! - `--header-timeout`: a connection that has not sent a whole request
+//!   head within it of being accepted (a slowloris) is closed; for HTTP/1.1
+//!   hyper applies the same limit to every request head.
+//! - `--idle-timeout`: a connection with no request in progress and no
+//!   bytes moving for that long (sampled: up to half as long again) is
+//!   closed gracefully.
+//! - `--max-streams`: concurrent HTTP/2 streams per connection.
+//!
+//! Request bodies have their own limits (`super::body`). On shutdown the
+//! listener stops accepting, open connections finish their requests, and
+//! forwards whose clients went away still finish and are stored, all within
+//! one deadline (`--shutdown-timeout`).
+
+use super::proxy::Gateway;
+use super::store::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+/// The listener's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time for a whole request head.
+    pub header_timeout: Duration,
+    /// Time a connection may sit idle.
+    pub idle_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: usize,
+    /// Time open requests and orphaned forwards get on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_streams: 64,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The answer to a connection over `--max-connections`.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/problem+json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 198\r\n\r\n\
+{\"type\":\"urn:idempotency-gateway:problem:too-many-connections\",\"title\":\"Too many connections\",\"status\":503,\"detail\":\"the gateway has as many connections as it accepts; retry after a moment\"}";
+
+/// Serves until `shutdown` completes, then stops accepting, lets open
+/// requests and in-flight forwards finish within `limits.shutdown_timeout`,
+/// and returns.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> std::io::Result<()> {
+    // `None` while serving; on shutdown, the one deadline for everything.
+    let (stop, stopped) = watch::channel(None::<Instant>);
+    let sweeper = tokio::spawn(sweep(gateway.clone(), stopped.clone()));
+    let admin = admin.map(|listener| {
+        let router = super::admin::router(gateway.clone());
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let until_stopped = async move {
+                let _ = stopped.wait_for(Option::is_some).await;
+            };
+            axum::serve(listener, router)
+                .with_graceful_shutdown(until_stopped)
+                .await
+        })
+    });
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before accept:
+                // the listener itself is fine; back off a moment.
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            gateway.metrics.connection_refused();
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        let (builder, app, stopped) = (builder.clone(), gateway.clone(), stopped.clone());
+        let open = gateway.metrics.connection_opened();
+        connections.spawn(async move {
+            serve_connection(stream, &builder, app, stopped, limits).await;
+            drop((slot, open));
+        });
+    }
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    let deadline = Instant::now() + limits.shutdown_timeout;
+    let _ = stop.send(Some(deadline));
+    connections.close();
+    if tokio::time::timeout_at(deadline, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached with requests still open");
+    }
+    // Forwards whose clients went away still finish and are stored, within
+    // what is left of the same deadline.
+    gateway.forwards.close();
+    if tokio::time::timeout_at(deadline, gateway.forwards.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown timeout reached with forwards in flight; their keys become outcome unknown"
+        );
+    }
+    sweeper.abort();
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    Ok(())
+}
+
+/// Answers a connection over the limit and closes it.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(OVER_CAPACITY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// What one connection shares with its watchdog. Plain flags and counters
+/// (no clock read per read or write): the watchdog samples them.
+struct Activity {
+    /// Set whenever bytes are read or written; cleared by the watchdog.
+    moved: AtomicBool,
+    /// Requests being answered now.
+    in_flight: AtomicUsize,
+    /// Requests begun on this connection.
+    begun: AtomicUsize,
+    /// The watchdog's verdict, to the connection.
+    verdict: Notify,
+    /// What the verdict is: `true` to drop the connection at once (no
+    /// request head yet), `false` to close it gracefully (idle).
+    drop_now: AtomicBool,
+}
+
+/// Counts a request as in flight while it is being answered.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.moved.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Watches one connection, in a task of its own so that serving requests
+/// costs no timer: a connection that began no request within
+/// `--header-timeout` of being accepted is dropped; one that moved no byte
+/// and had no request in progress for two samples half `--idle-timeout`
+/// apart (so idle for between one and one and a half `--idle-timeout`) is
+/// closed gracefully.
+async fn watchdog(activity: Arc<Activity>, limits: Limits) {
+    tokio::time::sleep(limits.header_timeout).await;
+    if activity.begun.load(Ordering::Relaxed) == 0 {
+        activity.drop_now.store(true, Ordering::Relaxed);
+        activity.verdict.notify_one();
+        return;
+    }
+    let sample = (limits.idle_timeout / 2).max(Duration::from_millis(1));
+    let mut idle_samples = 0;
+    loop {
+        tokio::time::sleep(sample).await;
+        let moved = activity.moved.swap(false, Ordering::Relaxed);
+        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+        idle_samples = if moved || busy { 0 } else { idle_samples + 1 };
+        if idle_samples >= 2 {
+            activity.verdict.notify_one();
+            return;
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    app: Arc<Gateway>,
+    mut stopped: watch::Receiver<Option<Instant>>,
+    limits: Limits,
+) {
+    let activity = Arc::new(Activity {
+        moved: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        begun: AtomicUsize::new(0),
+        verdict: Notify::new(),
+        drop_now: AtomicBool::new(false),
+    });
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            activity.begun.fetch_add(1, Ordering::Relaxed);
+            let guard = InFlight(activity.clone());
+            let gateway = app.clone();
+            async move {
+                // The proxy is the whole application: called directly, no
+                // router in between (every path is the upstream's).
+                let response = super::proxy::handle(
+                    axum::extract::State(gateway),
+                    request.map(axum::body::Body::new),
+                )
+                .await;
+                drop(guard);
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
+    };
+    let watching = tokio::spawn(watchdog(activity.clone(), limits));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let verdict = activity.verdict.notified();
+    tokio::pin!(verdict);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            _ = stopped.wait_for(Option::is_some), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = verdict.as_mut(), if !closing => {
+                if activity.drop_now.load(Ordering::Relaxed) {
+                    // Never sent a request head: a slowloris, or a client
+                    // that connected and forgot. Nothing to finish.
+                    break;
+                }
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+    watching.abort();
+}
+
+/// A stream that flags when bytes move.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.moved.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Deletes expired records and turns lapsed leases into "outcome unknown"
+/// now and then (expired records are never replayed even before this runs).
+async fn sweep(gateway: Arc<Gateway>, mut stopped: watch::Receiver<Option<Instant>>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stopped.wait_for(Option::is_some) => return,
+        }
+        let now = gateway.now_ms();
+        match gateway.store().sweep(now, gateway.sweep_ttl_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "swept expired records and lapsed claims"),
+            Err(error) => tracing::warn!(%error, "sweeping expired records failed"),
+        }
+    }
+}

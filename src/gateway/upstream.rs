@@ -1,0 +1,203 @@
+//! The upstream client: sends a request to `--upstream` with the request
+//! target exactly as received (see [`super::target`]) and the end-to-end
+//! headers only (see [`super::hop`]), over pooled keep-alive connections
+//! (HTTP/1.1, or HTTP/2 where TLS negotiates it), and reads or streams the
+//! answer. Failures are sorted by what they mean for idempotency: nothing
+//! reached the upstream ([`Failure::NotSent`]) or it may have acted
+//! ([`Failure::Unknown`]).
+
+use super::hop;
+use super::target::Base;
+use crate::shared::http_error::describe;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, Response, request::Parts};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// Why there is no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing reached the upstream (DNS, refused, TLS handshake).
+    NotSent(String),
+    /// Sent; whether it acted is unknown (reset, timeout, cut-off answer).
+    Unknown(String),
+}
+
+/// An answer read whole, within `limit` bytes.
+pub struct Complete {
+    /// Status code.
+    pub status: u16,
+    /// End-to-end headers, in order, repeated ones kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as sent (content encoding untouched).
+    pub body: Vec<u8>,
+}
+
+/// An answer larger than the limit: what was read, and the rest.
+pub struct TooLarge {
+    /// Status code.
+    pub status: u16,
+    /// End-to-end headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The bytes read so far.
+    pub prefix: Vec<u8>,
+    /// The rest of the body, still streaming.
+    pub rest: Incoming,
+}
+
+/// A read answer.
+pub enum Answer {
+    /// Whole, within the limit.
+    Complete(Complete),
+    /// Too large to keep.
+    TooLarge(TooLarge),
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The upstream and the client that reaches it.
+pub struct Upstream {
+    client: Client<Connector, Body>,
+    base: Base,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `url` whose answers must be complete within `timeout`.
+    pub fn new(url: &url::Url, timeout: Duration) -> Result<Self, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Self {
+            client,
+            base: Base::new(url)?,
+            timeout,
+        })
+    }
+
+    /// The time an answer must be complete within.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `parts` (its target already checked) with `body`; returns the
+    /// answer's head and its streaming body. Bounded by the timeout only up
+    /// to the head: the caller bounds the body.
+    pub async fn send(&self, parts: &Parts, body: Body) -> Result<Response<Incoming>, Failure> {
+        let target = parts
+            .uri
+            .path_and_query()
+            .ok_or_else(|| Failure::NotSent("the request has no target".to_owned()))?;
+        let uri = self.base.uri(target).map_err(Failure::NotSent)?;
+        let mut request = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(body)
+            .map_err(|e| Failure::NotSent(describe(&e)))?;
+        let headers = request.headers_mut();
+        for (name, value) in &parts.headers {
+            headers.append(name, value.clone());
+        }
+        hop::strip_for_forwarding(headers);
+        let sent = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+        match sent {
+            Err(_) => Err(Failure::Unknown(format!(
+                "no answer within {}",
+                crate::shared::units::show(self.timeout)
+            ))),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::NotSent(describe(&e))),
+            Ok(Err(e)) => Err(Failure::Unknown(describe(&e))),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// Sends, then reads the answer whole when it fits in `limit` bytes,
+    /// all within the timeout.
+    pub async fn call(&self, parts: &Parts, body: Body, limit: usize) -> Result<Answer, Failure> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let response = self.send(parts, body).await?;
+        let (head, mut incoming) = response.into_parts();
+        let status = head.status.as_u16();
+        let headers = end_to_end(head.headers);
+        let mut body = Vec::new();
+        loop {
+            let frame = tokio::time::timeout_at(deadline, incoming.frame()).await;
+            match frame {
+                Err(_) => {
+                    return Err(Failure::Unknown(format!(
+                        "the answer did not complete within {}",
+                        crate::shared::units::show(self.timeout)
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Failure::Unknown(format!(
+                        "the answer broke off: {}",
+                        describe(&e)
+                    )));
+                }
+                Ok(Some(Ok(frame))) => {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue; // trailers are hop-by-hop here
+                    };
+                    body.extend_from_slice(&chunk);
+                    if body.len() > limit {
+                        return Ok(Answer::TooLarge(TooLarge {
+                            status,
+                            headers,
+                            prefix: body,
+                            rest: incoming,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(Answer::Complete(Complete {
+            status,
+            headers,
+            body,
+        }))
+    }
+
+    /// Proxies a request as it is (streaming its body and the answer's).
+    pub async fn pass_through(&self, parts: &Parts, body: Body) -> Result<Response<Body>, Failure> {
+        let response = self.send(parts, body).await?;
+        let (mut head, incoming) = response.into_parts();
+        hop::strip(&mut head.headers);
+        Ok(Response::from_parts(head, Body::new(incoming)))
+    }
+}
+
+/// The answer's end-to-end headers as stored: names and raw values, in order.
+fn end_to_end(mut headers: HeaderMap) -> Vec<(String, Vec<u8>)> {
+    hop::strip(&mut headers);
+    headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut out = Vec::with_capacity(headers.len());
+    let mut last = None;
+    for (name, value) in headers {
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        if let Some(name) = &last {
+            out.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
+        }
+    }
+    out
+}

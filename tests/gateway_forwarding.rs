@@ -1,0 +1,487 @@
+//! What the gateway forwards, stores and says: the request target exactly
+//! as fingerprinted and never above the upstream's prefix, no hop-by-hop
+//! header in either direction, covered methods that letter case cannot
+//! bypass, claims that a disconnect or a slow store cannot orphan,
+//! "outcome unknown" replayed as a replay and understood by the client,
+//! no secret in the log, store files for the owner only. The real binary
+//! on 127.0.0.1.
+#![cfg(all(feature = "gateway", unix))]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+use support::gateway::{Gateway, http, raw, runtime, status_of};
+use support::redis::RedisServer;
+use support::{Reply, Response, Server, client, counting, github_env, read_outputs};
+
+/// A raw POST of `target` with a key, closing after the answer.
+fn raw_post(gateway: &Gateway, method: &str, target: &str, key: &str) -> String {
+    raw(
+        &gateway.url,
+        &format!(
+            "{method} {target} HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: {key}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        ),
+    )
+}
+
+#[test]
+fn targets_that_could_leave_the_prefix_are_refused() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::spawn(Gateway::command_for(
+        &upstream.url("/api"),
+        &["--store", "memory"],
+    ));
+    for (n, target) in [
+        "/../admin/users",
+        "/v1/../../admin/users",
+        "/%2e%2e/admin/users",
+        "/%2E%2E/admin/users",
+        "/.%2E/admin/users",
+        "/%2e./admin/users",
+        "/..%2fadmin/users",
+        "/..%2Fadmin%2Fusers",
+        "/..\\admin\\users",
+        "/..%5cadmin",
+        "/..%5Cadmin",
+        "/v1/./deployments",
+        "/v1/%2e/deployments",
+        "/..",
+        "/..?x=1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for method in ["POST", "GET"] {
+            let answer = raw_post(&gateway, method, target, &format!("prefix-{n}"));
+            assert_eq!(status_of(&answer), 400, "{method} {target}: {answer}");
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn the_target_reaches_the_upstream_exactly_as_sent_under_the_prefix() {
+    let (upstream, _) = counting();
+    let gateway = Gateway::spawn(Gateway::command_for(
+        &upstream.url("/api"),
+        &["--store", "memory"],
+    ));
+    let targets = [
+        "/v1/\"quoted\"/{id}/'s/caf%C3%A9/%7e/a%2Fb?q=a%20b&r={c}&s='t'&u=%zz",
+        "/v1//double//slashes/?empty=&=x&flag",
+        "/a..b/.well-known/x.json",
+        "/v1/deployments/%2e%2ex",
+    ];
+    for (n, target) in targets.iter().enumerate() {
+        for method in ["POST", "GET"] {
+            let answer = raw_post(&gateway, method, target, &format!("exact-{n}-{method}"));
+            assert_eq!(status_of(&answer), 201, "{method} {target}: {answer}");
+            let seen = upstream.requests().last().unwrap().path.clone();
+            assert_eq!(seen, format!("/api{target}"), "{method}");
+        }
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed_in_both_directions_and_from_the_record() {
+    let upstream = Server::start(|_| {
+        Reply::Respond(
+            Response::new(201)
+                .header("connection", "X-Upstream-Hop, keep-alive")
+                .header("x-upstream-hop", "internal")
+                .header("keep-alive", "timeout=5")
+                .header("x-end-to-end", "kept")
+                .body("{}"),
+        )
+    });
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let send = |hop_value: &str| {
+        raw(
+            &gateway.url,
+            &format!(
+                "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: hop\r\n\
+                 Connection: X-Client-Hop, close\r\nX-Client-Hop: {hop_value}\r\n\
+                 Keep-Alive: timeout=9\r\nTE: trailers\r\nX-Forward-Me: yes\r\n\
+                 Content-Length: 2\r\n\r\n{{}}"
+            ),
+        )
+        .to_ascii_lowercase()
+    };
+    let first = send("one");
+    let seen = &upstream.requests()[0];
+    for name in ["x-client-hop", "keep-alive", "te"] {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} reached the upstream: {:?}",
+            seen.headers
+        );
+    }
+    assert!(
+        seen.header("connection")
+            .is_none_or(|v| !v.to_ascii_lowercase().contains("x-client-hop")),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-forward-me"), Some("yes"));
+    // A hop-by-hop header is not part of the request: other values, same
+    // request, so the record is replayed (not 422).
+    let replay = send("two");
+    assert!(replay.starts_with("http/1.1 201"), "{replay}");
+    assert!(replay.contains("idempotent-replayed: true"), "{replay}");
+    for answer in [&first, &replay] {
+        assert!(!answer.contains("x-upstream-hop"), "{answer}");
+        assert!(!answer.contains("timeout=5"), "{answer}");
+        assert!(answer.contains("x-end-to-end: kept"), "{answer}");
+    }
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// Frameworks run `post` as POST; the gateway refuses a covered method in
+/// another letter case instead of passing it through unguarded.
+#[test]
+fn a_covered_method_in_another_letter_case_is_refused() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory", "--require-key"]);
+    for method in ["post", "Post", "pOST", "patch", "Patch"] {
+        let with_key = raw_post(&gateway, method, "/deployments", "case");
+        assert_eq!(status_of(&with_key), 400, "{method}: {with_key}");
+        assert!(with_key.contains("upper case"), "{with_key}");
+        let without_key = raw(
+            &gateway.url,
+            &format!(
+                "{method} /deployments HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+        );
+        assert_eq!(status_of(&without_key), 400, "{method} without a key");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        status_of(&raw_post(&gateway, "POST", "/deployments", "case")),
+        201
+    );
+}
+
+/// An upstream that resets the connection after reading the request: it
+/// may have acted.
+fn resetting() -> Server {
+    Server::start(|_| Reply::Reset)
+}
+
+#[test]
+fn outcome_unknown_is_replayed_as_a_replay_and_the_client_stops_at_once() {
+    let upstream = resetting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let run = |attempt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let assert = client()
+            .envs(github_env(dir.path()))
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .args([
+                "--url",
+                &format!("{}/deployments", gateway.url),
+                "--json",
+                "{}",
+            ])
+            // 502 is retried by default; "outcome unknown" must not be.
+            .args(["--max-attempts", "5", "--retry-delay", "10ms"])
+            .assert()
+            .code(1);
+        let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+        (read_outputs(dir.path()), log)
+    };
+    let (first, log) = run("1");
+    assert_eq!(first["status"], "502");
+    assert_eq!(first["attempts"], "1", "not retried");
+    assert_eq!(first["replayed"], "false");
+    assert!(
+        first["error"].contains("whether the API acted is unknown"),
+        "{}",
+        first["error"]
+    );
+    assert!(
+        first["error"].contains("not send the request again"),
+        "{}",
+        first["error"]
+    );
+    assert!(!first["error"].contains("Re-running the job is safe"));
+    assert!(log.contains("Outcome unknown"), "{log}");
+    let (rerun, _) = run("2");
+    assert_eq!(rerun["attempts"], "1");
+    assert_eq!(rerun["replayed"], "true", "the stored outcome is a replay");
+    assert!(rerun["body"].contains("urn:idempotency-gateway:problem:outcome-unknown"));
+    assert_eq!(upstream.requests().len(), 1, "never sent again");
+}
+
+#[test]
+fn a_replayed_not_stored_answer_is_marked_as_a_replay() {
+    let upstream = Server::start(|_| Reply::Respond(Response::new(200).body(vec![b'x'; 4096])));
+    let gateway = Gateway::start(&upstream, &["--store", "memory", "--max-body", "1KiB"]);
+    let first = raw_post(&gateway, "POST", "/export", "big");
+    assert_eq!(status_of(&first), 200, "passed through once");
+    assert!(!first.to_ascii_lowercase().contains("idempotent-replayed"));
+    let second = raw_post(&gateway, "POST", "/export", "big").to_ascii_lowercase();
+    assert_eq!(status_of(&second), 502);
+    assert!(second.contains("idempotent-replayed: true"), "{second}");
+    assert!(second.contains("outcome-not-stored"), "{second}");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// A client that gives up while its claim waits for the store. The claim
+/// commits later; the forward must still happen (or the claim be
+/// released), never "claimed, not forwarded, 409 then outcome unknown".
+fn a_disconnect_during_the_claim_still_forwards(
+    store_args: &[&str],
+    hold_store: impl FnOnce() -> Box<dyn FnOnce()>,
+) {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, store_args);
+    assert_eq!(
+        status_of(&raw_post(&gateway, "POST", "/warm-up", "warm-up")),
+        201
+    );
+    let let_go = hold_store();
+    // Two impatient clients, so one claim also waits behind the other for
+    // the SQLite connection (the blocking pool at either durability).
+    let impatient = |key: &'static str| {
+        let url = gateway.url.clone();
+        std::thread::spawn(move || {
+            runtime().block_on(async move {
+                http()
+                    .post(format!("{url}/deployments"))
+                    .header("idempotency-key", key)
+                    .timeout(Duration::from_millis(300))
+                    .body("{}")
+                    .send()
+                    .await
+                    .is_err()
+            })
+        })
+    };
+    let (a, b) = (impatient("orphan-a"), impatient("orphan-b"));
+    assert!(a.join().unwrap() && b.join().unwrap(), "both gave up");
+    let_go();
+    // A claim written before its client left was forwarded; a request the
+    // gateway had not claimed yet was not. Either way the retry succeeds
+    // (no 409 until "outcome unknown"), and each key acted once.
+    for key in ["orphan-a", "orphan-b"] {
+        let dir = tempfile::tempdir().unwrap();
+        client()
+            .envs(github_env(dir.path()))
+            .args([
+                "--url",
+                &format!("{}/deployments", gateway.url),
+                "--body",
+                "{}",
+            ])
+            .args([
+                "--idempotency-key",
+                key,
+                "--retry-delay",
+                "100ms",
+                "--deadline",
+                "20s",
+            ])
+            .assert()
+            .success();
+        let forwarded = upstream
+            .requests()
+            .iter()
+            .filter(|r| r.header("idempotency-key") == Some(key))
+            .count();
+        assert_eq!(forwarded, 1, "{key}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    drop(gateway);
+}
+
+/// Holds SQLite's write lock from another connection until let go.
+fn hold_sqlite(path: std::path::PathBuf) -> impl FnOnce() -> Box<dyn FnOnce()> {
+    move || {
+        let (release, released) = mpsc::channel::<()>();
+        let (locked, is_locked) = mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            let _ = released.recv();
+            connection.execute_batch("ROLLBACK").unwrap();
+        });
+        is_locked.recv().unwrap();
+        Box::new(move || {
+            release.send(()).unwrap();
+            holder.join().unwrap();
+        })
+    }
+}
+
+#[test]
+fn sqlite_a_disconnect_during_the_claim_still_forwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    a_disconnect_during_the_claim_still_forwards(&["--store", &store], hold_sqlite(path));
+}
+
+#[test]
+fn sqlite_full_durability_a_disconnect_during_the_claim_still_forwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    a_disconnect_during_the_claim_still_forwards(
+        &["--store", &store, "--durability", "full"],
+        hold_sqlite(path),
+    );
+}
+
+/// Redis holds the claim script past the gateway's response timeout (2 s):
+/// the claim commits after the gateway stopped waiting for it.
+#[test]
+fn redis_a_claim_that_outlives_its_timeout_still_forwards() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let redis = Arc::new(redis);
+    let paused = redis.clone();
+    a_disconnect_during_the_claim_still_forwards(&["--store", &url], move || {
+        assert_eq!(paused.command("CLIENT PAUSE 3000 WRITE"), "+OK");
+        Box::new(|| {})
+    });
+}
+
+#[test]
+fn no_secret_reaches_the_log() {
+    let (upstream, _) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let secrets = [
+        "key-value-secret",
+        "bearer-secret",
+        "cookie-secret",
+        "body-secret",
+        "query-secret",
+    ];
+    runtime().block_on(async {
+        http()
+            .post(format!(
+                "{}/deployments?access_token=query-secret",
+                gateway.url
+            ))
+            .header("idempotency-key", "key-value-secret")
+            .header("authorization", "Bearer bearer-secret")
+            .header("cookie", "session=cookie-secret")
+            .body("{\"password\":\"body-secret\"}")
+            .send()
+            .await
+            .unwrap();
+    });
+    let line = gateway.log_line_with("request");
+    for secret in secrets {
+        assert!(!line.contains(secret), "{secret} in {line}");
+    }
+    assert!(line.contains("path=/deployments"), "{line}");
+}
+
+#[test]
+fn passwords_in_store_and_upstream_urls_never_reach_the_output() {
+    let (upstream, _) = counting();
+    let redis = RedisServer::start();
+    // A password Redis does not have: start-up fails, and says so without it.
+    let store = format!("redis://user:hunter2-store@127.0.0.1:{}/0", redis.port);
+    let output = Gateway::command(&upstream, &["--store", &store])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("redis://") && stderr.contains("127.0.0.1"),
+        "{stderr}"
+    );
+
+    let with_user_info = format!("http://deploy:hunter2-upstream@{}", upstream.addr);
+    let output = Gateway::command_for(&with_user_info, &["--store", "memory"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "user-info in --upstream is refused"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(stderr.contains("user-info"), "{stderr}");
+}
+
+/// `--store-password-file` keeps the password out of the URL, the process
+/// list and the environment.
+#[test]
+fn the_store_password_can_come_from_a_file() {
+    let (upstream, calls) = counting();
+    let redis = RedisServer::start_with(&["--requirepass", "from-a-file"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let store = redis.url();
+    let without = Gateway::command(&upstream, &["--store", &store])
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(1), "no password: Redis refuses");
+    let file_arg = file.display().to_string();
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &store, "--store-password-file", &file_arg],
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&raw_post(&gateway, "POST", "/deployments", "pw")),
+            201
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let sqlite = Gateway::command(
+        &upstream,
+        &["--store", "memory", "--store-password-file", &file_arg],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        sqlite.status.code(),
+        Some(2),
+        "a password for a store that takes none"
+    );
+}
+
+#[test]
+fn store_files_are_for_the_owner_only_whatever_the_umask() {
+    let (upstream, _) = counting();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    let mut command = Gateway::command(&upstream, &["--store", &store]);
+    #[allow(unsafe_code)]
+    // SAFETY: umask(2) is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let gateway = Gateway::spawn(command);
+    assert_eq!(
+        status_of(&raw_post(&gateway, "POST", "/deployments", "mode")),
+        201
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}

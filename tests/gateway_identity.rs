@@ -1,0 +1,407 @@
+//! Who the gateway thinks the caller is: verified JWT claims that survive a
+//! token minted afresh per job attempt, forged tokens refused before
+//! anything is forwarded, JWKS rotation, and a default scope under which
+//! callers who authenticate by cookie or API-key header never read each
+//! other's answers. Real processes on 127.0.0.1.
+#![cfg(all(feature = "gateway", unix))]
+
+mod support;
+
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use support::gateway::{Gateway, http, runtime};
+use support::jwt::{AUDIENCE, ISSUER, Jwks, SigningKey, claims, now};
+use support::{Reply, Response, Server, client, counting, github_env, read_outputs};
+
+fn start(upstream: &Server, jwks: &Jwks) -> Gateway {
+    let mut args = jwks.gateway_args();
+    args.extend(["--store".into(), "memory".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Gateway::start(upstream, &args)
+}
+
+/// POSTs `{}` with `key` and the given headers; status, headers, body.
+fn post(
+    gateway: &Gateway,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    runtime().block_on(async {
+        let mut request = http()
+            .post(format!("{}/deployments", gateway.url))
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body("{}");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    })
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A token service like GitHub's: every request mints a new token (a new
+/// `jti` and `iat`) for the same repository and environment.
+fn token_service(key: Arc<SigningKey>, sub: &'static str) -> (Server, Arc<Mutex<Vec<String>>>) {
+    let minted = Arc::new(Mutex::new(Vec::new()));
+    let log = minted.clone();
+    let server = Server::start(move |request| {
+        if request.header("authorization") != Some("Bearer runner-request-token") {
+            return Reply::Respond(Response::new(403).body("{}"));
+        }
+        let token = key.sign(&claims(sub));
+        log.lock().unwrap().push(token.clone());
+        Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
+    });
+    (server, minted)
+}
+
+/// The client binary, as attempt `attempt` of one GitHub Actions job, with
+/// `oidc-audience`; returns its outputs.
+fn run_client(
+    gateway: &Gateway,
+    service: &Server,
+    attempt: &str,
+) -> std::collections::HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .env("GITHUB_RUN_ATTEMPT", attempt)
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            service.url("/token?api-version=2.0"),
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
+        .args([
+            "--url",
+            &format!("{}/deployments", gateway.url),
+            "--json",
+            "{\"ref\":\"v1\"}",
+            "--oidc-audience",
+            AUDIENCE,
+        ])
+        .assert()
+        .success();
+    read_outputs(dir.path())
+}
+
+/// The product's two halves composed: a re-run mints a new OIDC token, and
+/// the gateway, identifying the caller by its verified `iss` and `sub`,
+/// still forwards once.
+#[test]
+fn an_oidc_rerun_through_the_gateway_reaches_the_upstream_once() {
+    let key = Arc::new(SigningKey::generate(Algorithm::RS256, "rsa-1"));
+    let jwks = Jwks::serve(&[&key]);
+    let (upstream, calls) = counting();
+    let gateway = start(&upstream, &jwks);
+    let (service, minted) = token_service(key, "repo:acme/app:environment:production");
+
+    let first = run_client(&gateway, &service, "1");
+    let rerun = run_client(&gateway, &service, "2");
+
+    let minted = minted.lock().unwrap().clone();
+    assert_eq!(minted.len(), 2, "one token per attempt");
+    assert_ne!(minted[0], minted[1], "the attempts sent different tokens");
+    assert_eq!(first["idempotency-key"], rerun["idempotency-key"]);
+    assert_eq!(first["replayed"], "false");
+    assert_eq!(rerun["replayed"], "true");
+    assert_eq!(rerun["body"], "{\"deployment\":1}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// The trade-off the JWT flags exist for, shown: with header scoping, a
+/// token minted per attempt makes each attempt a new caller.
+#[test]
+fn without_jwt_identity_a_new_token_is_a_new_caller() {
+    let key = Arc::new(SigningKey::generate(Algorithm::ES256, "ec-1"));
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let (service, _) = token_service(key, "repo:acme/app:ref:refs/heads/main");
+    run_client(&gateway, &service, "1");
+    let rerun = run_client(&gateway, &service, "2");
+    assert_eq!(rerun["replayed"], "false");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn another_subject_with_the_same_key_is_another_caller() {
+    let key = SigningKey::generate(Algorithm::RS256, "rsa-1");
+    let jwks = Jwks::serve(&[&key]);
+    let (upstream, calls) = counting();
+    let gateway = start(&upstream, &jwks);
+    let alice = bearer(&key.sign(&claims("repo:acme/app:ref:refs/heads/main")));
+    let mallory = bearer(&key.sign(&claims("repo:mallory/app:ref:refs/heads/main")));
+    let (_, _, first) = post(&gateway, "same-key", &[("authorization", &alice)]);
+    let (status, headers, second) = post(&gateway, "same-key", &[("authorization", &mallory)]);
+    assert_eq!((first.as_str(), status), ("{\"deployment\":1}", 201));
+    assert_eq!(second, "{\"deployment\":2}", "not alice's answer");
+    assert_eq!(headers["set-cookie"], "session=for-call-2");
+    assert!(headers.get("idempotent-replayed").is_none());
+    // Alice, with a freshly minted token, is still replayed her own answer.
+    let alice_again = bearer(&key.sign(&claims("repo:acme/app:ref:refs/heads/main")));
+    let (_, headers, third) = post(&gateway, "same-key", &[("authorization", &alice_again)]);
+    assert_eq!(third, "{\"deployment\":1}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with any header and claims and no signature.
+fn unsigned(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    format!(
+        "{}.{}.",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
+}
+
+#[test]
+fn forged_and_invalid_tokens_are_401_and_nothing_is_forwarded() {
+    let key = SigningKey::generate(Algorithm::RS256, "rsa-1");
+    let jwks = Jwks::serve(&[&key]);
+    let (upstream, calls) = counting();
+    let gateway = start(&upstream, &jwks);
+    let sub = "repo:acme/app:ref:refs/heads/main";
+    // The attacker's own key, published nowhere, under the real key's kid.
+    let impostor = SigningKey::generate(Algorithm::RS256, "rsa-1");
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims(sub);
+        change(&mut c);
+        c
+    };
+    let hs256 = {
+        let header = jsonwebtoken::Header::new(Algorithm::HS256);
+        jsonwebtoken::encode(
+            &header,
+            &claims(sub),
+            &jsonwebtoken::EncodingKey::from_secret(b"guessable").unwrap(),
+        )
+        .unwrap()
+    };
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("signed by another key", Some(impostor.sign(&claims(sub)))),
+        (
+            "another issuer",
+            Some(key.sign(&with(&|c| c["iss"] = "https://evil.example".into()))),
+        ),
+        (
+            "another audience",
+            Some(key.sign(&with(&|c| c["aud"] = "https://other.example".into()))),
+        ),
+        (
+            "expired an hour ago",
+            Some(key.sign(&with(&|c| c["exp"] = (now() - 3600).into()))),
+        ),
+        (
+            "not valid for an hour",
+            Some(key.sign(&with(&|c| c["nbf"] = (now() + 3600).into()))),
+        ),
+        (
+            "alg none",
+            Some(unsigned(
+                &serde_json::json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"}),
+                &claims(sub),
+            )),
+        ),
+        ("HMAC", Some(hs256)),
+        (
+            "a tampered payload",
+            Some({
+                let token = key.sign(&claims("repo:acme/other:ref:refs/heads/main"));
+                let parts: Vec<&str> = token.split('.').collect();
+                let forged = b64(claims(sub).to_string().as_bytes());
+                format!("{}.{forged}.{}", parts[0], parts[2])
+            }),
+        ),
+        (
+            "no sub",
+            Some(key.sign(&with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }))),
+        ),
+        ("not a JWT", Some("opaque-session-token".into())),
+        ("no token", None),
+    ];
+    for (case, token) in cases {
+        let auth = token.as_deref().map(bearer);
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        let (status, response_headers, body) = post(
+            &gateway,
+            &format!("forged-{}", case.replace(' ', "-")),
+            &headers,
+        );
+        assert_eq!(status, 401, "{case}: {body}");
+        assert_eq!(response_headers["www-authenticate"], "Bearer", "{case}");
+        assert_eq!(response_headers["content-type"], "application/problem+json");
+        assert!(
+            body.contains("urn:idempotency-gateway:problem:unauthorized"),
+            "{case}: {body}"
+        );
+        if let Some(token) = &token {
+            assert!(
+                !body.contains(token.as_str()),
+                "{case}: the token was quoted back"
+            );
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was forwarded");
+    // The genuine token still works.
+    let (status, _, _) = post(
+        &gateway,
+        "genuine",
+        &[("authorization", &bearer(&key.sign(&claims(sub))))],
+    );
+    assert_eq!(status, 201);
+}
+
+#[test]
+fn a_rotated_jwks_is_picked_up_and_made_up_key_ids_do_not_flood_it() {
+    let old = SigningKey::generate(Algorithm::RS256, "2026-11");
+    let jwks = Jwks::serve(&[&old]);
+    let (upstream, calls) = counting();
+    let gateway = start(&upstream, &jwks);
+    let sub = "project_path:acme/app:ref_type:branch:ref:main";
+    let (status, _, _) = post(
+        &gateway,
+        "before",
+        &[("authorization", &bearer(&old.sign(&claims(sub))))],
+    );
+    assert_eq!(status, 201);
+    let fetches_at_start = jwks.server.requests().len();
+    assert_eq!(fetches_at_start, 1, "fetched once at start-up");
+
+    // The issuer rotates to a new EC key; the old one is withdrawn.
+    let new = SigningKey::generate(Algorithm::ES256, "2026-12");
+    jwks.publish(&[&new]);
+    let (status, _, _) = post(
+        &gateway,
+        "after",
+        &[("authorization", &bearer(&new.sign(&claims(sub))))],
+    );
+    assert_eq!(
+        status, 201,
+        "the new kid made the gateway fetch the JWKS again"
+    );
+    assert_eq!(jwks.server.requests().len(), 2);
+
+    // Tokens naming made-up kids: refused, and at most one fetch per interval.
+    for n in 0..20 {
+        let unknown = SigningKey::generate(Algorithm::ES256, &format!("made-up-{n}"));
+        let token = bearer(&unknown.sign(&claims(sub)));
+        let (status, _, _) = post(
+            &gateway,
+            &format!("made-up-{n}"),
+            &[("authorization", &token)],
+        );
+        assert_eq!(status, 401);
+    }
+    assert_eq!(jwks.server.requests().len(), 2, "no fetch per made-up kid");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_jwks() {
+    let (upstream, _) = counting();
+    let run = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &upstream.url(""),
+                "--store",
+                "memory",
+            ])
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let missing = run(&["--jwt-jwks-file", "/nonexistent/jwks.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--jwt-issuer"));
+    let unreadable = run(&[
+        "--jwt-jwks-file",
+        "/nonexistent/jwks.json",
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ]);
+    assert_eq!(unreadable.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(
+        stderr.contains("JWKS") && stderr.contains("/nonexistent/jwks.json"),
+        "{stderr}"
+    );
+}
+
+/// With the default `--scope-headers auto`, every common way of
+/// authenticating is a caller of its own: another caller with the same key
+/// is forwarded, never replayed the first caller's answer or cookie.
+#[test]
+fn by_default_callers_apart_by_every_common_credential_header() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let mut expected_calls = 0;
+    for header in [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "private-token",
+        "x-auth-token",
+    ] {
+        let key = format!("scope-{header}");
+        let (_, _, first) = post(&gateway, &key, &[(header, "caller-a-secret")]);
+        let (status, headers, second) = post(&gateway, &key, &[(header, "caller-b-secret")]);
+        expected_calls += 2;
+        assert_eq!(status, 201, "{header}");
+        assert_ne!(
+            first, second,
+            "{header}: caller B was replayed caller A's answer"
+        );
+        assert!(headers.get("idempotent-replayed").is_none(), "{header}");
+        assert_ne!(
+            headers["set-cookie"],
+            format!("session=for-call-{}", expected_calls - 1),
+            "{header}: caller B got caller A's cookie"
+        );
+        // The same caller again is replayed its own answer.
+        let (_, headers, again) = post(&gateway, &key, &[(header, "caller-a-secret")]);
+        assert_eq!(again, first, "{header}");
+        assert_eq!(headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
+}
+
+/// `--scope-headers` names exactly the headers that identify a caller.
+#[test]
+fn named_scope_headers_replace_the_default() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", "memory", "--scope-headers", "X-Tenant"],
+    );
+    let (_, _, first) = post(&gateway, "tenant", &[("x-tenant", "a"), ("cookie", "one")]);
+    let (_, headers, second) = post(&gateway, "tenant", &[("x-tenant", "a"), ("cookie", "two")]);
+    assert_eq!(first, second, "the cookie is not part of the caller here");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, _, third) = post(&gateway, "tenant", &[("x-tenant", "b")]);
+    assert_ne!(third, first);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,344 @@
+//! The gateway cannot be taken down without credentials: attacks scaled
+//! down with lowered limits, on real sockets against the real binary. Past
+//! a limit it answers or closes, keeps its memory bounded, and goes on
+//! serving everyone else.
+#![cfg(all(feature = "gateway", unix))]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use support::gateway::{Gateway, http, metrics, rss_kib, runtime, sample, wait_until};
+use support::{Reply, Response, Server};
+
+fn upstream() -> Server {
+    Server::start(|_| {
+        Reply::Respond(
+            Response::new(201)
+                .header("content-type", "application/json")
+                .body("{\"deployment\":1}"),
+        )
+    })
+}
+
+/// The gateway on the memory store with its admin listener, and `limits`.
+fn start(upstream: &Server, limits: &[&str]) -> Gateway {
+    let mut args = vec!["--store", "memory", "--admin-listen", "127.0.0.1:0"];
+    args.extend_from_slice(limits);
+    Gateway::start(upstream, &args)
+}
+
+fn address(gateway: &Gateway) -> String {
+    gateway.url.trim_start_matches("http://").to_owned()
+}
+
+fn connect(gateway: &Gateway) -> TcpStream {
+    let stream = TcpStream::connect(address(gateway)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the peer closes (or the 30 s safety timeout); the text.
+fn read_all(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A legitimate POST with a key; its status.
+fn legitimate(gateway: &Gateway, key: &str) -> u16 {
+    runtime().block_on(async {
+        http()
+            .post(format!("{}/deployments", gateway.url))
+            .header("idempotency-key", key)
+            .body("{}")
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    })
+}
+
+const DECLARED: usize = 1_000_000;
+
+/// Many uploads that stop one byte short: only what the budget allows is
+/// held, the rest are refused at once with `503` and `Retry-After`, memory
+/// stays bounded, and a small request still goes through.
+#[test]
+fn half_sent_bodies_stay_within_the_buffer_budget() {
+    let upstream = upstream();
+    let gateway = start(
+        &upstream,
+        &["--max-body", "1000000", "--max-buffered", "2MiB"],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    assert_eq!(legitimate(&gateway, "warm-up"), 201);
+    let before = rss_kib(gateway.child.id());
+
+    let crowd = 48;
+    let almost = vec![b'x'; DECLARED - 1];
+    let mut connections = Vec::new(); // held open until the end
+    for n in 0..crowd {
+        let mut stream = connect(&gateway);
+        let head = format!(
+            "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: half-{n}\r\nContent-Length: {DECLARED}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        // A refused upload may be closed on us mid-write: that is the point.
+        let _ = stream.write_all(&almost);
+        connections.push(stream);
+    }
+    // Two bodies fit in 2 MiB; every other upload is refused.
+    wait_until("the crowd is sorted into held and refused", || {
+        let text = metrics(&admin);
+        sample(
+            &text,
+            "idempotency_gateway_requests_total{outcome=\"overloaded\"}",
+        ) == f64::from(crowd - 2)
+            && sample(&text, "idempotency_gateway_buffered_bytes") == (2 * DECLARED) as f64
+    });
+    let after = rss_kib(gateway.child.id());
+    // Unbounded, the crowd would pin 48 MB of bodies.
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(legitimate(&gateway, "legitimate"), 201);
+
+    // What an upload over the budget is told (a fresh one that sends only
+    // its head, so nothing unread turns the gateway's close into a reset).
+    let mut probe = connect(&gateway);
+    probe
+        .write_all(
+            format!("POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: probe\r\nContent-Length: {DECLARED}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let refused = read_all(&mut probe);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("urn:idempotency-gateway:problem:overloaded"),
+        "{refused}"
+    );
+    drop(connections);
+    assert_eq!(upstream.requests().len(), 2, "warm-up and legitimate only");
+}
+
+/// A body that stops arriving is answered `408` after `--body-timeout`,
+/// and its budget is returned.
+#[test]
+fn a_stalled_body_is_408_and_frees_its_budget() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--body-timeout", "1s"]);
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: stall\r\nContent-Length: 100\r\n\r\n{\"half\":")
+        .unwrap();
+    let answer = read_all(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("urn:idempotency-gateway:problem:body-timeout"),
+        "{answer}"
+    );
+    let text = metrics(gateway.admin.as_ref().unwrap());
+    assert_eq!(sample(&text, "idempotency_gateway_buffered_bytes"), 0.0);
+    assert!(upstream.requests().is_empty());
+}
+
+/// Connections that never finish their headers: past `--max-connections`
+/// new ones are refused with `503`; `--header-timeout` closes the crowd;
+/// then a legitimate request is served.
+#[test]
+fn a_slowloris_crowd_is_refused_then_cut_off() {
+    let upstream = upstream();
+    let gateway = start(
+        &upstream,
+        &["--max-connections", "16", "--header-timeout", "1s"],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let mut crowd: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = connect(&gateway);
+            stream
+                .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+                .unwrap();
+            stream
+        })
+        .collect();
+    wait_until("the crowd holds every connection", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 16.0
+    });
+    // Over the limit: refused at once, with a reason and a time to retry.
+    let mut late = connect(&gateway);
+    let refused = read_all(&mut late);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after:"),
+        "{refused}"
+    );
+    // The header timeout closes every slow connection.
+    for stream in &mut crowd {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).unwrap_or(0),
+            0,
+            "closed by the gateway"
+        );
+    }
+    wait_until("the crowd's connections are gone", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 0.0
+    });
+    assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);
+    let text = metrics(&admin);
+    assert!(sample(&text, "idempotency_gateway_connections_refused_total") >= 1.0);
+}
+
+/// A slowloris that trickles header bytes is not kept alive by them: the
+/// header timeout counts from the start of the head.
+#[test]
+fn trickled_headers_do_not_outlast_the_header_timeout() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--header-timeout", "1s"]);
+    let mut stream = connect(&gateway);
+    let head = b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    stream.set_nonblocking(true).unwrap();
+    // One byte every 100 ms would take 11 s; the gateway must close first.
+    let mut closed = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buffer = [0u8; 64];
+        if matches!(stream.read(&mut buffer), Ok(0)) {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        closed,
+        "the trickling connection outlived the header timeout"
+    );
+}
+
+/// A keep-alive connection with nothing in progress is closed after
+/// `--idle-timeout`.
+#[test]
+fn an_idle_keep_alive_connection_is_closed() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--idle-timeout", "1s"]);
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 201");
+    // Then nothing: the gateway closes the connection by itself.
+    let rest = read_all(&mut stream);
+    assert!(
+        rest.contains("deployment"),
+        "the answer arrived whole: {rest}"
+    );
+    wait_until("the idle connection is closed", || {
+        sample(
+            &metrics(gateway.admin.as_ref().unwrap()),
+            "idempotency_gateway_connections_open",
+        ) == 0.0
+    });
+}
+
+/// HTTP/2 (prior knowledge): the gateway advertises `--max-streams`, and
+/// the body budget holds across the streams of one connection.
+#[test]
+fn http2_streams_are_limited_and_share_the_budget() {
+    let upstream = upstream();
+    let gateway = start(
+        &upstream,
+        &[
+            "--max-streams",
+            "8",
+            "--max-body",
+            "1000000",
+            "--max-buffered",
+            "2MiB",
+        ],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let url = gateway.url.clone();
+    let (advertised, statuses) = runtime().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+        // Drive the connection, noting the peer's stream limit at each poll.
+        let limit = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = limit.clone();
+        tokio::spawn(futures_util::future::poll_fn(move |cx| {
+            let polled = std::pin::Pin::new(&mut connection).poll(cx);
+            seen.store(
+                connection.max_concurrent_send_streams(),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            polled
+        }));
+        let mut client = client.ready().await.unwrap();
+        let mut streams = Vec::new();
+        for n in 0..8 {
+            let request = axum::http::Request::post(format!("{url}/deployments"))
+                .header("idempotency-key", format!("stream-{n}"))
+                .header("content-length", DECLARED.to_string())
+                .body(())
+                .unwrap();
+            client = client.ready().await.unwrap();
+            let (response, mut body) = client.send_request(request, false).unwrap();
+            // A fifth of the body, then nothing: the upload stays open.
+            body.send_data(bytes::Bytes::from(vec![b'x'; DECLARED / 5]), false)
+                .unwrap();
+            streams.push((response, body));
+        }
+        // Six refusals arrive; the two held uploads never answer.
+        let mut pending: futures_util::stream::FuturesUnordered<_> =
+            streams
+                .into_iter()
+                .map(|(response, _body)| async move {
+                    (response.await.map(|r| r.status().as_u16()), _body)
+                })
+                .collect();
+        let mut statuses = Vec::new();
+        while statuses.len() < 6 {
+            let next = tokio::time::timeout(
+                Duration::from_secs(30),
+                futures_util::StreamExt::next(&mut pending),
+            );
+            let (status, body) = next.await.expect("six refusals").unwrap();
+            statuses.push(status.unwrap());
+            drop(body);
+        }
+        let still_open = pending.len();
+        std::mem::forget(pending);
+        assert_eq!(still_open, 2);
+        let advertised = limit.load(std::sync::atomic::Ordering::SeqCst);
+        (advertised, statuses)
+    });
+    assert_eq!(advertised, 8);
+    assert_eq!(statuses, vec![503; 6], "two uploads fit in the budget");
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(
+            &text,
+            "idempotency_gateway_requests_total{outcome=\"overloaded\"}"
+        ),
+        6.0
+    );
+    assert!(upstream.requests().is_empty());
+}

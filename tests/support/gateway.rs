@@ -1,0 +1,186 @@
+//! The gateway binary as a child process, started on a free loopback port
+//! in front of a test upstream, and the HTTP client the tests use on it.
+
+use super::Server;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Gateway {
+    pub child: Child,
+    pub url: String,
+    pub admin: Option<String>,
+    /// Every log line after "ready", as it arrives.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    /// Starts the binary and waits for its "ready" log line.
+    pub fn start(upstream: &Server, args: &[&str]) -> Self {
+        Self::spawn(Self::command(upstream, args))
+    }
+
+    /// The command [`Gateway::start`] runs, to adjust before [`Gateway::spawn`].
+    pub fn command(upstream: &Server, args: &[&str]) -> Command {
+        Self::command_for(&upstream.url(""), args)
+    }
+
+    /// The command for an `--upstream` given as a URL (with a path prefix).
+    pub fn command_for(upstream: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--upstream", upstream])
+            .args(args)
+            .env_clear()
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `command` and waits for the "ready" log line.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .expect("the gateway exited before it was ready")
+                .unwrap();
+            if line.contains("idempotency-gateway ready") {
+                break line;
+            }
+        };
+        // Keep draining the log so the gateway never blocks on a full pipe.
+        let (log_tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = log_tx.send(line);
+            }
+        });
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let admin = Some(field("admin")).filter(|a| a != "off");
+        Self {
+            child,
+            url: format!("http://{}", field("listen")),
+            admin,
+            log,
+        }
+    }
+
+    /// The next log line that contains `needle` (the wait is a safety net:
+    /// it only turns a missing line into a failure).
+    pub fn log_line_with(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Sends `request` as raw bytes on a new connection (no client library
+/// that would normalise the target) and returns the whole answer as text,
+/// read until the gateway closes (every request here sends
+/// `Connection: close`).
+pub fn raw(address: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// The admin listener's `/metrics` text.
+pub fn metrics(admin: &str) -> String {
+    runtime().block_on(async {
+        http()
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+/// A sample's value in a `/metrics` text (0 when absent, as Prometheus
+/// treats a counter never incremented).
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until `ready()` holds, checking every 20 ms; after 30 s the test
+/// fails with `what` (a safety net, not a timing assumption).
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process's resident memory, from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
