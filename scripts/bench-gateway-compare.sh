@@ -8,7 +8,9 @@
 # are in the same state as there), then the paced unique-key row (4
 # connections each pausing 4 ms: about 1000 requests/s) runs in rounds,
 # alternating binaries and the upstream directly, so drift on this noisy
-# machine hits every column alike. Markdown on stdout.
+# machine hits every column alike; then, also in alternating rounds, the
+# replay row at saturation (one key, 1 thread, 8 connections). Markdown on
+# stdout.
 set -CeEuo pipefail
 
 cd "$(dirname "$0")/.."
@@ -67,5 +69,21 @@ echo "${rule}"
 for round in $(seq "${rounds}"); do
   row="| ${round} | $(latency "${upstream}" "${work}/paced.lua") |"
   for url in "${urls[@]}"; do row+=" $(latency "${url}" "${work}/paced.lua") |"; done
+  echo "${row}"
+done
+
+throughput() { # url script: "requests/s (p99)"
+  wrk --latency -t1 -c8 -d"${duration}" -s "$2" "$1" |
+    awk '$1 == "Requests/sec:" {rps = $2} $1 == "99%" {p99 = $2} END {printf "%d/s (p99 %s)", rps, p99}'
+}
+
+echo
+echo "Replays at saturation (one key, 1 thread, 8 connections), ${duration} per cell"
+echo
+echo "${header/upstream directly/hello-world upstream}"
+echo "${rule}"
+for round in $(seq "${rounds}"); do
+  row="| ${round} | $(throughput "${upstream}" scripts/bench/repeated.lua) |"
+  for url in "${urls[@]}"; do row+=" $(throughput "${url}" scripts/bench/repeated.lua) |"; done
   echo "${row}"
 done
