@@ -20,7 +20,7 @@ use idempotent_request::gateway::clock::SystemClock;
 use idempotent_request::gateway::config::StoreSpec;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
 use idempotent_request::gateway::store::sqlite::Durability;
-use idempotent_request::gateway::{Limits, open_store};
+use idempotent_request::gateway::{Limits, StoreOptions, open_store};
 use idempotent_request::shared::env::Env;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,8 +49,11 @@ fn main() {
         let ttl = Duration::from_secs(24 * 3600);
         let store = open_store(
             &StoreSpec::Sqlite(database.clone()),
-            Durability::Process,
-            ttl.as_millis() as u64,
+            &StoreOptions {
+                durability: Durability::Process,
+                ttl_ms: ttl.as_millis() as u64,
+                ca_file: None,
+            },
         )
         .await
         .expect("the SQLite store");

@@ -4,7 +4,8 @@
 #   - that same server as the upstream, directly;
 #   - the gateway in front of it with each store, for unique keys (every
 #     request forwarded and stored) and for one repeated key (every request
-#     replayed), and SQLite with --durability full.
+#     replayed), and SQLite with --durability full; PostgreSQL runs on this
+#     machine with its default durability (fsync and synchronous_commit on).
 # Two tables: throughput at saturation (closed loop), and latency at a
 # moderate fixed rate (each connection paced with wrk's delay() hook, about
 # 1000 requests/s in all), where the gateway's added latency shows without
@@ -14,8 +15,14 @@ set -CeEuo pipefail
 
 cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need redis-server; then
-  apt-get update -qq && apt-get install -y -qq wrk redis-server >/dev/null
+for bin in /usr/lib/postgresql/*/bin; do
+  [[ -x "${bin}/initdb" ]] && PATH="${PATH}:${bin}"
+done
+if ! need wrk || ! need redis-server || ! need initdb; then
+  apt-get update -qq && apt-get install -y -qq wrk redis-server postgresql >/dev/null
+  for bin in /usr/lib/postgresql/*/bin; do
+    [[ -x "${bin}/initdb" ]] && PATH="${PATH}:${bin}"
+  done
 fi
 
 duration=${BENCH_DURATION:-8s}
@@ -46,6 +53,19 @@ redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 redis-server --port "${redis_port}" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "${redis_port}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# PostgreSQL refuses to run as root: as nobody then.
+as_server=()
+if ((EUID == 0)); then
+  chown nobody:nogroup "${work}"
+  as_server=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+fi
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${as_server[@]}" initdb --auth=trust --username=gateway -D "${work}/pg" >/dev/null
+"${as_server[@]}" postgres -D "${work}/pg" -p "${pg_port}" -h 127.0.0.1 -k "${work}" -c max_connections=100 \
+  >"${work}/pg.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do grep -q 'ready to accept connections' "${work}/pg.log" && break; sleep 0.1; done
 
 
 for script in unique plain repeated; do
@@ -101,6 +121,12 @@ start_gateway redis "redis://127.0.0.1:${redis_port}/0"
 redis=${gateway}
 run "gateway, Redis, unique keys (forward)" "${gateway}" "${work}/unique.lua"
 run "gateway, Redis, one key (replay)" "${gateway}" "${work}/repeated.lua"
+start_gateway postgres "postgres://gateway@127.0.0.1:${pg_port}/postgres"
+postgres=${gateway}
+# Replays first: after the forward row, PostgreSQL's own background work
+# (autovacuum, checkpoints) shares the cores with wrk and the gateway.
+run "gateway, PostgreSQL, one key (replay)" "${gateway}" "${work}/repeated.lua"
+run "gateway, PostgreSQL, unique keys (forward)" "${gateway}" "${work}/unique.lua"
 
 echo
 echo "### Latency at a moderate fixed rate"
@@ -114,4 +140,6 @@ run "gateway, memory, unique keys (forward)" "${memory}" "${work}/unique-paced.l
 run "gateway, SQLite, unique keys (forward)" "${sqlite}" "${work}/unique-paced.lua" 4
 run "gateway, SQLite --durability full, unique keys" "${sqlite_full}" "${work}/unique-paced.lua" 4
 run "gateway, Redis, unique keys (forward)" "${redis}" "${work}/unique-paced.lua" 4
+run "gateway, PostgreSQL, unique keys (forward)" "${postgres}" "${work}/unique-paced.lua" 4
 run "gateway, SQLite, one key (replay)" "${sqlite}" "${work}/repeated-paced.lua" 4
+run "gateway, PostgreSQL, one key (replay)" "${postgres}" "${work}/repeated-paced.lua" 4

@@ -485,3 +485,66 @@ fn store_files_are_for_the_owner_only_whatever_the_umask() {
         assert_eq!(mode, 0o600, "{file} is {mode:o}");
     }
 }
+
+/// `--key-header`: a webhook sender's delivery id is the key, so a
+/// redelivery gets the stored answer and never reaches the receiver again.
+#[test]
+fn webhook_redeliveries_are_answered_from_the_record() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(
+        &upstream,
+        &[
+            "--store",
+            "memory",
+            "--key-header",
+            "X-GitHub-Delivery",
+            "--require-key",
+        ],
+    );
+    let deliver = |id: &str, body: &str| {
+        raw(
+            &gateway.url,
+            &format!(
+                "POST /hooks HTTP/1.1\r\nHost: gateway\r\nX-GitHub-Delivery: {id}\r\n\
+                 X-Hub-Signature-256: sha256=same-for-the-same-body\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .to_ascii_lowercase()
+    };
+    let first = deliver(
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "{\"action\":\"opened\"}",
+    );
+    let redelivery = deliver(
+        "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "{\"action\":\"opened\"}",
+    );
+    assert_eq!(status_of(&first), 201);
+    assert_eq!(status_of(&redelivery), 201);
+    assert!(
+        redelivery.contains("idempotent-replayed: true"),
+        "{redelivery}"
+    );
+    // The same id with another body is not the same delivery.
+    assert_eq!(
+        status_of(&deliver(
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            "{\"action\":\"closed\"}"
+        )),
+        422
+    );
+    // A new event has a new id.
+    assert_eq!(
+        status_of(&deliver("a1b2c3d4-0000-11e3-81ab-4c9367dc0958", "{}")),
+        201
+    );
+    // Without the header: refused (--require-key), not passed through.
+    let bare = raw(
+        &gateway.url,
+        "POST /hooks HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
+    assert_eq!(status_of(&bare), 400);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

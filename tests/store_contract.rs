@@ -1,11 +1,12 @@
-//! The store contract, run against every implementation: memory, SQLite and
-//! a real Redis server.
+//! The store contract, run against every implementation: memory, SQLite, a
+//! real Redis server and a real PostgreSQL server.
 #![cfg(feature = "gateway")]
 
 mod support;
 
 use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
+use idempotent_request::gateway::store::postgres::PostgresStore;
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
@@ -446,4 +447,96 @@ async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
     }
     assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), backlog as u64);
     assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_the_contract() {
+    let server = support::postgres::PostgresServer::start();
+    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    contract(Arc::new(store), true).await;
+}
+
+/// As the gateway uses it: behind the cache of done records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_postgres_store_keeps_the_contract() {
+    let server = support::postgres::PostgresServer::start();
+    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    contract(Arc::new(Cached::new(store)), true).await;
+}
+
+/// Claims from separate pools (as from two replicas) still have one winner,
+/// and two stores migrating at once leave one schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_across_replicas_have_one_winner() {
+    let server = support::postgres::PostgresServer::start();
+    let url = server.url();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, None),
+        PostgresStore::connect(&url, None)
+    );
+    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let store = replicas[usize::from(i % 2)].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim(&id("replicas"), &FP, &[i; 16], NOW + 60_000, NOW)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap() == Claimed::Won {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
+    use idempotent_request::gateway::store::SWEEP_BATCH;
+    let server = support::postgres::PostgresServer::start();
+    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let backlog = SWEEP_BATCH * 2 + 37;
+    for n in 0..backlog {
+        let key = format!("backlog-{n}");
+        store
+            .claim(&id(&key), &FP, &[1; 16], NOW + 60_000, NOW)
+            .await
+            .unwrap();
+        store
+            .finish(&id(&key), &[1; 16], &response("x"), NOW + 10, NOW)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), backlog as u64);
+    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), 0);
+}
+
+/// The pool outlives the server: a stopped server is a store error (the
+/// gateway answers 503), and once it is back the same store works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_is_a_store_error_and_recovers_by_itself() {
+    let mut server = support::postgres::PostgresServer::start();
+    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    store.ping().await.unwrap();
+    server.stop();
+    assert!(
+        store
+            .claim(&id("down"), &FP, &[1; 16], NOW + 60_000, NOW)
+            .await
+            .is_err()
+    );
+    assert!(store.ping().await.is_err());
+    server.resume();
+    store.ping().await.unwrap();
+    assert_eq!(
+        store
+            .claim(&id("down"), &FP, &[1; 16], NOW + 60_000, NOW)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
 }

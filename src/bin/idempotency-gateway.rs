@@ -58,9 +58,8 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     // One TLS provider for the upstream and JWKS clients: ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let ttl_ms = u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX);
     let spec = args.store()?;
-    let store = gateway::open_store(&spec, args.durability, ttl_ms)
+    let store = gateway::open_store(&spec, &args.store_options())
         .await
         .map_err(|e| format!("cannot open the store {spec}: {e}"))?;
     let caller = match (args.jwt(), &args.scope_headers) {

@@ -216,12 +216,15 @@ pub struct Args {
     /// The API behind the gateway, e.g. http://127.0.0.1:9000 (a path prefix is kept; no user-info).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_UPSTREAM", value_parser = parse_upstream)]
     pub upstream: Url,
-    /// Where records live: `sqlite:PATH`, `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
+    /// Where records live: `sqlite:PATH`, `postgres://USER@HOST:PORT/DB` or `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
-    /// File whose first line is the store's password (Redis), so it is not in the URL.
+    /// File whose first line is the store's password (PostgreSQL, Redis), so it is not in the URL.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for TLS to PostgreSQL, besides the platform's roots.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
     /// Methods given idempotency semantics, in upper case; others pass through untouched.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_delimiter = ',', value_parser = parse_method)]
     pub methods: Vec<Method>,
@@ -340,6 +343,9 @@ impl Args {
                     .to_owned(),
             );
         }
+        if self.store_ca_file.is_some() && !matches!(self.store, StoreSpec::Postgres(_)) {
+            return Err("--store-ca-file is for a PostgreSQL store".to_owned());
+        }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
             return Err(
@@ -421,6 +427,15 @@ impl Args {
             max_body: self.max_body,
             max_buffered: self.max_buffered,
             body_timeout: self.body_timeout,
+        }
+    }
+
+    /// How to open the store.
+    pub fn store_options(&self) -> super::StoreOptions {
+        super::StoreOptions {
+            durability: self.durability,
+            ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+            ca_file: self.store_ca_file.clone(),
         }
     }
 

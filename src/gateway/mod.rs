@@ -9,7 +9,7 @@
 //! [`jwt`] (who is asking), [`key`] (the key header), [`body`] (request
 //! bodies within limits), [`fingerprint`], [`upstream`] (the client to the
 //! API behind), [`problem`] (every failure as problem+json); [`store`] (the
-//! records: memory, SQLite, Redis), [`admin`] and [`metrics`] (health and
+//! records: memory, SQLite, Redis, PostgreSQL), [`admin`] and [`metrics`] (health and
 //! metrics), [`clock`].
 
 pub mod admin;
@@ -35,26 +35,36 @@ use config::StoreSpec;
 use store::AnyStore;
 use store::cached::Cached;
 
-/// Opens the store named by `spec`. `ttl_ms` is the records' TTL (Redis
-/// expires orphaned claims a TTL after their lease).
+/// How a store is opened, besides where it is.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// SQLite's durability.
+    pub durability: store::sqlite::Durability,
+    /// The records' TTL in milliseconds (Redis expires orphaned claims a
+    /// TTL after their lease).
+    pub ttl_ms: u64,
+    /// PEM certificates trusted for TLS to PostgreSQL, besides the
+    /// platform's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Opens the store named by `spec`.
 pub async fn open_store(
     spec: &StoreSpec,
-    durability: store::sqlite::Durability,
-    ttl_ms: u64,
+    options: &StoreOptions,
 ) -> Result<AnyStore, store::StoreError> {
     Ok(match spec {
         StoreSpec::Memory => AnyStore::Memory(store::memory::MemoryStore::default()),
         StoreSpec::Sqlite(path) => AnyStore::Sqlite(Cached::new(store::sqlite::SqliteStore::open(
-            path, durability,
+            path,
+            options.durability,
         )?)),
         StoreSpec::Redis(url) => AnyStore::Redis(Box::new(Cached::new(
-            store::redis::RedisStore::connect(url, ttl_ms).await?,
+            store::redis::RedisStore::connect(url, options.ttl_ms).await?,
         ))),
-        StoreSpec::Postgres(_) => {
-            return Err(store::StoreError(
-                "the PostgreSQL store is not built into this gateway".to_owned(),
-            ));
-        }
+        StoreSpec::Postgres(url) => AnyStore::Postgres(Box::new(Cached::new(
+            store::postgres::PostgresStore::connect(url, options.ca_file.as_deref()).await?,
+        ))),
     })
 }
 

@@ -184,3 +184,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// A TCP load balancer on 127.0.0.1 for tests: each new connection goes to
+/// the next backend in turn, bytes copied both ways.
+pub struct RoundRobin {
+    pub url: String,
+}
+
+impl RoundRobin {
+    pub fn start(backends: Vec<String>) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let backends: Vec<String> = backends
+            .into_iter()
+            .map(|b| b.trim_start_matches("http://").to_owned())
+            .collect();
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let Ok(client) = client else { continue };
+                let Ok(backend) = std::net::TcpStream::connect(&backends[n % backends.len()])
+                else {
+                    continue;
+                };
+                let (mut client_read, mut backend_write) =
+                    (client.try_clone().unwrap(), backend.try_clone().unwrap());
+                let (mut backend_read, mut client_write) = (backend, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_read, &mut backend_write);
+                    let _ = backend_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut backend_read, &mut client_write);
+                    let _ = client_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { url }
+    }
+}

@@ -9,6 +9,8 @@ pub mod gateway;
 #[cfg(feature = "gateway")]
 pub mod jwt;
 pub mod markdown;
+#[cfg(unix)]
+pub mod postgres;
 pub mod redis;
 pub mod tls;
 

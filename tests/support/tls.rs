@@ -12,6 +12,9 @@ pub struct Pki {
     server: (CertificateDer<'static>, Vec<u8>),
     pub client_cert_pem: String,
     pub client_key_pem: String,
+    /// The server's certificate and key, PEM.
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 impl Pki {
@@ -42,6 +45,8 @@ impl Pki {
             ca_pem: ca.pem(),
             ca_der: ca.der().clone(),
             server: (server.der().clone(), server_key.serialize_der()),
+            server_cert_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
             client_cert_pem: client.pem(),
             client_key_pem: client_key.serialize_pem(),
         }

@@ -27,6 +27,7 @@
 
 pub mod cached;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
@@ -198,6 +199,8 @@ pub enum AnyStore {
     Sqlite(cached::Cached<sqlite::SqliteStore>),
     /// `--store redis://…` (boxed: by far the largest).
     Redis(Box<cached::Cached<redis::RedisStore>>),
+    /// `--store postgres://…`.
+    Postgres(Box<cached::Cached<postgres::PostgresStore>>),
 }
 
 impl AnyStore {
@@ -208,6 +211,7 @@ impl AnyStore {
             AnyStore::Memory(store) => store.recall(id, now),
             AnyStore::Sqlite(store) => store.recall(id, now),
             AnyStore::Redis(store) => store.recall(id, now),
+            AnyStore::Postgres(store) => store.recall(id, now),
         }
     }
 }
@@ -218,6 +222,7 @@ macro_rules! dispatch {
             AnyStore::Memory($store) => $call.await,
             AnyStore::Sqlite($store) => $call.await,
             AnyStore::Redis($store) => $call.await,
+            AnyStore::Postgres($store) => $call.await,
         }
     };
 }

@@ -1,0 +1,542 @@
+//! `--store postgres://USER@HOST:PORT/DB`: claims and records shared by
+//! several gateway replicas, as durable as the PostgreSQL server makes a
+//! commit.
+//!
+//! One table, `idempotency_gateway_records`, keyed by (caller, key), with
+//! the columns of the SQLite store. The claim is one statement: an
+//! `INSERT … ON CONFLICT DO UPDATE … WHERE expired`, so exactly one of any
+//! number of concurrent claims, on any connection of any replica, inserts
+//! or takes over the row (the primary key decides); every other change is
+//! an `UPDATE`/`DELETE … WHERE token = $3`. Each call is a statement in its
+//! own transaction, committed (with the server's `synchronous_commit`)
+//! before it returns: a claim the gateway acts on is a committed claim.
+//!
+//! Calls go through a pool that replaces broken connections by itself, so a
+//! restarted server is used again without restarting the gateway. Every
+//! call is bounded by [`CALL_TIMEOUT`]; a call that timed out may still have
+//! committed, which the proxy's claim retry (same token) recognises.
+//!
+//! The schema is versioned (`MIGRATIONS`, `idempotency_gateway_schema`)
+//! and migrated at start-up under a transaction-scoped advisory lock, so two
+//! replicas starting at once apply each migration once.
+
+use super::{
+    Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+
+/// The longest any one store call may take, connection included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections per gateway process at most.
+const POOL_SIZE: usize = 16;
+
+/// The migrations, in order; the schema's version is how many have run.
+const MIGRATIONS: [&str; 1] = ["
+CREATE TABLE idempotency_gateway_records (
+    caller      BYTEA  NOT NULL,
+    key         TEXT   NOT NULL,
+    fingerprint BYTEA  NOT NULL,
+    token       BYTEA,
+    lease_until BIGINT,
+    expires_at  BIGINT,
+    outcome     BYTEA,
+    stored_at   BIGINT,
+    PRIMARY KEY (caller, key)
+);
+CREATE INDEX idempotency_gateway_records_expiry ON idempotency_gateway_records (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX idempotency_gateway_records_lease ON idempotency_gateway_records (lease_until) WHERE lease_until IS NOT NULL;
+"];
+
+/// The advisory lock key the migration holds ("idemgw" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6964_656d_6777;
+
+/// Claims the row unless a live record holds it; then returns the row as
+/// it was before (`won` false) — or nothing, when it was inserted by a
+/// claim that committed after this statement's snapshot.
+const CLAIM: &str = "WITH claimed AS (
+    INSERT INTO idempotency_gateway_records (caller, key, fingerprint, token, lease_until)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (caller, key) DO UPDATE SET
+        fingerprint = EXCLUDED.fingerprint, token = EXCLUDED.token, lease_until = EXCLUDED.lease_until,
+        expires_at = NULL, outcome = NULL, stored_at = NULL
+    WHERE idempotency_gateway_records.expires_at IS NOT NULL AND idempotency_gateway_records.expires_at <= $6
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM claimed) AS won, r.fingerprint, r.token, r.lease_until, r.expires_at, r.outcome, r.stored_at
+FROM (SELECT 1) AS one
+LEFT JOIN idempotency_gateway_records r ON r.caller = $1 AND r.key = $2";
+
+const RENEW: &str = "UPDATE idempotency_gateway_records SET lease_until = $4
+    WHERE caller = $1 AND key = $2 AND token = $3";
+
+const FINISH: &str = "UPDATE idempotency_gateway_records
+    SET token = NULL, lease_until = NULL, expires_at = $4, outcome = $5, stored_at = $6
+    WHERE caller = $1 AND key = $2 AND token = $3";
+
+const RELEASE: &str =
+    "DELETE FROM idempotency_gateway_records WHERE caller = $1 AND key = $2 AND token = $3";
+
+const EXPIRE_LEASE: &str = "UPDATE idempotency_gateway_records
+    SET token = NULL, lease_until = NULL, expires_at = $4, outcome = $5, stored_at = $6
+    WHERE caller = $1 AND key = $2 AND token = $3 AND lease_until <= $6";
+
+const READ: &str = "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at
+    FROM idempotency_gateway_records WHERE caller = $1 AND key = $2";
+
+/// One batch of expired done records.
+const SWEEP_EXPIRED: &str = "DELETE FROM idempotency_gateway_records WHERE (caller, key) IN
+    (SELECT caller, key FROM idempotency_gateway_records
+     WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)";
+
+/// One batch of lapsed claims, turned into "outcome unknown".
+const SWEEP_LAPSED: &str = "UPDATE idempotency_gateway_records
+    SET token = NULL, lease_until = NULL, expires_at = $2, outcome = $3, stored_at = $1
+    WHERE (caller, key) IN
+    (SELECT caller, key FROM idempotency_gateway_records
+     WHERE lease_until IS NOT NULL AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)";
+
+/// A PostgreSQL-backed store.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A PostgreSQL error in words, without the connection string.
+fn store_error(error: &tokio_postgres::Error) -> StoreError {
+    StoreError(format!(
+        "PostgreSQL: {}",
+        crate::shared::http_error::describe(error)
+    ))
+}
+
+/// Whether the configuration names only loopback hosts or Unix sockets,
+/// where TLS is optional; anywhere else it is required unless the URL says
+/// otherwise (`sslmode=disable` or `prefer`).
+fn local_only(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    })
+}
+
+impl PostgresStore {
+    /// Connects to `url`, checks that the server answers and migrates the
+    /// schema. TLS is verified against the platform's roots and the
+    /// certificates in `ca_file`; without an `sslmode` in the URL it is
+    /// required except on loopback.
+    pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+            StoreError(
+                "the PostgreSQL URL is not valid (postgres://USER@HOST:PORT/DB[?sslmode=require])"
+                    .to_owned(),
+            )
+        })?;
+        if config.get_password().is_none()
+            && let Some(password) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(password.as_encoded_bytes());
+        }
+        if !url.contains("sslmode=") && !local_only(&config) {
+            config.ssl_mode(SslMode::Require);
+        }
+        config.connect_timeout(CALL_TIMEOUT);
+        config.application_name("idempotency-gateway");
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_file)?);
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CALL_TIMEOUT))
+            .create_timeout(Some(CALL_TIMEOUT))
+            .recycle_timeout(Some(CALL_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Brings the schema to the latest version, once across replicas.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await.map_err(|e| store_error(&e))?;
+        transaction
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| store_error(&e))?;
+        transaction
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS idempotency_gateway_schema (version INTEGER NOT NULL)",
+            )
+            .await
+            .map_err(|e| store_error(&e))?;
+        let version: i32 = transaction
+            .query_opt("SELECT version FROM idempotency_gateway_schema", &[])
+            .await
+            .map_err(|e| store_error(&e))?
+            .map_or(0, |row| row.get(0));
+        let known = MIGRATIONS.len() as i32;
+        if version > known {
+            return Err(StoreError(format!(
+                "the PostgreSQL schema is at version {version}, newer than this gateway knows ({known}); run a newer gateway"
+            )));
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            transaction
+                .batch_execute(migration)
+                .await
+                .map_err(|e| store_error(&e))?;
+        }
+        if version == 0 {
+            transaction
+                .execute(
+                    "INSERT INTO idempotency_gateway_schema (version) VALUES ($1)",
+                    &[&known],
+                )
+                .await
+        } else {
+            transaction
+                .execute(
+                    "UPDATE idempotency_gateway_schema SET version = $1",
+                    &[&known],
+                )
+                .await
+        }
+        .map_err(|e| store_error(&e))?;
+        transaction.commit().await.map_err(|e| store_error(&e))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => store_error(&e),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                StoreError("PostgreSQL did not answer in time (no connection)".to_owned())
+            }
+            other => StoreError(format!("PostgreSQL: {other}")),
+        })
+    }
+
+    /// A pooled connection and `statement` prepared on it (cached per
+    /// connection).
+    async fn prepared(
+        &self,
+        statement: &str,
+    ) -> Result<(deadpool_postgres::Client, tokio_postgres::Statement), StoreError> {
+        let client = self.client().await?;
+        let prepared = client
+            .prepare_cached(statement)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok((client, prepared))
+    }
+
+    /// Runs one statement within [`CALL_TIMEOUT`]; its rows.
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        within_call_timeout(async {
+            let (client, prepared) = self.prepared(statement).await?;
+            client
+                .query(&prepared, params)
+                .await
+                .map_err(|e| store_error(&e))
+        })
+        .await
+    }
+
+    /// Runs one statement within [`CALL_TIMEOUT`]; the rows it changed.
+    async fn execute(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        within_call_timeout(async {
+            let (client, prepared) = self.prepared(statement).await?;
+            client
+                .execute(&prepared, params)
+                .await
+                .map_err(|e| store_error(&e))
+        })
+        .await
+    }
+
+    async fn read(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let rows = self.query(READ, &[&&id.caller[..], &id.key]).await?;
+        rows.first().map(|row| record(row, 0)).transpose()
+    }
+}
+
+/// `call`, or a [`StoreError`] once [`CALL_TIMEOUT`] has passed.
+async fn within_call_timeout<T>(
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| StoreError("PostgreSQL did not answer in time".to_owned()))?
+}
+
+/// The TLS client configuration: ring, the platform's roots and those in
+/// `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for certificate in found.certs {
+        // A certificate the store cannot parse is skipped, as browsers do.
+        let _ = roots.add(certificate);
+    }
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect)
+            .map_err(|e| StoreError(format!("cannot read --store-ca-file `{shown}`: {e}")))?;
+        if certificates.is_empty() {
+            return Err(StoreError(format!(
+                "--store-ca-file `{shown}` holds no PEM certificate"
+            )));
+        }
+        for certificate in certificates {
+            roots.add(certificate).map_err(|e| {
+                StoreError(format!(
+                    "a certificate in --store-ca-file `{shown}` is not usable: {e}"
+                ))
+            })?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The record in `row`, whose columns from `first` on are `fingerprint,
+/// token, lease_until, expires_at, outcome, stored_at`.
+fn record(row: &tokio_postgres::Row, first: usize) -> Result<Record, StoreError> {
+    let corrupt = || StoreError("corrupt record in PostgreSQL".to_owned());
+    let get = |i: usize| first + i;
+    let fingerprint: Vec<u8> = row.try_get(get(0)).map_err(|_| corrupt())?;
+    let fingerprint: [u8; 32] = fingerprint.try_into().map_err(|_| corrupt())?;
+    let token: Option<Vec<u8>> = row.try_get(get(1)).map_err(|_| corrupt())?;
+    let lease_until: Option<i64> = row.try_get(get(2)).map_err(|_| corrupt())?;
+    let expires_at: Option<i64> = row.try_get(get(3)).map_err(|_| corrupt())?;
+    let outcome: Option<Vec<u8>> = row.try_get(get(4)).map_err(|_| corrupt())?;
+    let stored_at: Option<i64> = row.try_get(get(5)).map_err(|_| corrupt())?;
+    let non_negative = |v: i64| u64::try_from(v).map_err(|_| corrupt());
+    match (token, lease_until, expires_at, outcome) {
+        (Some(token), Some(lease_until), None, None) => Ok(Record::InFlight {
+            fingerprint,
+            token: token.try_into().map_err(|_| corrupt())?,
+            lease_until: non_negative(lease_until)?,
+        }),
+        (None, None, Some(expires_at), Some(outcome)) => Ok(Record::Done {
+            fingerprint,
+            outcome: decode_outcome(&outcome)?,
+            expires_at: non_negative(expires_at)?,
+            stored_at: stored_at.map(non_negative).transpose()?,
+        }),
+        _ => Err(corrupt()),
+    }
+}
+
+impl Store for PostgresStore {
+    async fn claim(
+        &self,
+        id: &RecordId,
+        fingerprint: &[u8; 32],
+        token: &Token,
+        lease_until: u64,
+        now: u64,
+    ) -> Result<Claimed, StoreError> {
+        // A claim that loses to one committed after its snapshot sees no
+        // row; the next statement does.
+        for _ in 0..3 {
+            let rows = self
+                .query(
+                    CLAIM,
+                    &[
+                        &&id.caller[..],
+                        &id.key,
+                        &&fingerprint[..],
+                        &&token[..],
+                        &ms(lease_until),
+                        &ms(now),
+                    ],
+                )
+                .await?;
+            let row = rows
+                .first()
+                .ok_or_else(|| StoreError("PostgreSQL returned no row for a claim".to_owned()))?;
+            if row.get::<_, bool>(0) {
+                return Ok(Claimed::Won);
+            }
+            let present: Option<Vec<u8>> = row.get(1);
+            if present.is_none() {
+                continue;
+            }
+            let existing = record(row, 1)?;
+            if matches!(existing, Record::Done { expires_at, .. } if expires_at <= now) {
+                // Expired, and taken over by a claim that committed while
+                // this one waited: look again.
+                continue;
+            }
+            return Ok(match existing {
+                // Our own claim, written by a call whose answer was lost.
+                Record::InFlight { token: holder, .. } if holder == *token => Claimed::Won,
+                other => Claimed::Existing(other),
+            });
+        }
+        Err(StoreError(
+            "the record changed under three claims in a row".to_owned(),
+        ))
+    }
+
+    async fn renew(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(
+                RENEW,
+                &[&&id.caller[..], &id.key, &&token[..], &ms(lease_until)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn finish(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let outcome = encode_outcome(outcome);
+        let changed = self
+            .execute(
+                FINISH,
+                &[
+                    &&id.caller[..],
+                    &id.key,
+                    &&token[..],
+                    &ms(expires_at),
+                    &outcome,
+                    &ms(now),
+                ],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
+        let changed = self
+            .execute(RELEASE, &[&&id.caller[..], &id.key, &&token[..]])
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn expire_lease(
+        &self,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<Option<Record>, StoreError> {
+        let outcome = encode_outcome(outcome);
+        self.execute(
+            EXPIRE_LEASE,
+            &[
+                &&id.caller[..],
+                &id.key,
+                &&token[..],
+                &ms(expires_at),
+                &outcome,
+                &ms(now),
+            ],
+        )
+        .await?;
+        self.read(id).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
+        // In batches, each its own statement and transaction, with a pause
+        // after each: no request waits behind the whole backlog, and
+        // replicas sweeping at once skip each other's rows.
+        let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
+        let (now, until) = (ms(now), ms(now.saturating_add(unknown_ttl)));
+        let mut touched = 0;
+        for lapsed in [false, true] {
+            loop {
+                let started = std::time::Instant::now();
+                let n = if lapsed {
+                    self.execute(SWEEP_LAPSED, &[&now, &until, &unknown])
+                        .await?
+                } else {
+                    self.execute(SWEEP_EXPIRED, &[&now]).await?
+                };
+                touched += n;
+                if n < super::SWEEP_BATCH as u64 {
+                    break;
+                }
+                tokio::time::sleep((started.elapsed() * 3).max(Duration::from_millis(1))).await;
+            }
+        }
+        Ok(touched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_statements_take_one_batch() {
+        let limit = format!(
+            "LIMIT {} FOR UPDATE SKIP LOCKED)",
+            super::super::SWEEP_BATCH
+        );
+        assert!(SWEEP_EXPIRED.ends_with(&limit), "{SWEEP_EXPIRED}");
+        assert!(SWEEP_LAPSED.ends_with(&limit), "{SWEEP_LAPSED}");
+    }
+
+    #[test]
+    fn tls_is_required_away_from_loopback() {
+        let config = |url: &str| tokio_postgres::Config::from_str(url).unwrap();
+        assert!(local_only(&config("postgres://gw@127.0.0.1:5432/db")));
+        assert!(local_only(&config("postgres://gw@localhost/db")));
+        assert!(!local_only(&config("postgres://gw@db.internal:5432/db")));
+        assert!(!local_only(&config("postgres://gw@10.0.0.5/db")));
+    }
+}

@@ -1,0 +1,347 @@
+//! Gateway replicas on one real PostgreSQL server: duplicates split across
+//! replicas, a replica killed mid-forward, the server stopped and started,
+//! the server killed right after a claim, and the client binary across
+//! replicas. Real processes on 127.0.0.1.
+#![cfg(all(feature = "gateway", unix))]
+
+mod support;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use support::gateway::{Gateway, RoundRobin, http, runtime};
+use support::postgres::PostgresServer;
+use support::{Reply, Response, Server, client, github_env, read_outputs};
+
+/// An upstream that reports each request on `entered` and answers
+/// `201 {"deployment":n}` after `delay`.
+fn slow_upstream(delay: Duration) -> (Server, mpsc::Receiver<()>) {
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let count = Arc::new(Mutex::new(0));
+    let server = Server::start(move |_| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        Reply::Delay(
+            delay,
+            Response::new(201)
+                .header("content-type", "application/json")
+                .body(format!("{{\"deployment\":{n}}}")),
+        )
+    });
+    (server, entered)
+}
+
+fn wait_entered(entered: &mpsc::Receiver<()>) {
+    entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the upstream never received the request");
+}
+
+/// POSTs `{}` with `key`; status, whether it was a replay, body.
+async fn post(url: &str, key: &str) -> (u16, bool, String) {
+    let response = http()
+        .post(format!("{url}/deployments"))
+        .header("idempotency-key", key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (status, replayed, response.text().await.unwrap())
+}
+
+fn replicas(upstream: &Server, pg: &PostgresServer, extra: &[&str]) -> (Gateway, Gateway) {
+    let url = pg.url();
+    let mut args = vec!["--store", url.as_str()];
+    args.extend_from_slice(extra);
+    (
+        Gateway::start(upstream, &args),
+        Gateway::start(upstream, &args),
+    )
+}
+
+#[test]
+fn a_hundred_duplicates_across_two_replicas_reach_the_upstream_once() {
+    let pg = PostgresServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::from_millis(500));
+    let (a, b) = replicas(&upstream, &pg, &[]);
+    let urls = [a.url.clone(), b.url.clone()];
+    let statuses = runtime().block_on(async {
+        let mut all: FuturesUnordered<_> = (0..100)
+            .map(|i| {
+                let url = urls[i % 2].clone();
+                async move { post(&url, "split-1").await }
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        while let Some((status, _, body)) = all.next().await {
+            statuses.push((status, body));
+        }
+        statuses
+    });
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .filter(|(s, _)| *s == 201)
+            .all(|(_, body)| body == "{\"deployment\":1}")
+    );
+    assert!(
+        statuses.iter().any(|(s, _)| *s == 409),
+        "some came while in flight"
+    );
+    // Those told 409 get the replay from either replica.
+    runtime().block_on(async {
+        for url in &urls {
+            assert_eq!(
+                post(url, "split-1").await,
+                (201, true, "{\"deployment\":1}".to_owned())
+            );
+        }
+    });
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn a_replica_killed_mid_forward_is_never_forwarded_again_by_the_other() {
+    let pg = PostgresServer::start();
+    let (upstream, entered) = slow_upstream(Duration::from_millis(1500));
+    let (a, b) = replicas(
+        &upstream,
+        &pg,
+        &["--lock-timeout", "2s", "--upstream-timeout", "1800ms"],
+    );
+    let url = a.url.clone();
+    let pending = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            http()
+                .post(format!("{url}/deployments"))
+                .header("idempotency-key", "killed-1")
+                .body("{}")
+                .send()
+                .await
+                .is_ok()
+        })
+    });
+    wait_entered(&entered);
+    a.signal(libc::SIGKILL);
+    assert!(
+        !pending.join().unwrap(),
+        "the replica died before answering"
+    );
+    // The other replica: 409 while the dead one's lease runs, then
+    // "outcome unknown"; never a second forward.
+    let dir = tempfile::tempdir().unwrap();
+    client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &format!("{}/deployments", b.url), "--body", "{}"])
+        .args(["--idempotency-key", "killed-1", "--retry-on-status", "409"])
+        .args([
+            "--retry-delay",
+            "200ms",
+            "--retry-max-delay",
+            "400ms",
+            "--max-attempts",
+            "30",
+        ])
+        .assert()
+        .code(1);
+    let out = read_outputs(dir.path());
+    assert_eq!(out["status"], "502");
+    assert!(out["body"].contains("outcome-unknown"), "{}", out["body"]);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn postgres_stopped_is_503_with_nothing_forwarded_and_started_again_serves() {
+    let mut pg = PostgresServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &pg.url(), "--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let ready = || {
+        runtime().block_on(async {
+            http()
+                .get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(ready(), 200);
+    pg.stop();
+    let (status, _, body) = runtime().block_on(post(&gateway.url, "down-1"));
+    assert_eq!(status, 503);
+    assert!(body.contains("store-unavailable"), "{body}");
+    assert_eq!(ready(), 503);
+    assert!(upstream.requests().is_empty(), "nothing forwarded");
+    // Back: the same gateway process serves again, no restart.
+    pg.resume();
+    assert_eq!(ready(), 200);
+    let (status, replayed, _) = runtime().block_on(post(&gateway.url, "down-1"));
+    assert_eq!((status, replayed), (201, false));
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[test]
+fn a_claim_acknowledged_before_postgres_crashed_is_still_there_after_it_restarts() {
+    let mut pg = PostgresServer::start();
+    // The upstream holds the one request until the test lets go.
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let upstream = Server::start(move |_| {
+        entered_tx.lock().unwrap().send(()).unwrap();
+        release_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap();
+        Reply::Respond(Response::new(201).body("{\"deployment\":1}"))
+    });
+    let gateway = Gateway::start(&upstream, &["--store", &pg.url()]);
+    let url = gateway.url.clone();
+    let first = std::thread::spawn(move || runtime().block_on(post(&url, "crash-1")));
+    // Forwarded, so its claim was committed; then the server crashes.
+    wait_entered(&entered);
+    pg.kill();
+    pg.resume();
+    let (status, _, body) = runtime().block_on(post(&gateway.url, "crash-1"));
+    assert_eq!(status, 409, "the claim survived the crash: {body}");
+    release_tx.send(()).unwrap();
+    assert_eq!(first.join().unwrap().0, 201);
+    let (status, replayed, _) = runtime().block_on(post(&gateway.url, "crash-1"));
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// The client binary behind a round-robin balancer over two replicas: the
+/// first attempt's answer is lost, the re-run's attempts land on either
+/// replica; then a plain re-run.
+#[test]
+fn the_client_binary_across_two_replicas_acts_once() {
+    let pg = PostgresServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::from_millis(1200));
+    let (a, b) = replicas(&upstream, &pg, &[]);
+    let balancer = RoundRobin::start(vec![a.url.clone(), b.url.clone()]);
+    let run = |attempt: &str, patience: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let assert = client()
+            .envs(github_env(dir.path()))
+            .env("GITHUB_RUN_ATTEMPT", attempt)
+            .args([
+                "--url",
+                &format!("{}/deployments", balancer.url),
+                "--json",
+                "{\"ref\":\"v1\"}",
+            ])
+            .args(patience)
+            .assert();
+        (assert.get_output().status.code(), read_outputs(dir.path()))
+    };
+    let (code, first) = run("1", &["--timeout", "300ms", "--max-attempts", "1"]);
+    assert_eq!(code, Some(3), "no response: {first:?}");
+    let (code, rerun) = run("2", &["--retry-delay", "200ms", "--max-attempts", "20"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(rerun["idempotency-key"], first["idempotency-key"]);
+    assert_eq!(rerun["replayed"], "true");
+    assert_eq!(rerun["body"], "{\"deployment\":1}");
+    for attempt in ["3", "4"] {
+        let (code, again) = run(attempt, &[]);
+        assert_eq!(code, Some(0));
+        assert_eq!(again["replayed"], "true");
+    }
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// The password from a file or PGPASSWORD, never in any output; without
+/// one the gateway does not start (exit 1).
+#[test]
+fn the_postgres_password_comes_from_a_file_or_pgpassword_and_is_never_printed() {
+    let password = "pg-secret-password";
+    let pg = PostgresServer::start_with(&support::postgres::Options {
+        password: Some(password),
+        ..Default::default()
+    });
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let url = pg.url();
+    let without = Gateway::command(&upstream, &["--store", &url])
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(stderr.contains("PostgreSQL"), "{stderr}");
+
+    let in_url = url.replacen("gateway@", "gateway:wrong-password@", 1);
+    let wrong = Gateway::command(&upstream, &["--store", &in_url])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!stderr.contains("wrong-password"), "{stderr}");
+    assert!(
+        stderr.contains("postgres://127.0.0.1:"),
+        "shown without user-info: {stderr}"
+    );
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let file = file.display().to_string();
+    let from_file = Gateway::start(
+        &upstream,
+        &["--store", &url, "--store-password-file", &file],
+    );
+    let (status, _, _) = runtime().block_on(post(&from_file.url, "pw-1"));
+    assert_eq!(status, 201);
+    drop(from_file);
+
+    let mut command = Gateway::command(&upstream, &["--store", &url]);
+    command.env("PGPASSWORD", password);
+    let from_env = Gateway::spawn(command);
+    let (status, replayed, _) = runtime().block_on(post(&from_env.url, "pw-1"));
+    assert_eq!((status, replayed), (201, true), "the same database");
+    let mut lines = Vec::new();
+    while let Ok(line) = from_env.log.try_recv() {
+        lines.push(line);
+    }
+    assert!(lines.iter().all(|l| !l.contains(password)), "{lines:?}");
+}
+
+/// TLS to PostgreSQL, verified: a CA given with --store-ca-file is
+/// trusted; without it the server's certificate is refused.
+#[test]
+fn tls_to_postgres_is_verified() {
+    let pki = support::tls::Pki::new();
+    let pg = PostgresServer::start_with(&support::postgres::Options {
+        tls: Some((&pki.server_cert_pem, &pki.server_key_pem)),
+        ..Default::default()
+    });
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let url = format!("{}?sslmode=require", pg.url());
+    let untrusted = Gateway::command(&upstream, &["--store", &url])
+        .output()
+        .unwrap();
+    assert_eq!(untrusted.status.code(), Some(1), "an unknown CA is refused");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, _) = pki.write(dir.path());
+    let ca = ca.display().to_string();
+    let gateway = Gateway::start(&upstream, &["--store", &url, "--store-ca-file", &ca]);
+    let (status, _, _) = runtime().block_on(post(&gateway.url, "tls-1"));
+    assert_eq!(status, 201);
+}
