@@ -241,3 +241,21 @@ fn readme_lists_every_gateway_flag_with_its_variable_and_default() {
         .collect();
     assert_eq!(documented, expected);
 }
+
+#[test]
+fn readme_verify_table_is_the_code_s_table_of_checks() {
+    use idempotent_request::client::verify::checks::CHECKS;
+    let rows = table_rows(&readme(), "check | required | sends | a correct server");
+    let expected: Vec<Vec<String>> = CHECKS
+        .iter()
+        .map(|c| {
+            vec![
+                format!("`{}`", c.name),
+                if c.required { "yes" } else { "no" }.to_owned(),
+                c.sends.to_owned(),
+                c.correct.to_owned(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, expected);
+}

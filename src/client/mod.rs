@@ -10,10 +10,13 @@
 //! identity, fingerprint, derivation, the request every attempt sends),
 //! [`send`] (the retry decision, backoff, redirects, the loop and the
 //! transport), [`report`] (outputs, summary, workflow commands, the log,
-//! exit codes). [`pipeline`] is the one place that knows their order.
+//! exit codes). [`verify`] checks a server instead of sending once, from
+//! the same config and request. [`pipeline`] is the one place that knows
+//! the order of the stages.
 
 pub mod input;
 pub mod key;
 pub mod pipeline;
 pub mod report;
 pub mod send;
+pub mod verify;

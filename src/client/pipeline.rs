@@ -4,6 +4,7 @@
 //! that own it (transport, report, the GitHub API); the stages in between
 //! are pure.
 
+use crate::client::input::body::Body;
 use crate::client::input::cli::{Action, Invocation, OutputMode};
 use crate::client::input::config::{Config, ConfigError};
 use crate::client::input::headers::is_secret;
@@ -15,6 +16,10 @@ use crate::client::report::outcome::{Report, Sinks};
 use crate::client::report::unsent;
 use crate::client::send::retry_loop::{self, Attempter, Limits};
 use crate::client::send::transport::{Attempted, Transport};
+use crate::client::verify::{
+    self, judge,
+    probe::{self, Probe, ProbeSettings},
+};
 use crate::github::{self, guard::Verdict, rerun};
 use crate::shared::env::Env;
 use crate::shared::redact::redact_url;
@@ -33,6 +38,14 @@ pub fn run(invocation: Invocation, env: &Env, log: &mut Log) -> Exit {
 fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Halt> {
     let started = Instant::now();
     let config = validate(invocation, log)?;
+    let verify = match invocation.action {
+        Action::Verify => true,
+        Action::Send => config.verify.enabled,
+        Action::Key => false,
+    };
+    if verify {
+        return verify_stages(config, invocation, env, started, log);
+    }
     let mut plan = Plan::new(&config, invocation, env, started, log);
     let transport = Transport::new(&config, plan.body_dir.clone())?;
     let mut prepared = prepare(config, env)?;
@@ -240,7 +253,18 @@ fn github_steps(
         }
         Some(Verdict::Send) | None => {}
     }
-    if let Some(audience) = &settings.oidc_audience {
+    oidc_bearer(runtime, plan, prepared, env, log)
+}
+
+/// With `oidc-audience`: a GitHub OIDC token as the request's bearer.
+fn oidc_bearer(
+    runtime: &tokio::runtime::Runtime,
+    plan: &Plan,
+    prepared: &mut Prepared,
+    env: &Env,
+    log: &mut Log,
+) -> Result<(), Halt> {
+    if let Some(audience) = &plan.github.oidc_audience {
         let token = github::api::http_client()
             .and_then(|client| {
                 let request = github::oidc::token(&client, env, audience);
@@ -262,6 +286,79 @@ fn github_steps(
         log.info("Authorization: a GitHub OIDC token for the given audience (masked)");
     }
     Ok(())
+}
+
+/// The stages of `verify`: the same config and request, then the checks'
+/// requests instead of the retry loop, their verdicts and their report.
+fn verify_stages(
+    config: Config,
+    invocation: &Invocation,
+    env: &Env,
+    started: Instant,
+    log: &mut Log,
+) -> Result<Exit, Halt> {
+    let mut plan = Plan::new(&config, invocation, env, started, log);
+    let transport = Transport::new(&config, plan.body_dir.clone())?;
+    if config.key.explicit.is_some() {
+        log.warning(
+            "idempotency-key is not used by verify",
+            "verify sends random keys of its own, one per check, so that no real step's key is ever spent on a test",
+        );
+    }
+    let settings = config.verify.clone();
+    let rules = judge::Rules {
+        ignore_headers: settings
+            .ignore_headers
+            .iter()
+            .map(|name| name.as_str().to_owned())
+            .collect(),
+        id_field: settings.id_field.clone(),
+    };
+    let probe_settings = ProbeSettings {
+        key_header: config.key.header.clone(),
+        key_format: config.key.format,
+        timeout: config.timeout,
+        deadline_at: plan.deadline_at,
+        id_field: settings.id_field.clone(),
+        accept: config.policy.accept.clone(),
+    };
+    let mut prepared = prepare(config, env)?;
+    prepared.body =
+        probe::in_memory(std::mem::replace(&mut prepared.body, Body::Empty)).map_err(|e| {
+            ConfigError {
+                input: "body-file",
+                message: format!("verify reads the body into memory to send it several times: {e}"),
+            }
+        })?;
+    verify::report::plan(
+        &verify::report::Plan {
+            method: prepared.method.as_str(),
+            url: &redact_url(&prepared.url),
+            concurrency: settings.concurrency,
+            has_body: !prepared.body.is_empty(),
+            retention: settings.retention.map(crate::shared::units::show),
+        },
+        log,
+    );
+    if plan.dry_run {
+        return Ok(verify::report::dry_run(log));
+    }
+    let runtime = start_runtime(log)?;
+    if log.is_github() {
+        oidc_bearer(&runtime, &plan, &mut prepared, env, log)?;
+    }
+    let mut probe = Probe::new(&transport, prepared, probe_settings);
+    let observed = runtime.block_on(probe.observe(settings.concurrency, settings.retention));
+    plan.sinks.earlier_attempts.clear();
+    Ok(match observed {
+        Err(probe::Unreachable(reason)) => verify::report::unreachable(&reason, &plan.sinks, log),
+        Ok(observed) => verify::report::emit(
+            &judge::findings(&observed, &rules),
+            probe.sent,
+            &plan.sinks,
+            log,
+        ),
+    })
 }
 
 /// Stage 3: the retry loop over the transport.

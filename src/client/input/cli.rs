@@ -18,6 +18,8 @@ pub enum Action {
     Send,
     /// Print the key that would be sent; send nothing.
     Key,
+    /// Check that the server honours idempotency keys.
+    Verify,
 }
 
 /// Where results go when `GITHUB_OUTPUT` is not set.
@@ -67,12 +69,13 @@ pub struct Invocation {
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (also --dry-run and `key`)
-  1  the final response's status is not in accept-status
+  0  success (also --dry-run and `key`); `verify`: every required check passed
+  1  the final response's status is not in accept-status; `verify`: a check failed
   2  invalid input or configuration; nothing was sent (also a body-file that
      changed during the run: its changed bytes were never sent whole)
   3  no HTTP response (transport errors until attempts or the deadline ran out,
-     TLS failure, response larger than max-response-size)
+     TLS failure, response larger than max-response-size); `verify`: the server
+     could not be reached
   4  a re-run refused by the re-run guard (key-ttl): the key may have expired
 
 Every option can also be set as the environment variable INPUT_<NAME>
@@ -91,7 +94,11 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("key")
                 .about("Print the idempotency key that would be sent; send nothing."),
-        );
+        )
+        .subcommand(Command::new("verify").about(
+            "Check that the server honours idempotency keys: replay, lost response, changed \
+             payload, concurrent duplicates (sends several requests; aim it at a staging endpoint).",
+        ));
     for input in INPUTS {
         let help = match input.default {
             "" => input.help.to_owned(),
@@ -140,6 +147,7 @@ where
     let matches = command().try_get_matches_from(args)?;
     let action = match matches.subcommand_name() {
         Some("key") => Action::Key,
+        Some("verify") => Action::Verify,
         _ => Action::Send,
     };
     let matches = matches.subcommand().map_or(&matches, |(_, sub)| sub);

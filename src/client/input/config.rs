@@ -67,6 +67,21 @@ pub struct TlsSettings {
     pub insecure: bool,
 }
 
+/// The settings of `verify` (read on every run, used only by it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySettings {
+    /// `verify`: the invocation checks the server instead of sending once.
+    pub enabled: bool,
+    /// `verify-concurrency`.
+    pub concurrency: u32,
+    /// `verify-id-field`: an RFC 6901 JSON pointer.
+    pub id_field: Option<String>,
+    /// `verify-ignore-headers`.
+    pub ignore_headers: Vec<HeaderName>,
+    /// `verify-retention`.
+    pub retention: Option<Duration>,
+}
+
 /// The validated configuration of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,6 +137,8 @@ pub struct Config {
     pub allow_expired_key: bool,
     /// `oidc-audience`, when set.
     pub oidc_audience: Option<String>,
+    /// `verify` and its settings.
+    pub verify: VerifySettings,
 }
 
 /// Reads input `name` (or its default) with `parse`. `show` says whether
@@ -186,6 +203,35 @@ fn parse_url(text: &str) -> Result<Url, String> {
             "the scheme `{other}` is not supported; use http or https"
         )),
     }
+}
+
+fn parse_verify(raw: &RawInputs) -> Result<VerifySettings, ConfigError> {
+    let id_field = raw
+        .get("verify-id-field")
+        .map(|pointer| {
+            if pointer.starts_with('/') {
+                Ok(pointer.to_owned())
+            } else {
+                fail(
+                    "verify-id-field",
+                    format!(
+                        "`{pointer}` is not a JSON pointer; write it from the document's root \
+                         with a leading slash, such as `/id` or `/deployment/id`"
+                    ),
+                )
+            }
+        })
+        .transpose()?;
+    Ok(VerifySettings {
+        enabled: flag(raw, "verify")?,
+        concurrency: parse_input(raw, "verify-concurrency", true, |t| parse_count(t, 2, 50))?,
+        id_field,
+        ignore_headers: parse_input(raw, "verify-ignore-headers", true, parse_name_list)?,
+        retention: raw
+            .get("verify-retention")
+            .map(|_| duration(raw, "verify-retention", false))
+            .transpose()?,
+    })
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {
@@ -484,6 +530,7 @@ impl Config {
             github_token: parse_token(raw)?,
             allow_expired_key: flag(raw, "allow-expired-key")?,
             oidc_audience,
+            verify: parse_verify(raw)?,
         })
     }
 }

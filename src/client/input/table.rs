@@ -294,6 +294,36 @@ pub const INPUTS: &[Input] = &[
         "Send a W3C `traceparent` whose trace-id is derived from the key, so every attempt and re-run shares it (a `traceparent` in `headers` is sent instead).",
     ),
     input(
+        "verify",
+        "false",
+        "BOOL",
+        "Instead of sending the request once, check that the server honours idempotency keys (the `verify` command); sends several requests, each of which may act: aim it at a staging or test endpoint.",
+    ),
+    input(
+        "verify-concurrency",
+        "5",
+        "N",
+        "`verify`: how many requests the concurrent-duplicates check sends at once with one key (2-50).",
+    ),
+    input(
+        "verify-id-field",
+        "",
+        "POINTER",
+        "`verify`: JSON pointer (RFC 6901, e.g. `/id`) to the response field that identifies what a request created; answers are compared by it as well as byte for byte.",
+    ),
+    input(
+        "verify-ignore-headers",
+        "",
+        "NAMES",
+        "`verify`: comma-separated response headers that may differ between an answer and its replay (e.g. `X-Request-Id`), besides Date, Age, framing and the replay markers.",
+    ),
+    input(
+        "verify-retention",
+        "",
+        "DURATION",
+        "`verify`: also check that a key is still replayed after this wait (the figure to give `key-ttl`); unset: not checked.",
+    ),
+    input(
         "dry-run",
         "false",
         "BOOL",

@@ -287,6 +287,12 @@ pub fn write_dotenv(outputs: &Outputs, sinks: &Sinks) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `outputs` alone (no response body): `dotenv-file`, then
+/// `$GITHUB_OUTPUT`, or JSON on stdout under `--output json`.
+pub fn write_outputs(outputs: &Outputs, sinks: &Sinks, log: &mut Log) -> anyhow::Result<()> {
+    write_results(outputs, None, false, sinks, log)
+}
+
 fn write_results(
     outputs: &Outputs,
     response: Option<Response>,

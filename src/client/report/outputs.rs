@@ -125,6 +125,18 @@ pub const OUTPUTS: &[OutputSpec] = &[
         help: "Wall time of all attempts and waits, in milliseconds.",
     },
     OutputSpec {
+        name: "verify-result",
+        json: JsonType::String,
+        dotenv: true,
+        help: "`verify` only: `passed` when every required check passed, else `failed`.",
+    },
+    OutputSpec {
+        name: "verify-checks",
+        json: JsonType::Object,
+        dotenv: false,
+        help: "`verify` only: each check by name (`replay`, `lost-response`, `changed-payload`, `concurrent`, `no-key`, `retention`) with its `verdict` (`passed`, `failed`, `not-applicable`, `info`), `required` and what was `seen`.",
+    },
+    OutputSpec {
         name: "error",
         json: JsonType::String,
         dotenv: false,

@@ -167,6 +167,7 @@ mod tests {
                         .unwrap_or_default(),
                     head: Vec::new(),
                     body_len: 0,
+                    body_sha256: [0; 32],
                     body_file: tempfile::NamedTempFile::new().unwrap().into_temp_path(),
                 }),
                 Err(kind) => Err(AttemptFailure {

@@ -36,6 +36,8 @@ pub struct Response {
     pub head: Vec<u8>,
     /// The body's length.
     pub body_len: u64,
+    /// SHA-256 of the whole body.
+    pub body_sha256: [u8; 32],
     /// A temporary file holding the whole body; deleted on drop unless kept.
     pub body_file: tempfile::TempPath,
 }
@@ -189,6 +191,40 @@ impl Transport {
         Attempted { result, notes }
     }
 
+    /// Sends the request (no redirects followed) and closes the connection
+    /// as soon as the response head arrives, reading none of the body: the
+    /// answer is lost after the server acted. The status, or why there is
+    /// none.
+    pub async fn abandon_at_head(
+        &self,
+        request: &Prepared,
+        timeout: Duration,
+    ) -> Result<StatusCode, AttemptFailure> {
+        let traceparent = request
+            .trace
+            .header_for_attempt(rand::random())
+            .and_then(|value| HeaderValue::from_str(&value).ok());
+        let send = self.send(
+            request,
+            &request.method,
+            &request.url,
+            true,
+            traceparent.as_ref(),
+        );
+        match tokio::time::timeout(timeout, send).await {
+            // Dropping a response whose body was not read closes its
+            // connection instead of returning it to the pool.
+            Ok(response) => response.map(|r| r.status()),
+            Err(_) => Err(AttemptFailure {
+                kind: Failure::NoResponse,
+                reason: format!(
+                    "no response head within {}",
+                    crate::shared::units::show(timeout)
+                ),
+            }),
+        }
+    }
+
     async fn follow(
         &self,
         request: &Prepared,
@@ -319,9 +355,11 @@ impl Transport {
             .map_err(|e| local_failure(&self.body_dir, e))?;
         let mut head = Vec::new();
         let mut total = 0u64;
+        let mut hasher = Sha256::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.try_next().await.map_err(|e| classify(&e))? {
             total += chunk.len() as u64;
+            hasher.update(&chunk);
             if total > self.max_response_size {
                 return Err(too_large(total));
             }
@@ -336,6 +374,7 @@ impl Transport {
             headers,
             head,
             body_len: total,
+            body_sha256: hasher.finalize().into(),
             body_file: file.into_temp_path(),
         })
     }
