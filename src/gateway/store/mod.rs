@@ -119,7 +119,7 @@ pub const LAPSED_LEASE_DETAIL: &str = "the gateway that forwarded this request s
 pub const SWEEP_BATCH: usize = 100;
 
 /// A store failure (unreachable, I/O, corrupt data).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("store error: {0}")]
 pub struct StoreError(pub String);
 
