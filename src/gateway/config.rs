@@ -54,8 +54,16 @@ fn parse_store(text: &str) -> Result<StoreSpec, String> {
         Ok(StoreSpec::Memory)
     } else if let Some(path) = text.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
         Ok(StoreSpec::Sqlite(PathBuf::from(path)))
-    } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+    } else if text.starts_with("redis://") {
         Ok(StoreSpec::Redis(text.to_owned()))
+    } else if text.starts_with("rediss://") {
+        // The redis crate is built without TLS (its TLS features bring a
+        // second crypto provider); say so before anything connects.
+        Err(
+            "`rediss://` (Redis over TLS) is not supported: use `redis://` on a trusted network \
+             or a local TLS tunnel, or PostgreSQL, which verifies TLS (`--store-ca-file`)"
+                .to_owned(),
+        )
     } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
         Ok(StoreSpec::Postgres(text.to_owned()))
     } else {
@@ -495,6 +503,11 @@ mod tests {
         );
         assert!(parse_store("sqlite:").is_err());
         assert!(parse_store("mysql://x").is_err());
+        let tls = parse_store("rediss://:pa55@cache:6380/0").unwrap_err();
+        assert!(
+            tls.contains("not supported") && !tls.contains("pa55"),
+            "{tls}"
+        );
     }
 
     #[test]
