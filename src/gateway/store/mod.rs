@@ -118,6 +118,36 @@ pub const LAPSED_LEASE_DETAIL: &str = "the gateway that forwarded this request s
 /// long behind it.
 pub const SWEEP_BATCH: usize = 100;
 
+/// A time in milliseconds as an SQL integer column holds it (SQLite's and
+/// PostgreSQL's are signed 64-bit), saturating.
+fn sql_ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Runs `batch` (one statement of at most [`SWEEP_BATCH`] rows, its rows
+/// touched) until one touches fewer; their sum. After each full batch it
+/// pauses three times as long as the batch took: requests waiting for the
+/// store get it in between (SQLite's mutex is not fair: a sweep that took
+/// it again at once kept claims waiting for seconds), and the sweep's
+/// writes grow SQLite's WAL slowly enough that checkpoints keep up
+/// without a long locked pass.
+async fn paced_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut touched = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let n = batch().await?;
+        touched += n;
+        if n < SWEEP_BATCH as u64 {
+            return Ok(touched);
+        }
+        tokio::time::sleep((started.elapsed() * 3).max(std::time::Duration::from_millis(1))).await;
+    }
+}
+
 /// A store failure (unreachable, I/O, corrupt data).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store error: {0}")]

@@ -105,9 +105,7 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-fn ms(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use super::sql_ms as ms;
 
 /// A PostgreSQL error in words, without the connection string.
 fn store_error(error: &tokio_postgres::Error) -> StoreError {
@@ -496,24 +494,11 @@ impl Store for PostgresStore {
         // replicas sweeping at once skip each other's rows.
         let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
         let (now, until) = (ms(now), ms(now.saturating_add(unknown_ttl)));
-        let mut touched = 0;
-        for lapsed in [false, true] {
-            loop {
-                let started = std::time::Instant::now();
-                let n = if lapsed {
-                    self.execute(SWEEP_LAPSED, &[&now, &until, &unknown])
-                        .await?
-                } else {
-                    self.execute(SWEEP_EXPIRED, &[&now]).await?
-                };
-                touched += n;
-                if n < super::SWEEP_BATCH as u64 {
-                    break;
-                }
-                tokio::time::sleep((started.elapsed() * 3).max(Duration::from_millis(1))).await;
-            }
-        }
-        Ok(touched)
+        let expired_params: [&(dyn ToSql + Sync); 1] = [&now];
+        let lapsed_params: [&(dyn ToSql + Sync); 3] = [&now, &until, &unknown];
+        let expired = super::paced_batches(|| self.execute(SWEEP_EXPIRED, &expired_params)).await?;
+        let lapsed = super::paced_batches(|| self.execute(SWEEP_LAPSED, &lapsed_params)).await?;
+        Ok(expired + lapsed)
     }
 }
 

@@ -350,9 +350,7 @@ const SWEEP_LAPSED: &str = "UPDATE records SET token = NULL, lease_until = NULL,
     WHERE (caller, key) IN
     (SELECT caller, key FROM records WHERE lease_until IS NOT NULL AND lease_until <= ?1 LIMIT 100)";
 
-fn ms(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
+use super::sql_ms as ms;
 
 impl Store for SqliteStore {
     async fn claim(
@@ -476,43 +474,33 @@ impl Store for SqliteStore {
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
         // In batches of SWEEP_BATCH rows, each in one of the writer
-        // thread's transactions, paced: between two batches the connection is free,
-        // so a request waits for at most one batch, not for the whole
-        // backlog (docs/performance.md has the measurements).
+        // thread's transactions, paced (`paced_batches`): a request waits
+        // for at most one batch, not for the whole backlog
+        // (docs/performance.md has the measurements).
         let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
         let mut touched = 0;
         for statement in [SWEEP_EXPIRED, SWEEP_LAPSED] {
-            loop {
+            touched += super::paced_batches(|| {
                 let unknown = unknown.clone();
-                let started = std::time::Instant::now();
-                let n = self
-                    .run_queued(move |c| {
-                        let mut statement = c.prepare_cached(statement)?;
-                        if statement.parameter_count() == 1 {
-                            statement.execute(params![ms(now)])
-                        } else {
-                            statement.execute(params![
-                                ms(now),
-                                ms(now.saturating_add(unknown_ttl)),
-                                unknown
-                            ])
-                        }
-                    })
-                    .await? as u64;
-                touched += n;
-                if n < super::SWEEP_BATCH as u64 {
-                    break;
+                async move {
+                    let n = self
+                        .run_queued(move |c| {
+                            let mut statement = c.prepare_cached(statement)?;
+                            if statement.parameter_count() == 1 {
+                                statement.execute(params![ms(now)])
+                            } else {
+                                statement.execute(params![
+                                    ms(now),
+                                    ms(now.saturating_add(unknown_ttl)),
+                                    unknown
+                                ])
+                            }
+                        })
+                        .await?;
+                    Ok(n as u64)
                 }
-                // A pause three times as long as the batch: requests waiting
-                // for the connection get it (a mutex is not fair: a sweep
-                // that took it again at once kept claims waiting for
-                // seconds), and the WAL grows slowly enough that the
-                // checkpoints keep up without a long locked pass.
-                tokio::time::sleep(
-                    (started.elapsed() * 3).max(std::time::Duration::from_millis(1)),
-                )
-                .await;
-            }
+            })
+            .await?;
         }
         Ok(touched)
     }
