@@ -11,10 +11,10 @@ use idempotent_request::gateway::clock::ManualClock;
 use idempotent_request::gateway::proxy::{Gateway, Settings};
 use idempotent_request::gateway::store::AnyStore;
 use idempotent_request::gateway::store::memory::MemoryStore;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
-use support::{Reply, Response, Server};
+use support::{Reply, Response, Server, held_upstream};
 
 struct Running {
     url: String,
@@ -115,18 +115,7 @@ async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_duplicates_reach_the_upstream_once() {
     // The upstream holds the one forwarded request until the test lets go.
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
-    let upstream = Server::start(move |_| {
-        entered_tx.lock().unwrap().send(()).unwrap();
-        release_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
-        Reply::Respond(created(1))
-    });
+    let (upstream, entered_rx, release_tx) = held_upstream(created(1));
     let mut s = settings(&upstream);
     s.upstream_timeout = Duration::from_secs(20);
     s.lock_timeout = Duration::from_secs(30);

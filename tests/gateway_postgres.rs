@@ -8,37 +8,12 @@ mod support;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use support::gateway::{Gateway, RoundRobin, http, runtime};
 use support::postgres::PostgresServer;
-use support::{Reply, Response, Server, client, github_env, read_outputs};
-
-/// An upstream that reports each request on `entered` and answers
-/// `201 {"deployment":n}` after `delay`.
-fn slow_upstream(delay: Duration) -> (Server, mpsc::Receiver<()>) {
-    let (entered_tx, entered) = mpsc::channel();
-    let entered_tx = Mutex::new(entered_tx);
-    let count = Arc::new(Mutex::new(0));
-    let server = Server::start(move |_| {
-        let _ = entered_tx.lock().unwrap().send(());
-        let mut n = count.lock().unwrap();
-        *n += 1;
-        Reply::Delay(
-            delay,
-            Response::new(201)
-                .header("content-type", "application/json")
-                .body(format!("{{\"deployment\":{n}}}")),
-        )
-    });
-    (server, entered)
-}
-
-fn wait_entered(entered: &mpsc::Receiver<()>) {
-    entered
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the upstream never received the request");
-}
+use support::{
+    Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream, wait_entered,
+};
 
 /// POSTs `{}` with `key`; status, whether it was a replay, body.
 async fn post(url: &str, key: &str) -> (u16, bool, String) {
@@ -198,18 +173,8 @@ fn postgres_stopped_is_503_with_nothing_forwarded_and_started_again_serves() {
 fn a_claim_acknowledged_before_postgres_crashed_is_still_there_after_it_restarts() {
     let mut pg = PostgresServer::start();
     // The upstream holds the one request until the test lets go.
-    let (entered_tx, entered) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
-    let upstream = Server::start(move |_| {
-        entered_tx.lock().unwrap().send(()).unwrap();
-        release_rx
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap();
-        Reply::Respond(Response::new(201).body("{\"deployment\":1}"))
-    });
+    let (upstream, entered, release_tx) =
+        held_upstream(Response::new(201).body("{\"deployment\":1}"));
     let gateway = Gateway::start(&upstream, &["--store", &pg.url()]);
     let url = gateway.url.clone();
     let first = std::thread::spawn(move || runtime().block_on(post(&url, "crash-1")));

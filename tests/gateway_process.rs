@@ -6,39 +6,10 @@
 mod support;
 
 use std::process::Command;
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use support::gateway::{Gateway, http, runtime};
 use support::redis::RedisServer;
-use support::{Reply, Response, Server, client, github_env, read_outputs};
-
-/// An upstream that reports each request on `entered` and answers
-/// `201 {"deployment":n}` after `delay`.
-fn slow_upstream(delay: Duration) -> (Server, mpsc::Receiver<()>) {
-    let (entered_tx, entered) = mpsc::channel();
-    let entered_tx = Mutex::new(entered_tx);
-    let count = Arc::new(Mutex::new(0));
-    let server = Server::start(move |_| {
-        let _ = entered_tx.lock().unwrap().send(());
-        let mut n = count.lock().unwrap();
-        *n += 1;
-        Reply::Delay(
-            delay,
-            Response::new(201)
-                .header("content-type", "application/json")
-                .body(format!("{{\"deployment\":{n}}}")),
-        )
-    });
-    (server, entered)
-}
-
-/// Waits for the upstream to receive the request; a broken test fails
-/// here instead of hanging.
-fn wait_entered(entered: &mpsc::Receiver<()>) {
-    entered
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the upstream never received the request");
-}
+use support::{client, github_env, read_outputs, slow_upstream, wait_entered};
 
 fn post_in_background(
     url: String,

@@ -428,11 +428,8 @@ async fn redis_orphaned_claims_expire_one_ttl_after_their_lease() {
 }
 
 /// The sweep deletes a backlog larger than one batch, in batches.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
+async fn sweep_clears_a_backlog_larger_than_one_batch(store: impl Store) {
     use idempotent_request::gateway::store::SWEEP_BATCH;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("records.db"), Durability::Process).unwrap();
     let backlog = SWEEP_BATCH * 2 + 37;
     for n in 0..backlog {
         let key = format!("backlog-{n}");
@@ -447,6 +444,13 @@ async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
     }
     assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), backlog as u64);
     assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("records.db"), Durability::Process).unwrap();
+    sweep_clears_a_backlog_larger_than_one_batch(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,23 +500,9 @@ async fn postgres_claims_across_replicas_have_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
-    use idempotent_request::gateway::store::SWEEP_BATCH;
     let server = support::postgres::PostgresServer::start();
     let store = PostgresStore::connect(&server.url(), None).await.unwrap();
-    let backlog = SWEEP_BATCH * 2 + 37;
-    for n in 0..backlog {
-        let key = format!("backlog-{n}");
-        store
-            .claim(&id(&key), &FP, &[1; 16], NOW + 60_000, NOW)
-            .await
-            .unwrap();
-        store
-            .finish(&id(&key), &[1; 16], &response("x"), NOW + 10, NOW)
-            .await
-            .unwrap();
-    }
-    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), backlog as u64);
-    assert_eq!(store.sweep(NOW + 10, 1_000).await.unwrap(), 0);
+    sweep_clears_a_backlog_larger_than_one_batch(store).await;
 }
 
 /// The pool outlives the server: a stopped server is a store error (the

@@ -40,6 +40,59 @@ pub fn counting() -> (Server, Arc<AtomicUsize>) {
     (server, calls)
 }
 
+/// An upstream that reports each request on `entered` and answers
+/// `201 {"deployment":n}` after `delay`.
+pub fn slow_upstream(delay: std::time::Duration) -> (Server, std::sync::mpsc::Receiver<()>) {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let entered_tx = Mutex::new(entered_tx);
+    let count = Arc::new(Mutex::new(0));
+    let server = Server::start(move |_| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let mut n = count.lock().unwrap();
+        *n += 1;
+        Reply::Delay(
+            delay,
+            Response::new(201)
+                .header("content-type", "application/json")
+                .body(format!("{{\"deployment\":{n}}}")),
+        )
+    });
+    (server, entered)
+}
+
+/// An upstream that reports each request on `entered` and holds it until
+/// the test sends on `release` (or 30 s pass, so a broken test fails
+/// instead of hanging), then answers `response`.
+pub fn held_upstream(
+    response: Response,
+) -> (
+    Server,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let server = Server::start(move |_| {
+        entered_tx.lock().unwrap().send(()).unwrap();
+        release_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        Reply::Respond(response.clone())
+    });
+    (server, entered, release)
+}
+
+/// Waits for the upstream to receive the request; a broken test fails
+/// here instead of hanging.
+pub fn wait_entered(entered: &std::sync::mpsc::Receiver<()>) {
+    entered
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the upstream never received the request");
+}
+
 /// A request as the server received it.
 #[derive(Debug, Clone)]
 pub struct Request {
