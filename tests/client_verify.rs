@@ -408,3 +408,27 @@ fn the_key_command_wins_over_the_verify_input() {
     assert_eq!(stdout.trim().len(), 36, "{stdout}");
     assert_eq!(server.connections(), 0);
 }
+
+#[test]
+fn a_body_file_is_read_once_and_sent_by_every_check() {
+    let (server, _) = counting();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, br#"{"ref":"v2"}"#).unwrap();
+    let output = client()
+        .args(["verify", "--url", &server.url("/d"), "--output", "json"])
+        .args(["--body-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_verdict(&verdicts(&json), "changed-payload", "failed", "acted on");
+    let bodies: Vec<Vec<u8>> = server.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies.len(), 14);
+    let original = br#"{"ref":"v2"}"#.to_vec();
+    assert_eq!(
+        bodies.iter().filter(|b| **b != original).count(),
+        1,
+        "one changed payload"
+    );
+}

@@ -291,13 +291,13 @@ fn oidc_bearer(
 /// The stages of `verify`: the same config and request, then the checks'
 /// requests instead of the retry loop, their verdicts and their report.
 fn verify_stages(
-    config: Config,
+    mut config: Config,
     invocation: &Invocation,
     env: &Env,
     started: Instant,
     log: &mut Log,
 ) -> Result<Exit, Halt> {
-    let mut plan = Plan::new(&config, invocation, env, started, log);
+    let plan = Plan::new(&config, invocation, env, started, log);
     let transport = Transport::new(&config, plan.body_dir.clone())?;
     if config.key.explicit.is_some() {
         log.warning(
@@ -322,14 +322,16 @@ fn verify_stages(
         id_field: settings.id_field.clone(),
         accept: config.policy.accept.clone(),
     };
-    let mut prepared = prepare(config, env)?;
-    prepared.body =
-        probe::in_memory(std::mem::replace(&mut prepared.body, Body::Empty)).map_err(|e| {
+    // Read once, here: the key's derivation then hashes these bytes, and
+    // every check sends them.
+    config.body =
+        probe::in_memory(std::mem::replace(&mut config.body, Body::Empty)).map_err(|e| {
             ConfigError {
                 input: "body-file",
                 message: format!("verify reads the body into memory to send it several times: {e}"),
             }
         })?;
+    let mut prepared = prepare(config, env)?;
     verify::report::plan(
         &verify::report::Plan {
             method: prepared.method.as_str(),
@@ -349,7 +351,6 @@ fn verify_stages(
     }
     let mut probe = Probe::new(&transport, prepared, probe_settings);
     let observed = runtime.block_on(probe.observe(settings.concurrency, settings.retention));
-    plan.sinks.earlier_attempts.clear();
     Ok(match observed {
         Err(probe::Unreachable(reason)) => verify::report::unreachable(&reason, &plan.sinks, log),
         Ok(observed) => verify::report::emit(

@@ -12,6 +12,16 @@ pub const REPLAYED_HEADERS: [&str; 3] = [
     "x-idempotent-replayed",
 ];
 
+/// The header among [`REPLAYED_HEADERS`] that marks `headers` (names
+/// lower-case) as a replay with the value `true`, if any.
+pub fn replay_marker(headers: &[(String, String)]) -> Option<&'static str> {
+    REPLAYED_HEADERS.iter().copied().find(|marker| {
+        headers
+            .iter()
+            .any(|(name, value)| name == marker && value.trim().eq_ignore_ascii_case("true"))
+    })
+}
+
 /// The prefix of the gateway's problem types.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:idempotency-gateway:problem:";
 

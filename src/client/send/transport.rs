@@ -173,10 +173,7 @@ impl Transport {
     /// `traceparent` span of its own.
     pub async fn attempt(&self, request: &Prepared, timeout: Duration) -> Attempted {
         let mut notes = Vec::new();
-        let traceparent = request
-            .trace
-            .header_for_attempt(rand::random())
-            .and_then(|value| HeaderValue::from_str(&value).ok());
+        let traceparent = traceparent(request);
         let follow = self.follow(request, traceparent.as_ref(), &mut notes);
         let result = match tokio::time::timeout(timeout, follow).await {
             Ok(result) => result,
@@ -200,10 +197,7 @@ impl Transport {
         request: &Prepared,
         timeout: Duration,
     ) -> Result<StatusCode, AttemptFailure> {
-        let traceparent = request
-            .trace
-            .header_for_attempt(rand::random())
-            .and_then(|value| HeaderValue::from_str(&value).ok());
+        let traceparent = traceparent(request);
         let send = self.send(
             request,
             &request.method,
@@ -380,6 +374,14 @@ impl Transport {
     }
 }
 
+/// The `traceparent` of one attempt of `request`: a fresh span, when ours.
+fn traceparent(request: &Prepared) -> Option<HeaderValue> {
+    request
+        .trace
+        .header_for_attempt(rand::random())
+        .and_then(|value| HeaderValue::from_str(&value).ok())
+}
+
 async fn attach_body(
     builder: reqwest::RequestBuilder,
     body: &Body,
@@ -552,8 +554,5 @@ fn plain_words(error: &reqwest::Error) -> String {
 
 /// Whether the server marked the response as a replay.
 pub fn is_replayed(response: &Response) -> bool {
-    response.headers.iter().any(|(name, value)| {
-        protocol::REPLAYED_HEADERS.contains(&name.as_str())
-            && value.trim().eq_ignore_ascii_case("true")
-    })
+    protocol::replay_marker(&response.headers).is_some()
 }

@@ -32,11 +32,7 @@ impl Answer {
     /// The replay header that marks this answer (`Idempotent-Replayed:
     /// true` or one of its variants), if any.
     pub fn replay_marker(&self) -> Option<&'static str> {
-        REPLAYED_HEADERS.iter().copied().find(|name| {
-            self.headers
-                .iter()
-                .any(|(n, v)| n == name && v.trim().eq_ignore_ascii_case("true"))
-        })
+        crate::shared::protocol::replay_marker(&self.headers)
     }
 
     fn is_success(&self) -> bool {

@@ -36,12 +36,7 @@ pub struct Unreachable(pub String);
 pub struct Probe<'a> {
     transport: &'a Transport,
     base: Prepared,
-    key_header: HeaderName,
-    key_format: KeyFormat,
-    timeout: Duration,
-    deadline_at: Instant,
-    id_field: Option<String>,
-    accept: StatusSet,
+    settings: ProbeSettings,
     /// Requests sent so far.
     pub sent: u32,
 }
@@ -68,12 +63,7 @@ impl<'a> Probe<'a> {
         Self {
             transport,
             base,
-            key_header: settings.key_header,
-            key_format: settings.key_format,
-            timeout: settings.timeout,
-            deadline_at: settings.deadline_at,
-            id_field: settings.id_field,
-            accept: settings.accept,
+            settings,
             sent: 0,
         }
     }
@@ -91,7 +81,7 @@ impl<'a> Probe<'a> {
             return Err(Unreachable(reason.clone()));
         }
         let second = self.settle(&replay_request).await;
-        let usable = matches!(&first, Ok(answer) if self.accept.contains(answer.status));
+        let usable = matches!(&first, Ok(answer) if self.settings.accept.contains(answer.status));
         if !usable {
             return Ok(Observations {
                 replay: (first, second),
@@ -104,7 +94,7 @@ impl<'a> Probe<'a> {
         let no_key = self.send(&self.unkeyed()).await;
         let retention = match retention {
             Some(wait) => {
-                self.deadline_at += wait;
+                self.settings.deadline_at += wait;
                 tokio::time::sleep(wait).await;
                 Some((self.settle(&replay_request).await, wait))
             }
@@ -127,7 +117,7 @@ impl<'a> Probe<'a> {
         self.sent += 1;
         let abandoned = self
             .transport
-            .abandon_at_head(&request, self.timeout)
+            .abandon_at_head(&request, self.settings.timeout)
             .await
             .map(|status| status.as_u16())
             .map_err(|failure| failure.reason);
@@ -149,13 +139,13 @@ impl<'a> Probe<'a> {
 
     async fn concurrent(&mut self, n: u32) -> (Vec<Sent>, Sent) {
         let request = self.keyed(&fresh_key(), None);
-        let timeout = self.timeout;
+        let timeout = self.settings.timeout;
         self.sent += n;
         let attempts = (0..n).map(|_| self.transport.attempt(&request, timeout));
         let burst = futures_util::future::join_all(attempts).await;
         let burst = burst
             .into_iter()
-            .map(|attempted| answer(attempted, self.id_field.as_deref()))
+            .map(|attempted| answer(attempted, self.settings.id_field.as_deref()))
             .collect();
         let after = self.settle(&request).await;
         (burst, after)
@@ -164,8 +154,8 @@ impl<'a> Probe<'a> {
     /// One request, one attempt.
     async fn send(&mut self, request: &Prepared) -> Sent {
         self.sent += 1;
-        let attempted = self.transport.attempt(request, self.timeout).await;
-        answer(attempted, self.id_field.as_deref())
+        let attempted = self.transport.attempt(request, self.settings.timeout).await;
+        answer(attempted, self.settings.id_field.as_deref())
     }
 
     /// One request, asked again while its key is in flight.
@@ -182,7 +172,7 @@ impl<'a> Probe<'a> {
                     .min(MAX_WAIT),
                 _ => break,
             };
-            if Instant::now() + wait >= self.deadline_at {
+            if Instant::now() + wait >= self.settings.deadline_at {
                 break;
             }
             tokio::time::sleep(wait).await;
@@ -194,14 +184,14 @@ impl<'a> Probe<'a> {
     /// The request with `key` (and `body` instead of its own, if given).
     fn keyed(&self, key: &str, body: Option<Bytes>) -> Prepared {
         let mut request = self.unkeyed();
-        let text = derive::header_value(key, self.key_format);
+        let text = derive::header_value(key, self.settings.key_format);
         if let Ok(value) = HeaderValue::from_str(&text) {
             let key = Key {
                 value: key.to_owned(),
                 source: KeySource::Random,
                 caveat: None,
             };
-            request.key = Some((key, (self.key_header.clone(), value)));
+            request.key = Some((key, (self.settings.key_header.clone(), value)));
         }
         if let Trace::Ours(_) = request.trace {
             request.trace = Trace::Ours(trace::trace_id(Some(key)));

@@ -7,7 +7,7 @@ use crate::client::report::log::Log;
 use crate::client::report::outcome::{self, Sinks};
 use crate::client::report::outputs::Outputs;
 use crate::client::report::summary::cell;
-use crate::client::verify::checks::{CHECKS, check, planned_requests};
+use crate::client::verify::checks::{CHECKS, CheckId, check, planned_requests};
 use crate::client::verify::judge::{Finding, Verdict, passed};
 
 /// What the plan says.
@@ -36,16 +36,14 @@ pub fn plan(plan: &Plan<'_>, log: &mut Log) {
     ));
     for c in CHECKS {
         let note = match c.id {
-            crate::client::verify::checks::CheckId::ChangedPayload if !plan.has_body => {
-                " (skipped: no body)"
-            }
-            crate::client::verify::checks::CheckId::Retention if plan.retention.is_none() => {
+            CheckId::ChangedPayload if !plan.has_body => " (skipped: no body)",
+            CheckId::Retention if plan.retention.is_none() => {
                 " (skipped: verify-retention is not set)"
             }
             _ => "",
         };
         let sends = match (c.id, &plan.retention) {
-            (crate::client::verify::checks::CheckId::Retention, Some(wait)) => {
+            (CheckId::Retention, Some(wait)) => {
                 format!("{}, {wait}", c.sends)
             }
             _ => c
@@ -170,7 +168,6 @@ fn summary(findings: &[Finding], sent: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::verify::checks::CheckId;
 
     #[test]
     fn the_summary_puts_every_seen_text_in_a_code_span() {
