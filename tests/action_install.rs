@@ -4,7 +4,7 @@
 // Unix only: the installer is a bash script run with Unix tools.
 #![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Input handling end to end: every bad input exits 2 with a clear error
 //! naming it and sends nothing; the CLI's local output modes.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 use support::{Reply, Response, Server, both_streams, client, github_env, read_outputs};

@@ -4,7 +4,7 @@
 // Unix only: the peak memory of the child comes from getrusage.
 #![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -5,7 +5,7 @@
 //! the system counts attempts; parallel legs and steps get keys of their
 //! own; the log names the system, and says so where a re-run is a new build.
 
-mod support;
+use crate::support;
 
 use support::client;
 

@@ -1,7 +1,7 @@
 //! Keys across separate runs of the binary: re-runs of a job reuse the key
 //! (and the server acts once); matrix legs and attempt scope do not.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use support::{AfterCommit, Server, Toy, client, github_env, read_outputs};

@@ -1,7 +1,7 @@
 //! The binary against fault-injecting servers on 127.0.0.1: retries, the
 //! key on every attempt, lost responses replayed, and exit codes.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! TLS (custom CA, mutual TLS, verification failures), redirects across
 //! origins, and what the log may and may not show.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use support::tls::Pki;

@@ -4,7 +4,7 @@
 //! that answers 500 on a reused key, one that acts on concurrent
 //! duplicates; bad input, an unreachable server, the plan and the outputs.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

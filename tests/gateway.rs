@@ -2,7 +2,7 @@
 //! front of a scriptable upstream, a manual clock for expiry, real HTTP.
 #![cfg(feature = "gateway")]
 
-mod support;
+use crate::support;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;

@@ -7,7 +7,7 @@
 //! on 127.0.0.1.
 #![cfg(all(feature = "gateway", unix))]
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

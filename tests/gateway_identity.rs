@@ -5,7 +5,7 @@
 //! other's answers. Real processes on 127.0.0.1.
 #![cfg(all(feature = "gateway", unix))]
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use jsonwebtoken::Algorithm;

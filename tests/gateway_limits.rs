@@ -4,7 +4,7 @@
 //! serving everyone else.
 #![cfg(all(feature = "gateway", unix))]
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

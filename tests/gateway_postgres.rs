@@ -4,7 +4,7 @@
 //! replicas. Real processes on 127.0.0.1.
 #![cfg(all(feature = "gateway", unix))]
 
-mod support;
+use crate::support;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;

@@ -3,7 +3,7 @@
 //! Redis going away, the admin endpoints, and the client binary through it.
 #![cfg(all(feature = "gateway", unix))]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

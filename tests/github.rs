@@ -2,7 +2,7 @@
 //! GitHub API and token service on 127.0.0.1 answering the documented JSON
 //! shapes.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -2,7 +2,7 @@
 //! real Redis server and a real PostgreSQL server.
 #![cfg(feature = "gateway")]
 
-mod support;
+use crate::support;
 
 use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
