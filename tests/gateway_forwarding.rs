@@ -9,6 +9,7 @@
 
 use crate::support;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::sync::atomic::Ordering;
@@ -547,4 +548,51 @@ fn webhook_redeliveries_are_answered_from_the_record() {
     );
     assert_eq!(status_of(&bare), 400);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A client that hangs up while its forward waits on the upstream: the
+/// forward runs on the client's connection until then, so the gateway must
+/// carry the rest on its own (answer recorded, logged as orphaned) and the
+/// retry gets the replay; the upstream acts once.
+#[test]
+fn a_client_that_hangs_up_mid_forward_leaves_its_answer_recorded() {
+    let (upstream, entered, release) =
+        support::held_upstream(Response::new(201).body("{\"deployment\":1}"));
+    for store in ["memory", "sqlite"] {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite:{}", dir.path().join("records.db").display());
+        let store_arg = if store == "memory" { "memory" } else { &sqlite };
+        let gateway = Gateway::start(&upstream, &["--store", store_arg]);
+        let key = format!("hang-up-{store}");
+        let mut stream =
+            std::net::TcpStream::connect(gateway.url.trim_start_matches("http://")).unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: {key}\r\nContent-Length: 2\r\n\r\n{{}}"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        support::wait_entered(&entered);
+        drop(stream);
+        // The upstream still holds the request: a duplicate finds it in flight.
+        let duplicate = raw_post(&gateway, "POST", "/deployments", &key);
+        assert_eq!(status_of(&duplicate), 409, "{store}: still in flight");
+        release.send(()).unwrap();
+        // Logged once the unit, carried on without its client, is done.
+        let line = gateway.log_line_with("the client went away before the answer");
+        assert!(line.contains("outcome=\"forwarded\""), "{store}: {line}");
+        assert!(line.contains("status=201"), "{store}: {line}");
+        let retry = raw_post(&gateway, "POST", "/deployments", &key);
+        assert_eq!(status_of(&retry), 201, "{store}: {retry}");
+        assert!(
+            retry
+                .to_ascii_lowercase()
+                .contains("idempotent-replayed: true"),
+            "{store}: {retry}"
+        );
+        assert!(retry.ends_with("{\"deployment\":1}"), "{store}: {retry}");
+    }
+    assert_eq!(upstream.requests().len(), 2, "one forward per store");
 }

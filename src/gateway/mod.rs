@@ -4,7 +4,8 @@
 //!
 //! One module per concern: [`config`] (the flags), [`server`] (the listener
 //! and its connection limits), [`proxy`] (the service: claim, forward,
-//! record, replay), with [`target`] (the request target, checked and
+//! record, replay; [`unsplit`] keeps a claim, its forward and its record
+//! one unit when the client goes away), with [`target`] (the request target, checked and
 //! forwarded byte for byte), [`hop`] (hop-by-hop headers), [`caller`] and
 //! [`jwt`] (who is asking), [`key`] (the key header), [`body`] (request
 //! bodies within limits), [`fingerprint`], [`upstream`] (the client to the
@@ -27,6 +28,7 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod target;
+pub mod unsplit;
 pub mod upstream;
 
 pub use server::{Limits, serve};

@@ -43,6 +43,7 @@ use super::store::{
     StoredResponse, Token,
 };
 use super::target;
+use super::unsplit::unsplit;
 use super::upstream::{Answer, Failure, Upstream};
 use crate::shared::protocol::REPLAYED_HEADER;
 use crate::shared::traceparent::TraceParent;
@@ -275,29 +276,24 @@ impl Gateway {
             return (outcome, hash, response);
         }
         // Claim, forward and record as one unit a disconnect cannot split.
-        let (sender, receiver) = tokio::sync::oneshot::channel();
         let gateway = self.clone();
+        let orphan = self.clone();
         let logged_key = hash.clone();
-        self.forwards.spawn(async move {
-            let handled = gateway
-                .clone()
-                .idempotent(parts, body, held, id, fingerprint)
-                .await;
-            if let Err((outcome, response)) = sender.send(handled) {
+        let (outcome, response) = unsplit(
+            &self.forwards,
+            async move { gateway.idempotent(parts, body, held, id, fingerprint).await },
+            move |(outcome, response): (RequestOutcome, Response)| {
                 // The request's own log line went with its client.
-                gateway.metrics.request(outcome);
+                orphan.metrics.request(outcome);
                 tracing::info!(
                     key = logged_key.as_deref().unwrap_or("-"),
                     outcome = outcome.as_str(),
                     status = response.status().as_u16(),
                     "the client went away before the answer; the outcome stands for its retry"
                 );
-            }
-        });
-        let (outcome, response) = receiver.await.unwrap_or_else(|_| {
-            let detail = "the request failed unexpectedly in the gateway; whether the upstream acted is unknown";
-            (RequestOutcome::OutcomeUnknown, Problem::OutcomeUnknown.respond(detail))
-        });
+            },
+        )
+        .await;
         (outcome, hash, response)
     }
 
