@@ -15,6 +15,8 @@
 # so stalls are not hidden: what wrk2 does, which the package registries
 # do not carry), where the added latency shows without queueing; and the
 # ratios the gateway's goals are stated in (against nginx in this run).
+# Both measured tables are medians of BENCH_ROUNDS (3) rounds, the rows of
+# each round in rotated order, BENCH_DURATION (8s) per measurement.
 # The driver's own cost: it runs beside wrk against the bare baseline at
 # saturation. All in the same run on this machine; Markdown on stdout;
 # docs/performance.md records results.
@@ -128,20 +130,21 @@ start_gateway() { # name, store, extra args...
   gateway="http://$(grep -o 'listen=[^ ]*' "${work}/${name}.log" | head -1 | cut -d= -f2)"
 }
 
-declare -A rps p99
-# wrk's --latency output: requests/s and the 50th and 99th percentiles;
-# the requests/s kept as rps[id].
-run() { # id, label, url, script
+declare -A rps p99 rpss sat_p50s sat_p99s sat_errors
+# One wrk measurement of row `id` (--latency output: requests/s, the 50th
+# and 99th percentiles, non-2xx answers), appended to its lists.
+wrk_once() { # id, url, script
   local out
-  curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$3/deployments"
-  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "$4" "$3")
-  local p50 p99w errors
-  rps[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"${out}")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"${out}")
-  p99w=$(awk '$1 == "99%" {print $2}' <<<"${out}")
-  errors=$(awk '/Non-2xx/ {print $NF}' <<<"${out}")
-  printf '| %s | %.0f | %s | %s | %s |\n' "$2" "${rps[$1]}" "${p50}" "${p99w}" "${errors:-0}"
+  curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$2/deployments"
+  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "$3" "$2")
+  rpss[$1]+=" $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"${out}")"
+  sat_p50s[$1]+=" $(awk '$1 == "50%" {print $2}' <<<"${out}")"
+  sat_p99s[$1]+=" $(awk '$1 == "99%" {print $2}' <<<"${out}")"
+  sat_errors[$1]+=" $(awk '/Non-2xx/ {n = $NF} END {print n + 0}' <<<"${out}")"
 }
+
+# wrk prints latencies with units (850.00us, 1.20ms): microseconds, for sorting.
+to_us() { tr ' ' '\n' <<<"$1" | grep . | awk '/ms$/ { printf "%.0f\n", $0 * 1000; next } /us$/ { printf "%.0f\n", $0 + 0; next } /s$/ { printf "%.0f\n", $0 * 1000000 }' | tr '\n' ' '; }
 
 # examples/paced_load.rs at 1000 requests/s: one measurement of row `id`,
 # appended to its p50, p99, max and non-2xx lists.
@@ -159,38 +162,54 @@ paced_once() { # id, url, keys
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "### Throughput at saturation"
-echo
-echo "wrk: 1 thread, ${connections} connections, ${duration} per row, as fast as the machine allows; $(nproc) cores shared by wrk, the proxy, the upstream and the stores."
-echo
-echo "| setup | requests/s | p50 | p99 | non-2xx |"
-echo "|---|---:|---:|---:|---:|"
-run hello "hyper hello-world (baseline)" "${upstream}" "${work}/plain.lua"
-run direct "upstream directly, unique keys" "${upstream}" "${work}/unique.lua"
-run nginx "nginx proxy_pass, unique keys (forward)" "${nginx}" "${work}/unique.lua"
-run nginx-get "nginx proxy_pass, plain GET" "${nginx}" "${work}/get.lua"
 start_gateway memory memory
 memory=${gateway}
-run get "gateway, plain GET (pass-through, no store)" "${gateway}" "${work}/get.lua"
-run memory "gateway, memory, unique keys (forward)" "${gateway}" "${work}/unique.lua"
-run memory-replay "gateway, memory, one key (replay)" "${gateway}" "${work}/repeated.lua"
 start_gateway sqlite "sqlite:${work}/normal.db"
 sqlite=${gateway}
-run sqlite "gateway, SQLite, unique keys (forward)" "${gateway}" "${work}/unique.lua"
-run sqlite-replay "gateway, SQLite, one key (replay)" "${gateway}" "${work}/repeated.lua"
 start_gateway sqlite-full "sqlite:${work}/full.db" --durability full
 sqlite_full=${gateway}
-run sqlite-full "gateway, SQLite --durability full, unique keys" "${gateway}" "${work}/unique.lua"
 start_gateway redis "redis://127.0.0.1:${redis_port}/0"
 redis=${gateway}
-run redis "gateway, Redis, unique keys (forward)" "${gateway}" "${work}/unique.lua"
-run redis-replay "gateway, Redis, one key (replay)" "${gateway}" "${work}/repeated.lua"
 start_gateway postgres "postgres://gateway@127.0.0.1:${pg_port}/postgres"
 postgres=${gateway}
-# Replays first: after the forward row, PostgreSQL's own background work
-# (autovacuum, checkpoints) shares the cores with wrk and the gateway.
-run postgres-replay "gateway, PostgreSQL, one key (replay)" "${gateway}" "${work}/repeated.lua"
-run postgres "gateway, PostgreSQL, unique keys (forward)" "${gateway}" "${work}/unique.lua"
+
+echo "### Throughput at saturation"
+echo
+echo "wrk: 1 thread, ${connections} connections, ${duration} per measurement, as fast as the machine allows; $(nproc) cores shared by wrk, the proxy, the upstream and the stores; medians of ${rounds} rounds in rotated order."
+echo
+echo "| setup | requests/s | p50 µs | p99 µs | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+# As in the latency table below: rows in rotated order, rounds apart, so a
+# drift in this shared machine's speed reaches every row alike, and the
+# ratios against nginx compare rows measured minutes apart at most.
+saturation_rows=(
+  "hello|hyper hello-world (baseline)|${upstream}|plain"
+  "direct|upstream directly, unique keys|${upstream}|unique"
+  "nginx|nginx proxy_pass, unique keys (forward)|${nginx}|unique"
+  "nginx-get|nginx proxy_pass, plain GET|${nginx}|get"
+  "get|gateway, plain GET (pass-through, no store)|${memory}|get"
+  "memory|gateway, memory, unique keys (forward)|${memory}|unique"
+  "memory-replay|gateway, memory, one key (replay)|${memory}|repeated"
+  "sqlite|gateway, SQLite, unique keys (forward)|${sqlite}|unique"
+  "sqlite-replay|gateway, SQLite, one key (replay)|${sqlite}|repeated"
+  "sqlite-full|gateway, SQLite --durability full, unique keys|${sqlite_full}|unique"
+  "redis|gateway, Redis, unique keys (forward)|${redis}|unique"
+  "redis-replay|gateway, Redis, one key (replay)|${redis}|repeated"
+  "postgres|gateway, PostgreSQL, unique keys (forward)|${postgres}|unique"
+  "postgres-replay|gateway, PostgreSQL, one key (replay)|${postgres}|repeated"
+)
+for ((round = 0; round < rounds; round++)); do
+  for ((i = 0; i < ${#saturation_rows[@]}; i++)); do
+    IFS='|' read -r id _ url script <<<"${saturation_rows[(i + round) % ${#saturation_rows[@]}]}"
+    wrk_once "${id}" "${url}" "${work}/${script}.lua"
+  done
+done
+for row in "${saturation_rows[@]}"; do
+  IFS='|' read -r id label _ <<<"${row}"
+  rps[${id}]=$(median "${rpss[${id}]}")
+  printf '| %s | %s | %s | %s | %s |\n' "${label}" "${rps[${id}]}" "$(median "$(to_us "${sat_p50s[${id}]}")")" \
+    "$(median "$(to_us "${sat_p99s[${id}]}")")" "$(median "${sat_errors[${id}]}")"
+done
 
 echo
 echo "### Latency at 1000 requests/s"
