@@ -186,3 +186,36 @@ fn the_scanner_sees_every_way_of_crossing_a_boundary() {
     assert!(!violations("t.rs", "use crate::client::key;", &[], "shared").is_empty());
     assert!(violations("t.rs", "use crate::github::rerun;", &[], "client").is_empty());
 }
+
+/// The integration tests are one binary (`autotests = false`), so a file
+/// in `tests/` runs only if `tests/main.rs` declares it: a new file that
+/// is not declared would silently never run.
+#[test]
+fn every_test_file_is_a_module_of_the_one_test_binary() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let main = std::fs::read_to_string(tests.join("main.rs")).unwrap();
+    let declared: Vec<&str> = main
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let module = match name.strip_suffix(".rs") {
+            Some("main") => continue,
+            Some(module) => module.to_owned(),
+            // A folder of Rust modules (support/) is declared as well.
+            None if path.join("mod.rs").is_file() => name,
+            None => continue,
+        };
+        if !declared.contains(&module.as_str()) {
+            missing.push(module);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "tests/main.rs does not declare `mod {};`: add it, or those tests never run",
+        missing.join("; mod ")
+    );
+}
