@@ -280,6 +280,33 @@ impl PostgresStore {
         .await
     }
 
+    /// Runs `statement` ([`FINISH`] or [`EXPIRE_LEASE`]: the holder's claim
+    /// turned into a final record) with their shared parameters; returns
+    /// the rows changed.
+    async fn settle(
+        &self,
+        statement: &str,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let outcome = encode_outcome(outcome);
+        self.execute(
+            statement,
+            &[
+                &&id.caller[..],
+                &id.key,
+                &&token[..],
+                &ms(expires_at),
+                &outcome,
+                &ms(now),
+            ],
+        )
+        .await
+    }
+
     async fn read(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let rows = self.query(READ, &[&&id.caller[..], &id.key]).await?;
         rows.first().map(|row| record(row, 0)).transpose()
@@ -436,19 +463,8 @@ impl Store for PostgresStore {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let outcome = encode_outcome(outcome);
         let changed = self
-            .execute(
-                FINISH,
-                &[
-                    &&id.caller[..],
-                    &id.key,
-                    &&token[..],
-                    &ms(expires_at),
-                    &outcome,
-                    &ms(now),
-                ],
-            )
+            .settle(FINISH, id, token, outcome, expires_at, now)
             .await?;
         Ok(changed == 1)
     }
@@ -468,19 +484,8 @@ impl Store for PostgresStore {
         expires_at: u64,
         now: u64,
     ) -> Result<Option<Record>, StoreError> {
-        let outcome = encode_outcome(outcome);
-        self.execute(
-            EXPIRE_LEASE,
-            &[
-                &&id.caller[..],
-                &id.key,
-                &&token[..],
-                &ms(expires_at),
-                &outcome,
-                &ms(now),
-            ],
-        )
-        .await?;
+        self.settle(EXPIRE_LEASE, id, token, outcome, expires_at, now)
+            .await?;
         self.read(id).await
     }
 

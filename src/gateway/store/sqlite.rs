@@ -290,6 +290,36 @@ impl SqliteStore {
     }
 }
 
+/// The holder's claim turned into a final record: its answer stored.
+const FINISH: &str = "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
+    WHERE caller = ?1 AND key = ?2 AND token = ?3";
+
+/// A lapsed claim turned into "outcome unknown", only if it is still the
+/// holder's and still lapsed.
+const EXPIRE_LEASE: &str = "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
+    WHERE caller = ?1 AND key = ?2 AND token = ?3 AND lease_until <= ?6";
+
+/// Runs [`FINISH`] or [`EXPIRE_LEASE`] with their shared parameters; the
+/// rows changed.
+fn settle(
+    connection: &Connection,
+    statement: &str,
+    id: &RecordId,
+    token: &Token,
+    outcome: &[u8],
+    expires_at: u64,
+    now: u64,
+) -> rusqlite::Result<usize> {
+    connection.prepare_cached(statement)?.execute(params![
+        &id.caller[..],
+        &id.key,
+        &token[..],
+        ms(expires_at),
+        outcome,
+        ms(now)
+    ])
+}
+
 fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRow>> {
     connection
         .prepare_cached(
@@ -421,22 +451,8 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
-        self.run(move |c| {
-            c.prepare_cached(
-                "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
-                 WHERE caller = ?1 AND key = ?2 AND token = ?3",
-            )?
-            .execute(params![
-                &id.caller[..],
-                &id.key,
-                &token[..],
-                ms(expires_at),
-                outcome,
-                ms(now)
-            ])
-            .map(|n| n == 1)
-        })
-        .await
+        self.run(move |c| settle(c, FINISH, &id, &token, &outcome, expires_at, now).map(|n| n == 1))
+            .await
     }
 
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
@@ -460,8 +476,7 @@ impl Store for SqliteStore {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
         let row = self
             .run(move |c| {
-                c.prepare_cached("UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?4, outcome = ?5, stored_at = ?6
-                     WHERE caller = ?1 AND key = ?2 AND token = ?3 AND lease_until <= ?6")?.execute(params![&id.caller[..], &id.key, &token[..], ms(expires_at), outcome, ms(now)])?;
+                settle(c, EXPIRE_LEASE, &id, &token, &outcome, expires_at, now)?;
                 read(c, &id)
             })
             .await?;
