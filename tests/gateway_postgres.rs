@@ -9,7 +9,7 @@ use crate::support;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::time::Duration;
-use support::gateway::{Gateway, RoundRobin, http, runtime};
+use support::gateway::{Gateway, RoundRobin, http, retry_until_outcome_unknown, runtime};
 use support::postgres::PostgresServer;
 use support::{
     Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream, wait_entered,
@@ -113,24 +113,7 @@ fn a_replica_killed_mid_forward_is_never_forwarded_again_by_the_other() {
     );
     // The other replica: 409 while the dead one's lease runs, then
     // "outcome unknown"; never a second forward.
-    let dir = tempfile::tempdir().unwrap();
-    client()
-        .envs(github_env(dir.path()))
-        .args(["--url", &format!("{}/deployments", b.url), "--body", "{}"])
-        .args(["--idempotency-key", "killed-1", "--retry-on-status", "409"])
-        .args([
-            "--retry-delay",
-            "200ms",
-            "--retry-max-delay",
-            "400ms",
-            "--max-attempts",
-            "30",
-        ])
-        .assert()
-        .code(1);
-    let out = read_outputs(dir.path());
-    assert_eq!(out["status"], "502");
-    assert!(out["body"].contains("outcome-unknown"), "{}", out["body"]);
+    retry_until_outcome_unknown(&b.url, "killed-1");
     assert_eq!(upstream.requests().len(), 1);
 }
 

@@ -7,7 +7,7 @@ use crate::support;
 
 use std::process::Command;
 use std::time::Duration;
-use support::gateway::{Gateway, http, runtime};
+use support::gateway::{Gateway, http, retry_until_outcome_unknown, runtime};
 use support::redis::RedisServer;
 use support::{client, github_env, read_outputs, slow_upstream, wait_entered};
 
@@ -57,29 +57,7 @@ fn sigkill_mid_forward_then_restart_never_resends() {
     let restarted = Gateway::start(&upstream, &args);
     // The client retries the 409s until the dead gateway's lease lapses,
     // then gets "outcome unknown": never a second forward.
-    let dir2 = tempfile::tempdir().unwrap();
-    client()
-        .envs(github_env(dir2.path()))
-        .args([
-            "--url",
-            &format!("{}/deployments", restarted.url),
-            "--body",
-            "{}",
-        ])
-        .args(["--idempotency-key", "crash-1", "--retry-on-status", "409"])
-        .args([
-            "--retry-delay",
-            "200ms",
-            "--retry-max-delay",
-            "400ms",
-            "--max-attempts",
-            "30",
-        ])
-        .assert()
-        .code(1);
-    let out = read_outputs(dir2.path());
-    assert_eq!(out["status"], "502");
-    assert!(out["body"].contains("outcome-unknown"), "{}", out["body"]);
+    retry_until_outcome_unknown(&restarted.url, "crash-1");
     assert_eq!(upstream.requests().len(), 1);
 }
 

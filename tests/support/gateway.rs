@@ -222,3 +222,28 @@ impl RoundRobin {
         Self { url }
     }
 }
+
+/// Runs the client against `url` with `key`, retrying the gateway's 409s
+/// (a dead holder's lease still running) until the key turns "outcome
+/// unknown": the client must then stop with exit 1 and a 502 carrying that
+/// problem, never having made the gateway forward again.
+pub fn retry_until_outcome_unknown(url: &str, key: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    super::client()
+        .envs(super::github_env(dir.path()))
+        .args(["--url", &format!("{url}/deployments"), "--body", "{}"])
+        .args(["--idempotency-key", key, "--retry-on-status", "409"])
+        .args([
+            "--retry-delay",
+            "200ms",
+            "--retry-max-delay",
+            "400ms",
+            "--max-attempts",
+            "30",
+        ])
+        .assert()
+        .code(1);
+    let out = super::read_outputs(dir.path());
+    assert_eq!(out["status"], "502");
+    assert!(out["body"].contains("outcome-unknown"), "{}", out["body"]);
+}
