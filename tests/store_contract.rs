@@ -286,12 +286,19 @@ async fn sweep_turns_lapsed_claims_into_unknown<S: Store>(store: &S) {
 }
 
 async fn concurrent_claims_have_exactly_one_winner<S: Store>(store: Arc<S>) {
+    claims_racing_through(&[store], "race", 50).await;
+}
+
+/// `claims` concurrent claims of `key`, each with a token of its own, spread
+/// over `stores` in turn (one store, or one per replica): exactly one wins.
+async fn claims_racing_through<S: Store>(stores: &[Arc<S>], key: &str, claims: u8) {
     let mut tasks = Vec::new();
-    for i in 0..50u8 {
-        let store = store.clone();
+    for i in 0..claims {
+        let store = stores[usize::from(i) % stores.len()].clone();
+        let key = id(key);
         tasks.push(tokio::spawn(async move {
             store
-                .claim(&id("race"), &FP, &[i; 16], NOW + 60_000, NOW)
+                .claim(&key, &FP, &[i; 16], NOW + 60_000, NOW)
                 .await
                 .unwrap()
         }));
@@ -479,23 +486,7 @@ async fn postgres_claims_across_replicas_have_one_winner() {
         PostgresStore::connect(&url, None)
     );
     let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
-    let mut tasks = Vec::new();
-    for i in 0..40u8 {
-        let store = replicas[usize::from(i % 2)].clone();
-        tasks.push(tokio::spawn(async move {
-            store
-                .claim(&id("replicas"), &FP, &[i; 16], NOW + 60_000, NOW)
-                .await
-                .unwrap()
-        }));
-    }
-    let mut winners = 0;
-    for task in tasks {
-        if task.await.unwrap() == Claimed::Won {
-            winners += 1;
-        }
-    }
-    assert_eq!(winners, 1);
+    claims_racing_through(&replicas, "replicas", 40).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
