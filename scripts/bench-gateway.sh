@@ -133,10 +133,10 @@ start_gateway() { # name, store, extra args...
 declare -A rps p99 rpss sat_p50s sat_p99s sat_errors
 # One wrk measurement of row `id` (--latency output: requests/s, the 50th
 # and 99th percentiles, non-2xx answers), appended to its lists.
-wrk_once() { # id, url, script
+wrk_once() { # id, url, script (a name in scripts/bench/)
   local out
   curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$2/deployments"
-  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "$3" "$2")
+  out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "${work}/$3.lua" "$2")
   rpss[$1]+=" $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"${out}")"
   sat_p50s[$1]+=" $(awk '$1 == "50%" {print $2}' <<<"${out}")"
   sat_p99s[$1]+=" $(awk '$1 == "99%" {print $2}' <<<"${out}")"
@@ -159,6 +159,21 @@ paced_once() { # id, url, keys
   non2xx[$1]+=" $(grep -o 'non2xx=[0-9]*' <<<"${out}" | cut -d= -f2)"
 }
 
+# Calls `measure id url arg` for every row ("id|label|url|arg") in each of
+# the rounds, the rows of each round in rotated order, so a drift in this
+# shared machine's speed reaches every row alike.
+in_rotated_rounds() { # measure, rows...
+  local measure=$1
+  shift
+  local rows=("$@") round i id url arg
+  for ((round = 0; round < rounds; round++)); do
+    for ((i = 0; i < ${#rows[@]}; i++)); do
+      IFS='|' read -r id _ url arg <<<"${rows[(i + round) % ${#rows[@]}]}"
+      "${measure}" "${id}" "${url}" "${arg}"
+    done
+  done
+}
+
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
@@ -179,9 +194,8 @@ echo "wrk: 1 thread, ${connections} connections, ${duration} per measurement, as
 echo
 echo "| setup | requests/s | p50 µs | p99 µs | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
-# As in the latency table below: rows in rotated order, rounds apart, so a
-# drift in this shared machine's speed reaches every row alike, and the
-# ratios against nginx compare rows measured minutes apart at most.
+# Rounds, as in the latency table below: the ratios against nginx compare
+# rows measured minutes apart at most.
 saturation_rows=(
   "hello|hyper hello-world (baseline)|${upstream}|plain"
   "direct|upstream directly, unique keys|${upstream}|unique"
@@ -198,12 +212,7 @@ saturation_rows=(
   "postgres|gateway, PostgreSQL, unique keys (forward)|${postgres}|unique"
   "postgres-replay|gateway, PostgreSQL, one key (replay)|${postgres}|repeated"
 )
-for ((round = 0; round < rounds; round++)); do
-  for ((i = 0; i < ${#saturation_rows[@]}; i++)); do
-    IFS='|' read -r id _ url script <<<"${saturation_rows[(i + round) % ${#saturation_rows[@]}]}"
-    wrk_once "${id}" "${url}" "${work}/${script}.lua"
-  done
-done
+in_rotated_rounds wrk_once "${saturation_rows[@]}"
 for row in "${saturation_rows[@]}"; do
   IFS='|' read -r id label _ <<<"${row}"
   rps[${id}]=$(median "${rpss[${id}]}")
@@ -218,8 +227,7 @@ echo "examples/paced_load.rs: open loop at 1000 requests/s over 8 connections, a
 echo
 echo "| setup | p50 µs | p99 µs | max µs | added p99 µs | non-2xx |"
 echo "|---|---:|---:|---:|---:|---:|"
-# Rows in rotated order, rounds apart, so drift on this shared machine
-# reaches every row alike; each cell is the median of the rounds.
+# Each cell is the median of the rounds.
 rows=(
   "direct|upstream directly|${upstream}|unique"
   "nginx|nginx proxy_pass|${nginx}|unique"
@@ -234,12 +242,7 @@ rows=(
 for url in "${sqlite}" "${postgres}"; do
   curl -s -o /dev/null -X POST -H 'Idempotency-Key: paced-one' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "${url}/deployments"
 done
-for ((round = 0; round < rounds; round++)); do
-  for ((i = 0; i < ${#rows[@]}; i++)); do
-    IFS='|' read -r id _ url keys <<<"${rows[(i + round) % ${#rows[@]}]}"
-    paced_once "${id}" "${url}" "${keys}"
-  done
-done
+in_rotated_rounds paced_once "${rows[@]}"
 for row in "${rows[@]}"; do
   IFS='|' read -r id label _ <<<"${row}"
   p99[${id}]=$(median "${p99s[${id}]}")
