@@ -16,7 +16,11 @@
 # do not carry), where the added latency shows without queueing; and the
 # ratios the gateway's goals are stated in (against nginx in this run).
 # Both measured tables are medians of BENCH_ROUNDS (3) rounds, the rows of
-# each round in rotated order, BENCH_DURATION (8s) per measurement.
+# each round in rotated order, BENCH_DURATION (8s) per measurement. The
+# saturation table also gives the CPU time the serving process (nginx: its
+# master and workers) spent per request, from /proc: it moves far less
+# between runs than requests/s on a shared machine, and it is what the
+# throughput ratios come down to when every process shares the cores.
 # The driver's own cost: it runs beside wrk against the bare baseline at
 # saturation. All in the same run on this machine; Markdown on stdout;
 # docs/performance.md records results.
@@ -54,11 +58,15 @@ wait_for_line() { # file
   exit 1
 }
 
+# The processes serving each URL, for the CPU column.
+declare -A serving
 target/release/examples/hello_hyper >"${work}/upstream" &
 pids+=($!)
+upstream_pid=$!
 wait_for_line "${work}/upstream"
 upstream=$(<"${work}/upstream")
 upstream=${upstream%/}
+serving[${upstream}]=${upstream_pid}
 
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "${redis_port}" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
@@ -112,8 +120,10 @@ http {
 NGINX
 nginx -p "${work}" -c "${work}/nginx.conf" -e "${work}/nginx-error.log" &
 pids+=($!)
+nginx_pid=$!
 nginx="http://127.0.0.1:${nginx_port}"
 for _ in $(seq 100); do curl -s -o /dev/null "${nginx}/" && break; sleep 0.1; done
+serving[${nginx}]="${nginx_pid} $(pgrep -P "${nginx_pid}" | tr '\n' ' ')"
 
 
 for script in unique plain repeated get; do
@@ -128,15 +138,33 @@ start_gateway() { # name, store, extra args...
   pids+=($!)
   for _ in $(seq 100); do grep -q 'idempotency-gateway ready' "${work}/${name}.log" 2>/dev/null && break; sleep 0.1; done
   gateway="http://$(grep -o 'listen=[^ ]*' "${work}/${name}.log" | head -1 | cut -d= -f2)"
+  serving[${gateway}]=$!
 }
 
-declare -A rps p99 rpss sat_p50s sat_p99s sat_errors
+# CPU time (user and system, every thread) the processes have used, in
+# clock ticks: fields 14 and 15 of /proc/PID/stat.
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { # pids...
+  local pid total=0
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/${pid}/stat")))
+  done
+  echo "${total}"
+}
+
+declare -A rps p99 rpss sat_p50s sat_p99s sat_errors sat_cpus cpu
 # One wrk measurement of row `id` (--latency output: requests/s, the 50th
-# and 99th percentiles, non-2xx answers), appended to its lists.
+# and 99th percentiles, non-2xx answers; and the serving processes' CPU µs
+# per request), appended to its lists.
 wrk_once() { # id, url, script (a name in scripts/bench/)
-  local out
+  local out before
   curl -s -o /dev/null -X POST -H 'Idempotency-Key: bench-repeated' -H 'Content-Type: application/json' --data '{"ref":"v1"}' "$2/deployments"
+  # shellcheck disable=SC2086 # a list of pids
+  before=$(cpu_ticks ${serving[$2]})
   out=$(wrk --latency -t1 -c"${connections}" -d"${duration}" -s "${work}/$3.lua" "$2")
+  # shellcheck disable=SC2086
+  sat_cpus[$1]+=" $(awk -v used="$(($(cpu_ticks ${serving[$2]}) - before))" -v ticks="${ticks}" \
+    '/requests in/ { printf "%.1f", used * 1000000 / ticks / $1 }' <<<"${out}")"
   rpss[$1]+=" $(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"${out}")"
   sat_p50s[$1]+=" $(awk '$1 == "50%" {print $2}' <<<"${out}")"
   sat_p99s[$1]+=" $(awk '$1 == "99%" {print $2}' <<<"${out}")"
@@ -192,8 +220,8 @@ echo "### Throughput at saturation"
 echo
 echo "wrk: 1 thread, ${connections} connections, ${duration} per measurement, as fast as the machine allows; $(nproc) cores shared by wrk, the proxy, the upstream and the stores; medians of ${rounds} rounds in rotated order."
 echo
-echo "| setup | requests/s | p50 µs | p99 µs | non-2xx |"
-echo "|---|---:|---:|---:|---:|"
+echo "| setup | requests/s | p50 µs | p99 µs | non-2xx | CPU µs/request |"
+echo "|---|---:|---:|---:|---:|---:|"
 # Rounds, as in the latency table below: the ratios against nginx compare
 # rows measured minutes apart at most.
 saturation_rows=(
@@ -216,8 +244,9 @@ in_rotated_rounds wrk_once "${saturation_rows[@]}"
 for row in "${saturation_rows[@]}"; do
   IFS='|' read -r id label _ <<<"${row}"
   rps[${id}]=$(median "${rpss[${id}]}")
-  printf '| %s | %s | %s | %s | %s |\n' "${label}" "${rps[${id}]}" "$(median "$(to_us "${sat_p50s[${id}]}")")" \
-    "$(median "$(to_us "${sat_p99s[${id}]}")")" "$(median "${sat_errors[${id}]}")"
+  cpu[${id}]=$(median "${sat_cpus[${id}]}")
+  printf '| %s | %s | %s | %s | %s | %s |\n' "${label}" "${rps[${id}]}" "$(median "$(to_us "${sat_p50s[${id}]}")")" \
+    "$(median "$(to_us "${sat_p99s[${id}]}")")" "$(median "${sat_errors[${id}]}")" "${cpu[${id}]}"
 done
 
 echo
@@ -261,8 +290,8 @@ driver_rps=$(grep -o 'rps=[0-9]*' <<<"${driver}" | cut -d= -f2)
 echo "Against the bare baseline, unique keys, ${connections} connections, closed loop: wrk ${rps[direct]%.*} requests/s, paced_load ${driver_rps} requests/s ($(ratio "${driver_rps}" "${rps[direct]}")× wrk's rate): at 1000 requests/s it uses a small fraction of one core."
 
 added() { echo $((p99[$1] - p99[direct])); }
-# The ratio of two added p99s, or "n/a" when nginx added nothing measurable.
-added_ratio() { (($(added nginx) > 0)) && ratio "$(added "$1")" "$(added nginx)" || echo n/a; }
+# The ratio of two added p99s, or why there is none.
+added_ratio() { (($(added nginx) > 0)) && echo "$(ratio "$(added "$1")" "$(added nginx)")×" || echo "n/a (nginx added nothing measurable)"; }
 echo
 echo "### Against nginx in this run"
 echo
@@ -274,5 +303,6 @@ echo "| plain GET, throughput / nginx | $(ratio "${rps[get]}" "${rps[nginx-get]}
 echo "| replay, SQLite, throughput / nginx forward | $(ratio "${rps[sqlite-replay]}" "${rps[nginx]}")× | ≥ 1× |"
 echo "| replay, PostgreSQL, throughput / nginx forward | $(ratio "${rps[postgres-replay]}" "${rps[nginx]}")× | ≥ 1× |"
 echo "| forward, PostgreSQL, throughput / nginx | $(ratio "${rps[postgres]}" "${rps[nginx]}")× | reported |"
-echo "| added p99 at 1000/s, SQLite forward / nginx's | $(added sqlite) / $(added nginx) µs = $(added_ratio sqlite)× | ≤ 2× |"
-echo "| added p99 at 1000/s, memory forward / nginx's | $(added memory) / $(added nginx) µs = $(added_ratio memory)× | ≤ 2× |"
+echo "| forward, CPU per request: memory / nginx, SQLite / nginx | $(ratio "${cpu[memory]}" "${cpu[nginx]}")×, $(ratio "${cpu[sqlite]}" "${cpu[nginx]}")× | reported |"
+echo "| added p99 at 1000/s, SQLite forward / nginx's | $(added sqlite) / $(added nginx) µs = $(added_ratio sqlite) | ≤ 2× |"
+echo "| added p99 at 1000/s, memory forward / nginx's | $(added memory) / $(added nginx) µs = $(added_ratio memory) | ≤ 2× |"
