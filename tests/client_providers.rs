@@ -353,6 +353,8 @@ fn the_jenkinsfile_example_sends_one_key_on_every_try() {
             .env("TARGET_ENV", "production")
             .env("DEPLOY_TOKEN", "s3cret-from-withCredentials")
             .env("GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+            // Where the kept body file goes outside GitHub Actions.
+            .env("TMPDIR", dir.path())
             .output()
             .unwrap();
         let log = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -362,6 +364,9 @@ fn the_jenkinsfile_example_sends_one_key_on_every_try() {
                 .unwrap();
         assert_eq!(result["status"], 201);
         assert_eq!(result["body"], "{\"deployment\":1}");
+        let body_file = std::path::Path::new(result["body-file"].as_str().unwrap());
+        assert!(body_file.starts_with(dir.path()), "{body_file:?}");
+        assert_eq!(std::fs::read(body_file).unwrap(), b"{\"deployment\":1}");
         keys.push(result["idempotency-key"].as_str().unwrap().to_owned());
         assert!(
             log.contains("derived from the jenkins run identity"),

@@ -92,7 +92,7 @@ pub const OUTPUTS: &[OutputSpec] = &[
         name: "body-file",
         json: JsonType::String,
         dotenv: false,
-        help: "Path of a file holding the whole response body (under RUNNER_TEMP or the temp dir).",
+        help: "Path of a file holding the whole response body, kept for later steps (under RUNNER_TEMP, which the runner empties after the job; elsewhere under TMPDIR or /tmp, yours to remove).",
     },
     OutputSpec {
         name: "idempotency-key",
