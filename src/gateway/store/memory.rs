@@ -8,7 +8,9 @@
 //! its lock is held, and with all records in one map that stalled every
 //! request for 80 to 160 ms at a few hundred thousand records
 //! (docs/performance.md); a shard holds a sixty-fourth of them. The sweep
-//! locks one shard at a time for the same reason.
+//! locks one shard at a time for the same reason. Plain std maps rather
+//! than a concurrent-map crate: each call stays one closure over its
+//! shard, so a claim's look-then-insert is under one lock, as before.
 
 use super::{Claimed, Outcome, Record, RecordId, Store, StoreError, Token};
 use std::collections::HashMap;
