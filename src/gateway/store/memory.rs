@@ -1,7 +1,7 @@
 //! `--store memory`: records in mutex-guarded maps, for tests and a single
 //! gateway process that may forget everything when it stops.
 //!
-//! The records are spread over [`SHARDS`] maps by a keyed hash of their id,
+//! The records are spread over 64 maps by a keyed hash of their id,
 //! each map behind its own lock; every call but the sweep works on one id,
 //! so it runs under one shard's lock, atomic as with a single map. Why not
 //! one map: a map that outgrows its table moves every record it holds while
