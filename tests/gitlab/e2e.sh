@@ -56,13 +56,17 @@ git -C "${project}" remote add origin https://gitlab.example.com/acme/app.git
 git -C "${project}" add -A
 git -C "${project}" -c user.name=e2e -c user.email=e2e@localhost commit -qm e2e
 
+# The jobs' temporary directory, to see that they leave nothing in it.
+job_tmp="${work}/job-tmp"
+mkdir -p "${job_tmp}"
+
 run() {
   local label="$1" attempts="$2"
   shift 2
   echo "==> gitlab-ci-local: ${label}"
   # gitlab-ci-local sets GITLAB_CI=false to mark itself; GitLab's runner
   # sets true, which is what the client detects.
-  (cd "${project}" && gitlab-ci-local --force-shell-executor --home "${work}/home" \
+  (cd "${project}" && TMPDIR="${job_tmp}" gitlab-ci-local --force-shell-executor --home "${work}/home" \
     --ignore-predefined-vars GITLAB_CI --variable GITLAB_CI=true \
     --variable "E2E_URL=${url}" \
     --variable "E2E_RELEASE_URL=http://127.0.0.1:${release_port}" \
@@ -70,6 +74,8 @@ run() {
     --variable "E2E_KEY_FILE=${work}/key" \
     "$@") 2>&1 | tee "${work}/${label}.log"
   grep -q 'PASS  check-outputs' "${work}/${label}.log" || { echo "${label}: the pipeline failed" >&2; exit 1; }
+  left=$(find "${job_tmp}" -mindepth 1 -maxdepth 1)
+  [[ -z "${left}" ]] || { echo "${label}: the jobs left files in their temporary directory: ${left}" >&2; exit 1; }
 }
 
 # The pipeline: the first answer is lost, the second attempt gets the replay.
