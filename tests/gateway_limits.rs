@@ -342,3 +342,76 @@ fn http2_streams_are_limited_and_share_the_budget() {
     );
     assert!(upstream.requests().is_empty());
 }
+
+/// A flood of fresh keys against the memory store: once its records reach
+/// `--memory-max-bytes`, new keys get a `503` problem and are not
+/// forwarded, and the keys already stored are still replayed.
+#[test]
+fn a_flood_of_fresh_keys_stops_at_the_memory_store_bound() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--memory-max-bytes", "64KiB"]);
+    let admin = gateway.admin.clone().unwrap();
+    let client = http();
+    let post = |key: String| {
+        runtime().block_on(async {
+            client
+                .post(format!("{}/deployments", gateway.url))
+                .header("idempotency-key", key)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let (mut accepted, mut refused) = (0usize, 0u32);
+    for n in 0..500 {
+        let answer = post(format!("flood-{n}"));
+        match answer.status().as_u16() {
+            201 => accepted += 1,
+            503 => {
+                assert_eq!(answer.headers()["retry-after"], "60");
+                let body = runtime().block_on(answer.text()).unwrap();
+                assert!(
+                    body.contains("urn:idempotency-gateway:problem:store-full")
+                        && body.contains("--memory-max-bytes"),
+                    "{body}"
+                );
+                refused += 1;
+            }
+            other => panic!("key {n}: status {other}"),
+        }
+    }
+    // Each record is counted at a few hundred bytes: some hundreds fit.
+    assert!((50..400).contains(&accepted), "{accepted} accepted");
+    assert_eq!(accepted + refused as usize, 500);
+    assert_eq!(
+        upstream.requests().len(),
+        accepted,
+        "a refused key was not forwarded"
+    );
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(
+            &text,
+            "idempotency_gateway_requests_total{outcome=\"overloaded\"}"
+        ),
+        f64::from(refused)
+    );
+    assert!(sample(&text, "idempotency_gateway_memory_store_bytes") >= 65_536.0);
+    // The first key is still replayed, without another forward.
+    let replay = post("flood-0".to_owned());
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(upstream.requests().len(), accepted);
+    // The operator is told once, when the store fills, not per refusal.
+    let warning = "the memory store holds --memory-max-bytes";
+    gateway.log_line_with(warning);
+    loop {
+        let line = gateway.log_line_with("");
+        assert!(!line.contains(warning), "warned again: {line}");
+        if line.contains("outcome=\"replayed\"") {
+            break;
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! answers), `/readyz` (the store answers) and `/metrics` (Prometheus text).
 
 use super::proxy::Gateway;
-use super::store::Store;
+use super::store::{AnyStore, Store};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -28,6 +28,9 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     gateway.metrics.set_buffered(gateway.buffered_bytes());
+    if let AnyStore::Memory(store) = gateway.store() {
+        gateway.metrics.set_memory_store(store.held_bytes());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -293,6 +293,9 @@ pub struct Args {
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_STREAMS", default_value = "64", value_parser = count)]
     pub max_streams: usize,
+    /// With `--store memory`: the records' bytes held at most; past it new keys are answered 503 and not forwarded.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MEMORY_MAX_BYTES", default_value = "512MiB", value_parser = size)]
+    pub memory_max_bytes: usize,
     /// `normal`: records survive a crash of the gateway; `full`: also of the host (fsync per write; SQLite).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_DURABILITY", default_value = "normal", value_parser = parse_durability)]
     pub durability: Durability,
@@ -444,6 +447,7 @@ impl Args {
             durability: self.durability,
             ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
             ca_file: self.store_ca_file.clone(),
+            memory_max_bytes: self.memory_max_bytes,
         }
     }
 
@@ -480,6 +484,7 @@ mod tests {
         assert_eq!(a.upstream_timeout, Duration::from_secs(30));
         assert_eq!(a.max_body, 10 << 20);
         assert_eq!(a.max_buffered, 256 << 20);
+        assert_eq!(a.memory_max_bytes, 512 << 20);
         assert_eq!(a.body_timeout, Duration::from_secs(30));
         assert_eq!(a.header_timeout, Duration::from_secs(10));
         assert_eq!(a.idle_timeout, Duration::from_secs(60));
@@ -610,6 +615,7 @@ mod tests {
             vec!["--methods", "PO ST"],
             vec!["--durability", "paranoid"],
             vec!["--max-body", "lots"],
+            vec!["--memory-max-bytes", "plenty"],
             vec!["--upstream", "ftp://x"],
             vec!["--max-connections", "0"],
             vec!["--max-streams", "many"],

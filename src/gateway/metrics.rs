@@ -9,6 +9,9 @@
 //! - `idempotency_gateway_connections_open`: client connections open now.
 //! - `idempotency_gateway_buffered_bytes`: request-body bytes held now
 //!   against `--max-buffered`.
+//! - `idempotency_gateway_memory_store_bytes`: with `--store memory`, the
+//!   records' estimated size now, against `--memory-max-bytes` (0 with
+//!   other stores).
 //! - `idempotency_gateway_upstream_duration_seconds`: time to the upstream's
 //!   complete answer (histogram).
 //! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
@@ -84,6 +87,7 @@ pub struct Metrics {
     refused: Counter,
     open: Gauge,
     buffered: Gauge,
+    memory_store: Gauge,
 }
 
 /// An open connection, counted until dropped.
@@ -129,6 +133,12 @@ impl Default for Metrics {
             "Request-body bytes held now against --max-buffered",
             buffered.clone(),
         );
+        let memory_store = Gauge::default();
+        registry.register(
+            "memory_store_bytes",
+            "Estimated size of the memory store's records, against --memory-max-bytes",
+            memory_store.clone(),
+        );
         Self {
             registry,
             requests,
@@ -137,6 +147,7 @@ impl Default for Metrics {
             refused,
             open,
             buffered,
+            memory_store,
         }
     }
 }
@@ -165,6 +176,12 @@ impl Metrics {
     /// Sets the request-body bytes held now.
     pub fn set_buffered(&self, bytes: usize) {
         self.buffered.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the memory store's records' size now.
+    pub fn set_memory_store(&self, bytes: usize) {
+        self.memory_store
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Records an upstream call's duration.

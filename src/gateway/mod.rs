@@ -48,6 +48,8 @@ pub struct StoreOptions {
     /// PEM certificates trusted for TLS to PostgreSQL, besides the
     /// platform's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The memory store's bound on its records' bytes.
+    pub memory_max_bytes: usize,
 }
 
 /// Opens the store named by `spec`.
@@ -56,7 +58,9 @@ pub async fn open_store(
     options: &StoreOptions,
 ) -> Result<AnyStore, store::StoreError> {
     Ok(match spec {
-        StoreSpec::Memory => AnyStore::Memory(store::memory::MemoryStore::default()),
+        StoreSpec::Memory => {
+            AnyStore::Memory(store::memory::MemoryStore::new(options.memory_max_bytes))
+        }
         StoreSpec::Sqlite(path) => AnyStore::Sqlite(Cached::new(store::sqlite::SqliteStore::open(
             path,
             options.durability,

@@ -31,6 +31,9 @@ pub enum Problem {
     StoreUnavailable,
     /// `503`: the request-body budget is spent; nothing was forwarded.
     Overloaded,
+    /// `503`: the memory store holds `--memory-max-bytes` of records; a new
+    /// key was not forwarded.
+    StoreFull,
 }
 
 impl Problem {
@@ -55,6 +58,11 @@ impl Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "Too many request bodies in progress",
+            ),
+            Problem::StoreFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-full",
+                "The idempotency store is full",
             ),
             Problem::InFlight => (
                 StatusCode::CONFLICT,
@@ -95,7 +103,8 @@ impl Problem {
     }
 
     /// The response: status, problem+json body, `Retry-After: 1` for 409
-    /// and the overload 503, `WWW-Authenticate: Bearer` for 401.
+    /// and the overload 503, `Retry-After: 60` for the full store's 503,
+    /// `WWW-Authenticate: Bearer` for 401.
     pub fn respond(self, detail: &str) -> Response {
         let (status, slug, title) = self.parts();
         let body = serde_json::json!({
@@ -112,6 +121,10 @@ impl Problem {
         );
         if matches!(self, Problem::InFlight | Problem::Overloaded) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self == Problem::StoreFull {
+            // Room comes back when the sweep (every minute) deletes records.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         if self == Problem::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

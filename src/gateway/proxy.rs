@@ -319,6 +319,13 @@ impl Gateway {
                 Ok(Claimed::Won) => {
                     return self.forward_claimed(parts, body, held, id, token).await;
                 }
+                Ok(Claimed::Full) => {
+                    let detail = "the gateway's memory store holds as many records as --memory-max-bytes allows, so this new key was not forwarded; retry later";
+                    return (
+                        RequestOutcome::Overloaded,
+                        Problem::StoreFull.respond(detail),
+                    );
+                }
                 Ok(Claimed::Existing(record)) => record,
             };
             if *record.fingerprint() != fingerprint {

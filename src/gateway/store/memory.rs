@@ -11,10 +11,20 @@
 //! locks one shard at a time for the same reason. Plain std maps rather
 //! than a concurrent-map crate: each call stays one closure over its
 //! shard, so a claim's look-then-insert is under one lock, as before.
+//!
+//! The records' size is bounded (`--memory-max-bytes`): every change adds
+//! or subtracts the estimated size of the records it touches, and a claim
+//! that would add a record while the store holds that much or more is
+//! answered [`Claimed::Full`], so the request is answered `503` and not
+//! forwarded. Nothing already stored is ever evicted to make room (its key
+//! would be forwarded again). Storing an answer is never refused either:
+//! the upstream has acted, so the store may pass the bound by the answers
+//! of the forwards under way, at most `--max-body` each.
 
 use super::{Claimed, Outcome, Record, RecordId, Store, StoreError, Token};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// How many maps the records are spread over.
@@ -22,20 +32,53 @@ const SHARDS: usize = 64;
 
 type Shard = HashMap<RecordId, Record>;
 
+/// The default of `--memory-max-bytes`.
+pub const DEFAULT_MAX_BYTES: usize = 512 << 20;
+
+/// What a record costs besides its key and its answer's bytes: the map's
+/// entry, the record's fields and the allocations' headers, rounded up.
+const RECORD_OVERHEAD: usize = 160;
+
+/// What each stored header costs besides its name and value.
+const HEADER_OVERHEAD: usize = 48;
+
+/// The bytes a record is counted as: an estimate of what it holds in memory.
+fn footprint(id: &RecordId, record: &Record) -> usize {
+    let answer = match record {
+        Record::InFlight { .. } => 0,
+        Record::Done { outcome, .. } => match outcome {
+            Outcome::Response(stored) => {
+                stored.body.len()
+                    + stored
+                        .headers
+                        .iter()
+                        .map(|(name, value)| name.len() + value.len() + HEADER_OVERHEAD)
+                        .sum::<usize>()
+            }
+            Outcome::Unknown(detail) | Outcome::NotStored(detail) => detail.len(),
+        },
+    };
+    RECORD_OVERHEAD + id.key.len() + answer
+}
+
 /// An in-process store.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     /// Picks an id's shard; keyed apart from the maps' own hashers, so the
     /// records of one shard do not share bits of their in-map hashes.
     spread: RandomState,
+    /// The records' footprints, summed.
+    held: AtomicUsize,
+    /// Past this, new claims are refused.
+    max_bytes: usize,
+    /// Whether the last new claim was refused: the warning is logged once
+    /// each time the store fills up, not for every refusal.
+    refusing: AtomicBool,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            spread: RandomState::new(),
-        }
+        Self::new(DEFAULT_MAX_BYTES)
     }
 }
 
@@ -47,21 +90,59 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 impl MemoryStore {
-    /// Runs `f` on the shard that holds `id`, under its lock.
+    /// An empty store that refuses new claims while its records' footprint
+    /// is `max_bytes` or more.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            spread: RandomState::new(),
+            held: AtomicUsize::new(0),
+            max_bytes,
+            refusing: AtomicBool::new(false),
+        }
+    }
+
+    /// The records' estimated footprint now, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the shard that holds `id`, under its lock, and counts
+    /// the change to `id`'s record in [`Self::held_bytes`]. `f` changes no
+    /// other record.
     fn with<T>(&self, id: &RecordId, f: impl FnOnce(&mut Shard) -> T) -> T {
+        let mut shard = self.shard(id);
+        let size = |shard: &Shard| shard.get(id).map_or(0, |record| footprint(id, record));
+        let before = size(&shard);
+        let result = f(&mut shard);
+        self.account(before, size(&shard));
+        result
+    }
+
+    /// The shard that holds `id`, locked.
+    fn shard(&self, id: &RecordId) -> MutexGuard<'_, Shard> {
         // The remainder of a 64-bit hash: uniform enough for 64 shards.
         let index = (self.spread.hash_one(id) % SHARDS as u64) as usize;
-        f(&mut lock(&self.shards[index]))
+        lock(&self.shards[index])
+    }
+
+    /// Counts a change of footprint from `before` to `after` bytes.
+    fn account(&self, before: usize, after: usize) {
+        if after >= before {
+            self.held.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// The done record under `id`, if it has not expired at `now`.
     pub fn recall(&self, id: &RecordId, now: u64) -> Option<Record> {
-        self.with(id, |records| match records.get(id) {
+        match self.shard(id).get(id) {
             Some(record @ Record::Done { expires_at, .. }) if *expires_at > now => {
                 Some(record.clone())
             }
             _ => None,
-        })
+        }
     }
 }
 
@@ -78,25 +159,36 @@ impl Store for MemoryStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
-        Ok(self.with(id, |records| {
-            match records.get(id) {
+        let full = || self.held_bytes() >= self.max_bytes;
+        self.with(id, |records| {
+            let decided = match records.get(id) {
                 Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
                 Some(Record::InFlight { token: held, .. }) if held == token => Some(Claimed::Won),
                 Some(existing) => Some(Claimed::Existing(existing.clone())),
                 None => None,
+            };
+            if let Some(decided) = decided {
+                return Ok(decided);
             }
-            .unwrap_or_else(|| {
-                records.insert(
-                    id.clone(),
-                    Record::InFlight {
-                        fingerprint: *fingerprint,
-                        token: *token,
-                        lease_until,
-                    },
-                );
-                Claimed::Won
-            })
-        }))
+            if full() {
+                if !self.refusing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the memory store holds --memory-max-bytes of records: new keys are answered 503 until expired records are swept; raise --memory-max-bytes or use a persistent store"
+                    );
+                }
+                return Ok(Claimed::Full);
+            }
+            self.refusing.store(false, Ordering::Relaxed);
+            records.insert(
+                id.clone(),
+                Record::InFlight {
+                    fingerprint: *fingerprint,
+                    token: *token,
+                    lease_until,
+                },
+            );
+            Ok(Claimed::Won)
+        })
     }
 
     async fn renew(
@@ -184,12 +276,23 @@ impl Store for MemoryStore {
     }
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
-        Ok(self
-            .shards
-            .iter()
-            .map(|shard| sweep_shard(&mut lock(shard), now, unknown_ttl))
-            .sum())
+        let mut touched = 0;
+        for shard in &self.shards {
+            let mut records = lock(shard);
+            let before = shard_footprint(&records);
+            touched += sweep_shard(&mut records, now, unknown_ttl);
+            self.account(before, shard_footprint(&records));
+        }
+        Ok(touched)
     }
+}
+
+/// The footprints of a shard's records, summed.
+fn shard_footprint(records: &Shard) -> usize {
+    records
+        .iter()
+        .map(|(id, record)| footprint(id, record))
+        .sum()
 }
 
 /// Deletes a shard's expired records and turns its lapsed claims into
@@ -282,5 +385,80 @@ mod tests {
             })
         ));
         assert_eq!(store.sweep(20, 1_000).await.unwrap(), 0);
+    }
+
+    /// A done record with an answer of `body` bytes under key `n`.
+    async fn store_answer(store: &MemoryStore, n: usize, body: usize, expires_at: u64) {
+        assert_eq!(claim(store, n, 1_000).await, Claimed::Won);
+        let answer = Outcome::Response(super::super::StoredResponse {
+            status: 201,
+            headers: vec![("content-type".to_owned(), b"application/json".to_vec())],
+            body: vec![b'x'; body],
+        });
+        let token = [n as u8; 16];
+        assert!(
+            store
+                .finish(&id(n), &token, &answer, expires_at, 1)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn past_its_bound_new_keys_are_refused_and_stored_ones_still_answer() {
+        let store = MemoryStore::new(10_000);
+        let mut stored = 0;
+        while store.held_bytes() < 10_000 {
+            store_answer(&store, stored, 1_000, 100).await;
+            stored += 1;
+        }
+        assert_eq!(
+            stored, 9,
+            "each record counts its 1,000-byte answer and more"
+        );
+        let refused = store.claim(&id(stored), &[1; 32], &[0; 16], 1_000, 2).await;
+        assert_eq!(refused.unwrap(), Claimed::Full);
+        assert!(
+            store.recall(&id(stored), 2).is_none(),
+            "nothing was inserted"
+        );
+        // A stored key is still replayed, and its claim still finds it.
+        assert!(store.recall(&id(0), 2).is_some());
+        let again = store
+            .claim(&id(0), &[1; 32], &[9; 16], 1_000, 2)
+            .await
+            .unwrap();
+        assert!(matches!(again, Claimed::Existing(Record::Done { .. })));
+        // Once the sweep has deleted the expired records there is room again.
+        assert_eq!(store.sweep(200, 1_000).await.unwrap(), stored as u64);
+        assert_eq!(store.held_bytes(), 0);
+        assert_eq!(claim(&store, stored, 1_000).await, Claimed::Won);
+    }
+
+    #[tokio::test]
+    async fn every_change_is_counted_and_nothing_is_left_when_all_is_gone() {
+        let store = MemoryStore::default();
+        store_answer(&store, 1, 500, 100).await;
+        let answered = store.held_bytes();
+        assert!(answered > 500, "{answered}");
+        assert_eq!(claim(&store, 2, 1_000).await, Claimed::Won);
+        let claimed = store.held_bytes() - answered;
+        assert!(store.renew(&id(2), &[2; 16], 2_000).await.unwrap());
+        assert_eq!(
+            store.held_bytes(),
+            answered + claimed,
+            "a renewal changes no size"
+        );
+        assert!(store.release(&id(2), &[2; 16]).await.unwrap());
+        assert_eq!(store.held_bytes(), answered);
+        assert_eq!(claim(&store, 3, 10).await, Claimed::Won);
+        let unknown = Outcome::Unknown("lapsed".to_owned());
+        let expired = store
+            .expire_lease(&id(3), &[3; 16], &unknown, 100, 20)
+            .await
+            .unwrap();
+        assert!(matches!(expired, Some(Record::Done { .. })));
+        assert_eq!(store.sweep(200, 1_000).await.unwrap(), 2);
+        assert_eq!(store.held_bytes(), 0);
     }
 }

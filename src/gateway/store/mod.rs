@@ -109,6 +109,9 @@ pub enum Claimed {
     Won,
     /// A record exists (in flight, or done and not expired).
     Existing(Record),
+    /// No record exists and the store holds as much as it may, so none was
+    /// written (the memory store's `--memory-max-bytes`).
+    Full,
 }
 
 /// What a lapsed lease is replayed as: its gateway stopped mid-forward.
