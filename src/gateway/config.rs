@@ -182,6 +182,14 @@ fn size(text: &str) -> Result<usize, String> {
     usize::try_from(s).map_err(|_| "too large".to_owned())
 }
 
+/// A size above zero: a bound of 0 would refuse every new key.
+fn nonzero_size(text: &str) -> Result<usize, String> {
+    match size(text)? {
+        0 => Err("expected a size greater than zero".to_owned()),
+        n => Ok(n),
+    }
+}
+
 fn count(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) | Err(_) => Err("expected a whole number greater than zero".to_owned()),
@@ -294,7 +302,7 @@ pub struct Args {
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_STREAMS", default_value = "64", value_parser = count)]
     pub max_streams: usize,
     /// With `--store memory`: the records' bytes held at most; past it new keys are answered 503 and not forwarded.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MEMORY_MAX_BYTES", default_value = "512MiB", value_parser = size)]
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MEMORY_MAX_BYTES", default_value = "512MiB", value_parser = nonzero_size)]
     pub memory_max_bytes: usize,
     /// `normal`: records survive a crash of the gateway; `full`: also of the host (fsync per write; SQLite).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_DURABILITY", default_value = "normal", value_parser = parse_durability)]
@@ -616,6 +624,7 @@ mod tests {
             vec!["--durability", "paranoid"],
             vec!["--max-body", "lots"],
             vec!["--memory-max-bytes", "plenty"],
+            vec!["--memory-max-bytes", "0"],
             vec!["--upstream", "ftp://x"],
             vec!["--max-connections", "0"],
             vec!["--max-streams", "many"],
