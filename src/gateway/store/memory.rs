@@ -281,47 +281,44 @@ impl Store for MemoryStore {
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
         let mut touched = 0;
         for shard in &self.shards {
-            let mut records = lock(shard);
-            let before = shard_footprint(&records);
-            touched += sweep_shard(&mut records, now, unknown_ttl);
-            self.account(before, shard_footprint(&records));
+            let (n, before, after) = sweep_shard(&mut lock(shard), now, unknown_ttl);
+            touched += n;
+            self.account(before, after);
         }
         Ok(touched)
     }
 }
 
-/// The footprints of a shard's records, summed.
-fn shard_footprint(records: &Shard) -> usize {
-    records
-        .iter()
-        .map(|(id, record)| footprint(id, record))
-        .sum()
-}
-
 /// Deletes a shard's expired records and turns its lapsed claims into
-/// "outcome unknown"; how many records it touched.
-fn sweep_shard(records: &mut Shard, now: u64, unknown_ttl: u64) -> u64 {
-    let before = records.len();
-    records.retain(|_, r| !matches!(r, Record::Done { expires_at, .. } if *expires_at <= now));
-    let mut touched = (before - records.len()) as u64;
-    for record in records.values_mut() {
-        if let Record::InFlight {
+/// "outcome unknown", in one pass: how many records it touched, and their
+/// footprints before and after.
+fn sweep_shard(records: &mut Shard, now: u64, unknown_ttl: u64) -> (u64, usize, usize) {
+    let (mut touched, mut before, mut after) = (0, 0, 0);
+    records.retain(|id, record| match record {
+        Record::Done { expires_at, .. } if *expires_at <= now => {
+            touched += 1;
+            before += footprint(id, record);
+            false
+        }
+        &mut Record::InFlight {
             fingerprint,
             lease_until,
             ..
-        } = record
-            && *lease_until <= now
-        {
+        } if lease_until <= now => {
+            touched += 1;
+            before += footprint(id, record);
             *record = Record::Done {
-                fingerprint: *fingerprint,
+                fingerprint,
                 outcome: Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()),
                 expires_at: now.saturating_add(unknown_ttl),
                 stored_at: Some(now),
             };
-            touched += 1;
+            after += footprint(id, record);
+            true
         }
-    }
-    touched
+        _ => true,
+    });
+    (touched, before, after)
 }
 
 #[cfg(test)]
@@ -379,6 +376,22 @@ mod tests {
         assert_eq!(touched, (expired + lapsed) as u64);
         let left: usize = store.shards.iter().map(|s| lock(s).len()).sum();
         assert_eq!(left, lapsed, "the expired records are gone");
+        let counted: usize = store
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let records = lock(s);
+                records
+                    .iter()
+                    .map(|(id, r)| footprint(id, r))
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        assert_eq!(
+            store.held_bytes(),
+            counted,
+            "the converted claims are counted as they are now"
+        );
         assert!(matches!(
             store.recall(&id(expired), 20),
             Some(Record::Done {
