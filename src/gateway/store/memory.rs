@@ -162,7 +162,6 @@ impl Store for MemoryStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
-        let full = || self.held_bytes() >= self.max_bytes;
         self.with(id, |records| {
             let decided = match records.get(id) {
                 Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
@@ -173,7 +172,7 @@ impl Store for MemoryStore {
             if let Some(decided) = decided {
                 return Ok(decided);
             }
-            if full() {
+            if self.held_bytes() >= self.max_bytes {
                 if !self.refusing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the memory store holds --memory-max-bytes of records: new keys are answered 503 until expired records are swept; raise --memory-max-bytes or use a persistent store"
