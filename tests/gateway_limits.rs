@@ -51,17 +51,24 @@ fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// A legitimate POST with a key; its status.
-fn legitimate(gateway: &Gateway, key: &str) -> u16 {
-    runtime().block_on(async {
-        http()
+/// A legitimate POST with `key`, sent by `client`.
+fn post(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    key: &str,
+) -> reqwest::Result<reqwest::Response> {
+    runtime().block_on(
+        client
             .post(format!("{}/deployments", gateway.url))
             .header("idempotency-key", key)
             .body("{}")
-            .send()
-            .await
-            .map_or(0, |r| r.status().as_u16())
-    })
+            .send(),
+    )
+}
+
+/// A legitimate POST with a key; its status.
+fn legitimate(gateway: &Gateway, key: &str) -> u16 {
+    post(&http(), gateway, key).map_or(0, |r| r.status().as_u16())
 }
 
 const DECLARED: usize = 1_000_000;
@@ -352,21 +359,9 @@ fn a_flood_of_fresh_keys_stops_at_the_memory_store_bound() {
     let gateway = start(&upstream, &["--memory-max-bytes", "64KiB"]);
     let admin = gateway.admin.clone().unwrap();
     let client = http();
-    let post = |key: String| {
-        runtime().block_on(async {
-            client
-                .post(format!("{}/deployments", gateway.url))
-                .header("idempotency-key", key)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-        })
-    };
     let (mut accepted, mut refused) = (0usize, 0u32);
     for n in 0..500 {
-        let answer = post(format!("flood-{n}"));
+        let answer = post(&client, &gateway, &format!("flood-{n}")).unwrap();
         match answer.status().as_u16() {
             201 => accepted += 1,
             503 => {
@@ -400,7 +395,7 @@ fn a_flood_of_fresh_keys_stops_at_the_memory_store_bound() {
     );
     assert!(sample(&text, "idempotency_gateway_memory_store_bytes") >= 65_536.0);
     // The first key is still replayed, without another forward.
-    let replay = post("flood-0".to_owned());
+    let replay = post(&client, &gateway, "flood-0").unwrap();
     assert_eq!(replay.status(), 201);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(upstream.requests().len(), accepted);
