@@ -9,6 +9,9 @@
 # connections each pausing 4 ms: about 1000 requests/s) runs in rounds,
 # alternating binaries and the upstream directly, so drift on this noisy
 # machine hits every column alike; then, also in alternating rounds, the
+# forward row at saturation (unique keys) with the CPU time each gateway
+# process spent per request (user and system, every thread, from
+# /proc/PID/stat: it moves far less between runs than requests/s), and the
 # replay row at saturation (one key, 1 thread, 8 connections). Markdown on
 # stdout.
 set -CeEuo pipefail
@@ -45,10 +48,12 @@ cp "${work}/unique.lua" "${work}/paced.lua"
 echo 'function delay() return 4 end' >>"${work}/paced.lua"
 
 urls=()
+gateways=()
 for i in "${!binaries[@]}"; do
   "${binaries[i]}" --listen 127.0.0.1:0 --upstream "${upstream}" --store "sqlite:${work}/${i}.db" "$@" \
     2>"${work}/${i}.log" &
   pids+=($!)
+  gateways+=($!)
   for _ in $(seq 100); do grep -q 'idempotency-gateway ready' "${work}/${i}.log" && break; sleep 0.1; done
   urls+=("http://$(grep -o 'listen=[^ ]*' "${work}/${i}.log" | head -1 | cut -d= -f2)")
   wrk -t1 -c8 -d"${duration}" -s "${work}/unique.lua" "${urls[i]}" >/dev/null
@@ -69,6 +74,28 @@ echo "${rule}"
 for round in $(seq "${rounds}"); do
   row="| ${round} | $(latency "${upstream}" "${work}/paced.lua") |"
   for url in "${urls[@]}"; do row+=" $(latency "${url}" "${work}/paced.lua") |"; done
+  echo "${row}"
+done
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+forward() { # url pid: "requests/s, CPU µs/request"
+  local before out
+  before=$(cpu_ticks "$2")
+  out=$(wrk -t1 -c8 -d"${duration}" -s "${work}/unique.lua" "$1")
+  awk -v used="$(($(cpu_ticks "$2") - before))" -v ticks="${ticks}" \
+    '$2 == "requests" && $3 == "in" {n = $1} $1 == "Requests/sec:" {rps = $2}
+     END {printf "%d/s, %.1f µs", rps, used * 1e6 / ticks / n}' <<<"${out}"
+}
+
+echo
+echo "Forwards at saturation (unique keys, 1 thread, 8 connections): requests/s, gateway CPU per request, ${duration} per cell"
+echo
+echo "${header/ upstream directly |/}"
+echo "${rule/---:|/}"
+for round in $(seq "${rounds}"); do
+  row="| ${round} |"
+  for i in "${!urls[@]}"; do row+=" $(forward "${urls[i]}" "${gateways[i]}") |"; done
   echo "${row}"
 done
 
