@@ -11,17 +11,27 @@
 //! few tens of microseconds (a commit is a write into the OS page cache),
 //! less than handing it to another thread, so it runs on the calling thread
 //! when the connection is free and no call is queued. Otherwise, and always
-//! with `--durability full` (an fsync per commit), it is queued for the
-//! writer thread, which runs every call queued at that moment in one
-//! transaction (group commit: one commit, one WAL append and at most one
-//! fsync for the batch), each call in a savepoint of its own so one call's
-//! error undoes only its own changes. A call's answer is given only after
-//! its batch committed, so a claim is durable before the forward starts,
-//! exactly as with a commit of its own; a failed commit fails every call of
-//! the batch. A runtime thread never waits for the lock or the disk. WAL checkpoints, the slow part of SQLite, never run on this
-//! connection: see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which
-//! cuts the bytes written per forward by about 3.4 times against 4 KiB
-//! (records are a few hundred bytes; docs/performance.md).
+//! with `--durability full` (an fsync per commit), it is queued, and the
+//! queue is drained by whoever holds the connection: a call that ran on
+//! its own thread runs what was queued meanwhile before it returns (up to
+//! 32 calls and none of the sweep's, then it hands the rest
+//! over), and the writer thread runs what is handed over, and everything
+//! at `--durability full`.
+//! Each batch (every call queued at that moment, at most 128) is
+//! one transaction (group commit: one commit, one WAL append and at most
+//! one fsync for the batch), each call in a savepoint of its own so one
+//! call's error undoes only its own changes. A call's answer is given only
+//! after its batch committed, so a claim is durable before the forward
+//! starts, exactly as with a commit of its own; a failed commit fails every
+//! call of the batch. A runtime thread never waits for the lock or the
+//! disk: it takes the connection only when it is free and queues
+//! otherwise. Draining there saves waking the writer thread for most
+//! queued calls (docs/performance.md).
+//!
+//! WAL checkpoints, the slow part of SQLite, never run on this connection:
+//! see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which cuts
+//! the bytes written per forward by about 3.4 times against 4 KiB (records
+//! are a few hundred bytes; docs/performance.md).
 
 mod checkpoint;
 
@@ -30,74 +40,143 @@ use super::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
-/// A queued call: runs on the connection inside the batch's transaction,
-/// says whether it succeeded, and hands back how to deliver its answer once
-/// the batch's commit is known.
-type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Deliver) + Send>;
+/// A queued call.
+struct Job {
+    /// Only the writer thread runs it: the sweep's batches, which take
+    /// milliseconds where a request's call takes microseconds.
+    writer_only: bool,
+    /// Runs on the connection inside the batch's transaction, says whether
+    /// it succeeded, and hands back how to deliver its answer once the
+    /// batch's commit is known.
+    run: Run,
+}
+
+/// What a queued call runs (see [`Job::run`]).
+type Run = Box<dyn FnOnce(&mut Connection) -> (bool, Deliver) + Send>;
 
 /// Delivers a queued call's answer, given the outcome of its batch's commit.
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+/// Calls waiting for the connection, and whether someone drains them.
+///
+/// A call is queued only while `draining` is set, and whoever set it
+/// drains the queue until it finds it empty and clears it, both under this
+/// lock: so every queued call is someone's to run, and a clear flag means
+/// an empty queue.
+#[derive(Default)]
+struct Pending {
+    draining: bool,
+    jobs: Vec<Job>,
+}
+
+fn lock_pending(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who drains the queue.
+#[derive(Clone, Copy)]
+enum Drainer {
+    /// The writer thread: everything, until the queue is empty.
+    Writer,
+    /// A runtime thread, after its own call: at most this many calls and
+    /// none of the writer's only, so that the tasks waiting for that thread
+    /// wait for a few calls' time at most.
+    Runtime { budget: usize },
+}
+
+/// Runs the queued calls on `connection`, a batch of at most
+/// [`MAX_BATCH`] per transaction, until the queue is empty (then clears
+/// the draining and returns `false`) or, for a runtime thread, until its
+/// budget is spent or the next call is the writer's only (then returns
+/// `true`: the draining stays set, for the caller to hand over).
+fn drain(pending: &Mutex<Pending>, connection: &mut Connection, mut drainer: Drainer) -> bool {
+    loop {
+        let batch: Vec<Job> = {
+            let mut pending = lock_pending(pending);
+            if pending.jobs.is_empty() {
+                pending.draining = false;
+                return false;
+            }
+            let take = match &mut drainer {
+                Drainer::Writer => pending.jobs.len().min(MAX_BATCH),
+                Drainer::Runtime { budget } => {
+                    let take = pending
+                        .jobs
+                        .iter()
+                        .take(MAX_BATCH.min(*budget))
+                        .take_while(|job| !job.writer_only)
+                        .count();
+                    *budget -= take;
+                    take
+                }
+            };
+            if take == 0 {
+                return true;
+            }
+            pending.jobs.drain(..take).collect()
+        };
+        run_batch(connection, batch);
+    }
+}
+
 /// The most calls one transaction takes.
 const MAX_BATCH: usize = 128;
+
+/// The most queued calls a runtime thread runs after its own before it
+/// hands the rest to the writer thread.
+const INLINE_BUDGET: usize = 32;
 
 /// Runs one parameterless statement, prepared once per connection.
 fn statement(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute([])
 }
 
-/// The writer thread: takes every queued call (at most [`MAX_BATCH`]), runs
-/// them in one transaction, a savepoint each, commits, then delivers each
-/// answer. Ends when the store is dropped.
+/// Runs `batch` in one transaction, a savepoint each, commits, then
+/// delivers each answer.
+fn run_batch(c: &mut Connection, batch: Vec<Job>) {
+    if let Err(error) = statement(c, "BEGIN IMMEDIATE") {
+        // Each call on its own then, as a transaction of its own: its
+        // answer is its own success or failure.
+        tracing::warn!(%error, "SQLite could not begin a batch; running its calls one by one");
+        for job in batch {
+            let (_, deliver) = (job.run)(c);
+            deliver(Ok(()));
+        }
+        return;
+    }
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for job in batch {
+        let savepoint = statement(c, "SAVEPOINT call");
+        let (ok, deliver) = (job.run)(c);
+        if savepoint.is_ok() {
+            if !ok {
+                let _ = statement(c, "ROLLBACK TO call");
+            }
+            let _ = statement(c, "RELEASE call");
+        }
+        deliveries.push(deliver);
+    }
+    let committed = statement(c, "COMMIT").map(drop).map_err(StoreError::from);
+    if committed.is_err() {
+        let _ = statement(c, "ROLLBACK");
+    }
+    for deliver in deliveries {
+        deliver(committed.clone());
+    }
+}
+
+/// The writer thread: drains the queue each time it is handed the
+/// draining. Ends when the store is dropped.
 fn write_batches(
     writer: Arc<Mutex<Connection>>,
-    jobs: std::sync::mpsc::Receiver<Job>,
-    queued: Arc<AtomicUsize>,
+    wakes: std::sync::mpsc::Receiver<()>,
+    pending: Arc<Mutex<Pending>>,
 ) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+    while let Ok(()) = wakes.recv() {
         let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-        let c: &mut Connection = &mut connection;
-        if let Err(error) = statement(c, "BEGIN IMMEDIATE") {
-            // Each call on its own then, as a transaction of its own: its
-            // answer is its own success or failure.
-            tracing::warn!(%error, "SQLite could not begin a batch; running its calls one by one");
-            for job in batch {
-                let (_, deliver) = job(c);
-                deliver(Ok(()));
-            }
-            continue;
-        }
-        let mut deliveries = Vec::with_capacity(batch.len());
-        for job in batch {
-            let savepoint = statement(c, "SAVEPOINT call");
-            let (ok, deliver) = job(c);
-            if savepoint.is_ok() {
-                if !ok {
-                    let _ = statement(c, "ROLLBACK TO call");
-                }
-                let _ = statement(c, "RELEASE call");
-            }
-            deliveries.push(deliver);
-        }
-        let committed = statement(c, "COMMIT").map(drop).map_err(StoreError::from);
-        if committed.is_err() {
-            let _ = statement(c, "ROLLBACK");
-        }
-        drop(connection);
-        for deliver in deliveries {
-            deliver(committed.clone());
-        }
+        drain(&pending, &mut connection, Drainer::Writer);
     }
 }
 
@@ -115,11 +194,10 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     /// Run calls on the caller's thread when the connection is free.
     inline: bool,
-    /// Calls for the writer thread (see [`write_batches`]).
-    jobs: std::sync::mpsc::Sender<Job>,
-    /// Calls queued and not yet taken by the writer thread: while any are,
-    /// new calls queue behind them instead of taking the connection first.
-    queued: Arc<AtomicUsize>,
+    /// Calls waiting for the connection (see [`Pending`]).
+    pending: Arc<Mutex<Pending>>,
+    /// Hands the draining to the writer thread ([`write_batches`]).
+    wake: std::sync::mpsc::Sender<()>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Checkpointer,
 }
@@ -224,65 +302,97 @@ impl SqliteStore {
         // Room for every statement of the store and the writer's batches.
         connection.set_prepared_statement_cache_capacity(64);
         let writer = Arc::new(Mutex::new(connection));
-        let (jobs, queue) = std::sync::mpsc::channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let (wake, wakes) = std::sync::mpsc::channel();
+        let pending = Arc::new(Mutex::new(Pending::default()));
         std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
             .spawn({
-                let (writer, queued) = (writer.clone(), queued.clone());
-                move || write_batches(writer, queue, queued)
+                let (writer, pending) = (writer.clone(), pending.clone());
+                move || write_batches(writer, wakes, pending)
             })
             .map_err(|e| StoreError(format!("cannot start the SQLite writer thread: {e}")))?;
         Ok(Self {
             _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits)?,
             writer,
             inline: durability == Durability::Process,
-            jobs,
-            queued,
+            pending,
+            wake,
         })
     }
 
     /// Runs `f` on the connection: here if it is free, no call is queued
-    /// and commits do not fsync, else in the writer thread's next batch
-    /// (see the module documentation).
+    /// and commits do not fsync (and then what is queued meanwhile too),
+    /// else queued for whoever drains the queue (see the module
+    /// documentation).
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        if self.inline && self.queued.load(Ordering::Acquire) == 0 {
-            let free = match self.writer.try_lock() {
-                Ok(connection) => Some(connection),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let Some(mut connection) = free {
-                return f(&mut connection).map_err(StoreError::from);
+        if self.inline {
+            let mut pending = lock_pending(&self.pending);
+            if !pending.draining {
+                let free = match self.writer.try_lock() {
+                    Ok(connection) => Some(connection),
+                    Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                    Err(TryLockError::WouldBlock) => None,
+                };
+                if let Some(mut connection) = free {
+                    pending.draining = true;
+                    drop(pending);
+                    let result = f(&mut connection);
+                    let budget = INLINE_BUDGET;
+                    if drain(&self.pending, &mut connection, Drainer::Runtime { budget }) {
+                        drop(connection);
+                        self.hand_over();
+                    }
+                    return result.map_err(StoreError::from);
+                }
             }
         }
-        self.run_queued(f).await
+        self.run_queued(f, false).await
     }
 
-    /// Runs `f` in the writer thread's next batch; its answer once the
-    /// batch has committed.
+    /// Hands the draining (set) to the writer thread. Without one (it can
+    /// only have died), fails the queued calls rather than strand them.
+    fn hand_over(&self) {
+        if self.wake.send(()).is_err() {
+            let jobs = {
+                let mut pending = lock_pending(&self.pending);
+                pending.draining = false;
+                std::mem::take(&mut pending.jobs)
+            };
+            // Dropping a call drops its answer's sender: the call fails.
+            drop(jobs);
+        }
+    }
+
+    /// Queues `f` for whoever drains the queue (the writer thread if no
+    /// one is, and always if `writer_only`); its answer once its batch has
+    /// committed.
     async fn run_queued<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        writer_only: bool,
     ) -> Result<T, StoreError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |connection| {
-            let result = f(connection);
-            let ok = result.is_ok();
-            let deliver: Deliver = Box::new(move |committed| {
-                let _ = answer.send(committed.and(result.map_err(StoreError::from)));
-            });
-            (ok, deliver)
-        });
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        if self.jobs.send(job).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(StoreError(
-                "the SQLite writer thread has stopped".to_owned(),
-            ));
+        let job = Job {
+            writer_only,
+            run: Box::new(move |connection| {
+                let result = f(connection);
+                let ok = result.is_ok();
+                let deliver: Deliver = Box::new(move |committed| {
+                    let _ = answer.send(committed.and(result.map_err(StoreError::from)));
+                });
+                (ok, deliver)
+            }),
+        };
+        let start = {
+            let mut pending = lock_pending(&self.pending);
+            pending.jobs.push(job);
+            !std::mem::replace(&mut pending.draining, true)
+        };
+        if start {
+            self.hand_over();
         }
         answered.await.map_err(|_| {
             StoreError("the SQLite writer thread stopped before answering".to_owned())
@@ -489,7 +599,7 @@ impl Store for SqliteStore {
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
         // In batches of SWEEP_BATCH rows, each in one of the writer
-        // thread's transactions, paced (`paced_batches`): a request waits
+        // thread's transactions (never a runtime thread's), paced (`paced_batches`): a request waits
         // for at most one batch, not for the whole backlog
         // (docs/performance.md has the measurements).
         let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
@@ -499,18 +609,21 @@ impl Store for SqliteStore {
                 let unknown = unknown.clone();
                 async move {
                     let n = self
-                        .run_queued(move |c| {
-                            let mut statement = c.prepare_cached(statement)?;
-                            if statement.parameter_count() == 1 {
-                                statement.execute(params![ms(now)])
-                            } else {
-                                statement.execute(params![
-                                    ms(now),
-                                    ms(now.saturating_add(unknown_ttl)),
-                                    unknown
-                                ])
-                            }
-                        })
+                        .run_queued(
+                            move |c| {
+                                let mut statement = c.prepare_cached(statement)?;
+                                if statement.parameter_count() == 1 {
+                                    statement.execute(params![ms(now)])
+                                } else {
+                                    statement.execute(params![
+                                        ms(now),
+                                        ms(now.saturating_add(unknown_ttl)),
+                                        unknown
+                                    ])
+                                }
+                            },
+                            true,
+                        )
                         .await?;
                     Ok(n as u64)
                 }
@@ -572,6 +685,105 @@ mod tests {
         holder.join().unwrap();
     }
 
+    /// Where a call ran: its thread's id and name.
+    type Ran = (std::thread::ThreadId, Option<String>);
+
+    fn here(_: &mut Connection) -> rusqlite::Result<Ran> {
+        let thread = std::thread::current();
+        Ok((thread.id(), thread.name().map(str::to_owned)))
+    }
+
+    /// Starts a call that holds the connection on a runtime thread of its
+    /// own, queues one call per entry of `writer_only` behind it (through
+    /// `run`, or as the sweep's when `true`), then lets the holder finish.
+    /// The holder's thread, and where each queued call ran.
+    fn queued_behind_a_holder(writer_only: &[bool]) -> (std::thread::ThreadId, Vec<Ran>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap());
+        let (inside, held) = std::sync::mpsc::channel();
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                runtime
+                    .block_on(store.run(move |_| {
+                        inside.send(()).unwrap();
+                        // A wrong implementation fails, not hangs.
+                        let _ = gone.recv_timeout(Duration::from_secs(30));
+                        Ok(())
+                    }))
+                    .unwrap();
+                std::thread::current().id()
+            }
+        });
+        held.recv().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ran = runtime.block_on(async {
+            let mut calls: Vec<_> = writer_only
+                .iter()
+                .map(|&writer_only| {
+                    let store = &store;
+                    Box::pin(async move {
+                        if writer_only {
+                            store.run_queued(here, true).await
+                        } else {
+                            store.run(here).await
+                        }
+                    })
+                })
+                .collect();
+            for call in &mut calls {
+                assert!(
+                    futures_util::poll!(call).is_pending(),
+                    "queued behind the holder"
+                );
+            }
+            go.send(()).unwrap();
+            let mut ran = Vec::new();
+            for call in calls {
+                ran.push(call.await.unwrap());
+            }
+            ran
+        });
+        (holder.join().unwrap(), ran)
+    }
+
+    /// A call queued behind one running on a runtime thread is run by that
+    /// thread when it is done with its own, not handed to the writer
+    /// thread (which would cost two thread wake-ups).
+    #[test]
+    fn a_call_queued_behind_a_call_on_a_runtime_thread_runs_on_that_thread() {
+        let (holder, ran) = queued_behind_a_holder(&[false]);
+        assert_eq!(ran[0].0, holder);
+    }
+
+    /// A runtime thread runs at most INLINE_BUDGET queued calls after its
+    /// own; the writer thread runs what is still queued then.
+    #[test]
+    fn a_runtime_thread_hands_what_is_left_after_its_budget_to_the_writer_thread() {
+        let (holder, ran) = queued_behind_a_holder(&[false; INLINE_BUDGET + 1]);
+        let (last, inline) = ran.split_last().unwrap();
+        assert!(inline.iter().all(|(id, _)| *id == holder));
+        assert_eq!(last.1.as_deref(), Some("sqlite-writer"));
+    }
+
+    /// The sweep's batches take milliseconds: a runtime thread leaves
+    /// them, and every call queued behind one, to the writer thread.
+    #[test]
+    fn a_runtime_thread_leaves_the_sweep_to_the_writer_thread() {
+        let (holder, ran) = queued_behind_a_holder(&[false, true, false]);
+        assert_eq!(ran[0].0, holder, "the call before the sweep's");
+        for (_, name) in &ran[1..] {
+            assert_eq!(name.as_deref(), Some("sqlite-writer"));
+        }
+    }
+
     /// Calls queued while the connection was busy run in one transaction:
     /// a call that fails undoes only its own writes, the others commit.
     #[tokio::test(flavor = "current_thread")]
@@ -586,17 +798,20 @@ mod tests {
         let guard = busy.lock().unwrap();
         let mut calls: Vec<_> = (0..8u8)
             .map(|n| {
-                Box::pin(store.run_queued(move |c| {
-                    c.execute(
-                        "INSERT INTO records (caller, key, fingerprint) VALUES (?1, ?2, ?3)",
-                        params![&[n; 32][..], format!("k{n}"), &[0u8; 32][..]],
-                    )?;
-                    if n == 3 {
-                        // Written, then failed: must leave no row.
-                        c.execute("INSERT INTO nowhere VALUES (1)", [])?;
-                    }
-                    Ok(n)
-                }))
+                Box::pin(store.run_queued(
+                    move |c| {
+                        c.execute(
+                            "INSERT INTO records (caller, key, fingerprint) VALUES (?1, ?2, ?3)",
+                            params![&[n; 32][..], format!("k{n}"), &[0u8; 32][..]],
+                        )?;
+                        if n == 3 {
+                            // Written, then failed: must leave no row.
+                            c.execute("INSERT INTO nowhere VALUES (1)", [])?;
+                        }
+                        Ok(n)
+                    },
+                    false,
+                ))
             })
             .collect();
         // One poll each queues every call while the connection is held.
