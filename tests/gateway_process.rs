@@ -1,5 +1,6 @@
 //! The gateway binary as a process: crashes (SIGKILL) and restarts on the
-//! same SQLite file, graceful shutdown (SIGTERM), two replicas on one Redis,
+//! same SQLite file, graceful shutdown (SIGTERM, the log's last lines
+//! included), two replicas on one Redis,
 //! Redis going away, the admin endpoints, and the client binary through it.
 #![cfg(all(feature = "gateway", unix))]
 
@@ -91,6 +92,46 @@ fn sigterm_lets_the_forward_finish_and_be_stored() {
     });
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(upstream.requests().len(), 1);
+}
+
+/// The log is written in batches (src/gateway/log.rs): a clean shutdown
+/// still writes every request's line, in the order they were answered.
+#[test]
+fn sigterm_writes_every_request_line() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let mut gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let answered: Vec<u16> = runtime().block_on(async {
+        let client = http();
+        let mut answered = Vec::new();
+        for n in 0..200 {
+            let response = client
+                .post(format!("{}/deployments/{n}", gateway.url))
+                .header("idempotency-key", format!("log-{n}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            answered.push(response.status().as_u16());
+        }
+        answered
+    });
+    assert!(answered.iter().all(|&status| status == 201), "{answered:?}");
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.child.wait().unwrap().success());
+    // The reader thread ends at the end of the log.
+    let paths: Vec<String> = gateway
+        .log
+        .iter()
+        .filter(|line| line.contains(" request "))
+        .filter_map(|line| {
+            let path = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("path="))?;
+            Some(path.to_owned())
+        })
+        .collect();
+    let expected: Vec<String> = (0..200).map(|n| format!("/deployments/{n}")).collect();
+    assert_eq!(paths, expected);
 }
 
 #[test]

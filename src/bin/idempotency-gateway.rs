@@ -26,15 +26,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Dropped on every way out of main, which writes the log's last lines.
+    let (log, _flusher) = match gateway::log::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("IDEMPOTENCY_GATEWAY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(log.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let report_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        log.write_now();
+        report_panic(panic);
+    }));
     if let Err(message) = args.validate() {
         eprintln!("error: {message}");
         return ExitCode::from(2);

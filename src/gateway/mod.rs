@@ -11,7 +11,7 @@
 //! bodies within limits), [`fingerprint`], [`upstream`] (the client to the
 //! API behind), [`problem`] (every failure as problem+json); [`store`] (the
 //! records: memory, SQLite, Redis, PostgreSQL), [`admin`] and [`metrics`] (health and
-//! metrics), [`clock`].
+//! metrics), [`log`] (the log's writer), [`clock`].
 
 pub mod admin;
 pub mod body;
@@ -22,6 +22,7 @@ pub mod fingerprint;
 pub mod hop;
 pub mod jwt;
 pub mod key;
+pub mod log;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
