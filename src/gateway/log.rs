@@ -139,9 +139,15 @@ impl<W: Write + Send + 'static> Drop for Flusher<W> {
 }
 
 impl<W: Write> LogWriter<W> {
-    /// Writes what is gathered, on this thread: for the panic hook.
+    /// Writes what is gathered, on this thread: for the panic hook. Skips
+    /// it when the buffer is locked, which could be by the panicking
+    /// thread itself (waiting for it would never end).
     pub fn write_now(&self) {
-        self.shared.lock().write_out();
+        match self.shared.state.try_lock() {
+            Ok(mut state) => state.write_out(),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().write_out(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
     }
 }
 
@@ -277,6 +283,15 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(out.text(), "by itself\n");
+    }
+
+    #[test]
+    fn write_now_writes_what_is_gathered() {
+        let out = Out::default();
+        let (writer, _flusher) = start(out.clone()).unwrap();
+        line(&writer, Level::INFO, "before the panic\n");
+        writer.write_now();
+        assert_eq!(out.text(), "before the panic\n");
     }
 
     #[test]
