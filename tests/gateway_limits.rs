@@ -410,3 +410,79 @@ fn a_flood_of_fresh_keys_stops_at_the_memory_store_bound() {
         }
     }
 }
+
+/// A full disk fails closed: once SQLite cannot write, a new key is
+/// answered `503` and not forwarded; every key that was answered from the
+/// upstream is, asked again, replayed or (its answer could not be stored)
+/// `409`, and never forwarded again. The disk fills here by a file size
+/// limit on the gateway process (`RLIMIT_FSIZE`, `SIGXFSZ` ignored): its
+/// writes past the limit fail as they do on a full disk, without a
+/// filesystem to fill.
+#[test]
+fn a_full_disk_fails_closed_on_sqlite() {
+    let upstream = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("records.db").display());
+    let mut command = Gateway::command(&upstream, &["--store", &store]);
+    #[allow(unsafe_code)]
+    // SAFETY: between fork and exec only async-signal-safe calls
+    // (setrlimit, signal) on the child's own process.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: 256 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let gateway = Gateway::spawn(command);
+    let client = http();
+    let (mut answered, mut refused) = (Vec::new(), 0);
+    // Each forward writes a few KiB of WAL: the limit is reached within a
+    // few hundred keys.
+    for n in 0..2_000 {
+        let key = format!("full-{n}");
+        let answer = post(&client, &gateway, &key).unwrap();
+        match answer.status().as_u16() {
+            201 => answered.push(key),
+            503 => {
+                let body = runtime().block_on(answer.text()).unwrap();
+                assert!(
+                    body.contains("urn:idempotency-gateway:problem:store-unavailable")
+                        && body.contains("not forwarded"),
+                    "{body}"
+                );
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("key {n}: status {other}"),
+        }
+    }
+    assert_eq!(refused, 5, "the disk filled");
+    assert_eq!(
+        upstream.requests().len(),
+        answered.len(),
+        "a refused key was not forwarded"
+    );
+    for key in &answered {
+        let again = post(&client, &gateway, key).unwrap();
+        match again.status().as_u16() {
+            201 => assert_eq!(again.headers()["idempotent-replayed"], "true", "{key}"),
+            409 => {}
+            other => panic!("{key} asked again: status {other}"),
+        }
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        answered.len(),
+        "no key was forwarded twice"
+    );
+}
