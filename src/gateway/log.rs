@@ -28,33 +28,38 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Gathered bytes past which a line is written at once.
 pub const FLUSH_AT: usize = 64 << 10;
 
-struct State<W> {
+struct State {
     gathered: Vec<u8>,
-    out: W,
     stopping: bool,
 }
 
-impl<W: Write> State<W> {
-    /// Writes what is gathered. A failed write drops it: there is nowhere
-    /// else to say so.
-    fn write_out(&mut self) {
-        if !self.gathered.is_empty() {
-            let _ = self.out.write_all(&self.gathered);
-            let _ = self.out.flush();
-            self.gathered.clear();
-        }
-    }
-}
-
 struct Shared<W> {
-    state: Mutex<State<W>>,
+    state: Mutex<State>,
+    /// Locked after `state` and before letting it go (see
+    /// [`Shared::write_out`]), never the other way round.
+    out: Mutex<W>,
     /// Wakes the writer thread: a first line gathered, or stopping.
     wake: Condvar,
 }
 
-impl<W> Shared<W> {
-    fn lock(&self) -> MutexGuard<'_, State<W>> {
+impl<W: Write> Shared<W> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes what is gathered and writes it. The output is locked before
+    /// the buffer is let go, so batches are written in the order they were
+    /// taken, and the buffer is free for new lines during the `write`. A
+    /// failed write drops the batch: there is nowhere else to say so.
+    fn write_out(&self, mut state: MutexGuard<'_, State>) {
+        if state.gathered.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut state.gathered);
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        drop(state);
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
     }
 }
 
@@ -75,9 +80,9 @@ pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter<W>
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             gathered: Vec::new(),
-            out,
             stopping: false,
         }),
+        out: Mutex::new(out),
         wake: Condvar::new(),
     });
     let thread = std::thread::Builder::new()
@@ -100,11 +105,10 @@ pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter<W>
 /// The writer thread: waits for a first line, gathers for [`FLUSH_EVERY`],
 /// writes, again; writes what is left and ends when stopped.
 fn write_gathered<W: Write>(shared: &Shared<W>) {
-    let mut state = shared.lock();
     loop {
-        state = shared
+        let mut state = shared
             .wake
-            .wait_while(state, |s| s.gathered.is_empty() && !s.stopping)
+            .wait_while(shared.lock(), |s| s.gathered.is_empty() && !s.stopping)
             .unwrap_or_else(|p| p.into_inner());
         if !state.stopping {
             state = shared
@@ -113,8 +117,9 @@ fn write_gathered<W: Write>(shared: &Shared<W>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        state.write_out();
-        if state.stopping {
+        let stopping = state.stopping;
+        shared.write_out(state);
+        if stopping {
             return;
         }
     }
@@ -143,11 +148,19 @@ impl<W: Write> LogWriter<W> {
     /// it when the buffer is locked, which could be by the panicking
     /// thread itself (waiting for it would never end).
     pub fn write_now(&self) {
-        match self.shared.state.try_lock() {
-            Ok(mut state) => state.write_out(),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().write_out(),
-            Err(std::sync::TryLockError::WouldBlock) => {}
-        }
+        let mut state = match self.shared.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        // The same for the output: a thread writing a batch gets to finish.
+        let mut out = match self.shared.out.try_lock() {
+            Ok(out) => out,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let _ = out.write_all(&std::mem::take(&mut state.gathered));
+        let _ = out.flush();
     }
 }
 
@@ -171,7 +184,7 @@ impl<W: Write> Write for Line<'_, W> {
         let first = state.gathered.is_empty();
         state.gathered.extend_from_slice(bytes);
         if self.at_once || state.stopping || state.gathered.len() >= FLUSH_AT {
-            state.write_out();
+            self.shared.write_out(state);
         } else if first {
             self.shared.wake.notify_one();
         }
@@ -252,6 +265,45 @@ mod tests {
         assert!(out.writes() < 100, "{} writes for 100 lines", out.writes());
     }
 
+    /// Threads logging at once, past FLUSH_AT (so batches are written both
+    /// by callers and by the writer thread): every line whole, once, and
+    /// each thread's lines in its order.
+    #[test]
+    fn lines_from_many_threads_are_written_whole_once_and_in_order() {
+        let out = Out::default();
+        let (writer, mut flusher) = start(out.clone()).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for n in 0..2_000 {
+                        line(&writer, Level::INFO, &format!("thread {t} line {n:04}\n"));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        flusher.stop();
+        let text = out.text();
+        assert!(
+            text.len() > 2 * FLUSH_AT,
+            "the buffer filled more than once"
+        );
+        for t in 0..4 {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("thread {t} ")))
+                .collect();
+            let expected: Vec<String> = (0..2_000)
+                .map(|n| format!("thread {t} line {n:04}"))
+                .collect();
+            assert_eq!(mine, expected);
+        }
+        assert_eq!(text.lines().count(), 8_000);
+    }
+
     #[test]
     fn a_warning_is_written_at_once_after_the_lines_before_it() {
         let out = Out::default();
@@ -288,10 +340,12 @@ mod tests {
     #[test]
     fn write_now_writes_what_is_gathered() {
         let out = Out::default();
-        let (writer, _flusher) = start(out.clone()).unwrap();
+        let (writer, mut flusher) = start(out.clone()).unwrap();
         line(&writer, Level::INFO, "before the panic\n");
         writer.write_now();
         assert_eq!(out.text(), "before the panic\n");
+        flusher.stop();
+        assert_eq!(out.text(), "before the panic\n", "written once");
     }
 
     #[test]
