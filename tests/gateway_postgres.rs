@@ -269,7 +269,7 @@ fn the_postgres_password_comes_from_a_file_or_pgpassword_and_is_never_printed() 
     from_env.signal(libc::SIGTERM);
     assert!(from_env.child.wait().unwrap().success());
     let lines: Vec<String> = from_env.log.iter().collect();
-    assert!(lines.iter().any(|l| l.contains("request")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(" request ")), "{lines:?}");
     assert!(lines.iter().all(|l| !l.contains(password)), "{lines:?}");
 }
 
