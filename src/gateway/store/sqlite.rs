@@ -12,21 +12,20 @@
 //! less than handing it to another thread, so it runs on the calling thread
 //! when the connection is free and no call is queued. Otherwise, and always
 //! with `--durability full` (an fsync per commit), it is queued, and the
-//! queue is drained by whoever holds the connection: a call that ran on
-//! its own thread runs what was queued meanwhile before it returns (up to
-//! 32 calls and none of the sweep's, then it hands the rest
-//! over), and the writer thread runs what is handed over, and everything
-//! at `--durability full`.
-//! Each batch (every call queued at that moment, at most 128) is
-//! one transaction (group commit: one commit, one WAL append and at most
-//! one fsync for the batch), each call in a savepoint of its own so one
-//! call's error undoes only its own changes. A call's answer is given only
-//! after its batch committed, so a claim is durable before the forward
-//! starts, exactly as with a commit of its own; a failed commit fails every
-//! call of the batch. A runtime thread never waits for the lock or the
-//! disk: it takes the connection only when it is free and queues
-//! otherwise. Draining there saves waking the writer thread for most
-//! queued calls (docs/performance.md).
+//! queue is drained by whoever holds the connection: a call that ran on its
+//! own thread runs what was queued meanwhile before it returns (up to 32
+//! calls and none of the sweep's, then it hands the rest over), and the
+//! writer thread runs what is handed over, and everything at `--durability
+//! full`. Each batch (every call queued at that moment, at most 128) is one
+//! transaction (group commit: one commit, one WAL append and at most one
+//! fsync for the batch), each call in a savepoint of its own so one call's
+//! error undoes only its own changes. A call's answer is given only after
+//! its batch committed, so a claim is durable before the forward starts,
+//! exactly as with a commit of its own; a failed commit fails every call of
+//! the batch. A runtime thread never waits for the lock or the disk: it
+//! takes the connection only when it is free and queues otherwise. Draining
+//! there saves waking the writer thread for most queued calls
+//! (docs/performance.md).
 //!
 //! WAL checkpoints, the slow part of SQLite, never run on this connection:
 //! see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which cuts
