@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use support::gateway::{Gateway, http, metrics, rss_kib, runtime, sample, wait_until};
+use support::redis::RedisServer;
 use support::{Reply, Response, Server};
 
 fn upstream() -> Server {
@@ -485,4 +486,46 @@ fn a_full_disk_fails_closed_on_sqlite() {
         answered.len(),
         "no key was forwarded twice"
     );
+}
+
+/// Redis at `maxmemory` with `noeviction` (what the README asks for) fails
+/// closed too: its writes are refused, so a new key is answered `503` and
+/// not forwarded, and the keys stored before are still replayed, by this
+/// gateway and by one started since, without another forward.
+#[test]
+fn a_full_redis_fails_closed() {
+    let upstream = upstream();
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let gateway = Gateway::start(&upstream, &["--store", &redis.url()]);
+    let client = http();
+    for n in 0..20 {
+        let answer = post(&client, &gateway, &format!("stored-{n}")).unwrap();
+        assert_eq!(answer.status(), 201);
+    }
+    // Full from here on: every write is over the limit.
+    assert_eq!(redis.command("CONFIG SET maxmemory 1"), "+OK");
+    for n in 0..5 {
+        let answer = post(&client, &gateway, &format!("refused-{n}")).unwrap();
+        assert_eq!(answer.status(), 503, "key {n}");
+        let body = runtime().block_on(answer.text()).unwrap();
+        assert!(
+            body.contains("urn:idempotency-gateway:problem:store-unavailable"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        20,
+        "a refused key was not forwarded"
+    );
+    // A second gateway has nothing in its memory: its replays read Redis.
+    let fresh = Gateway::start(&upstream, &["--store", &redis.url()]);
+    for gateway in [&gateway, &fresh] {
+        for n in 0..20 {
+            let replay = post(&client, gateway, &format!("stored-{n}")).unwrap();
+            assert_eq!(replay.status(), 201);
+            assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        }
+    }
+    assert_eq!(upstream.requests().len(), 20);
 }
