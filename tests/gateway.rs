@@ -14,6 +14,7 @@ use idempotent_request::gateway::store::memory::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::gateway::problem;
 use support::{Reply, Response, Server, held_upstream};
 
 struct Running {
@@ -97,19 +98,6 @@ fn counting() -> (Server, Arc<AtomicUsize>) {
     let server =
         Server::start(move |_| Reply::Respond(created(counter.fetch_add(1, Ordering::SeqCst) + 1)));
     (server, calls)
-}
-
-async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
-    let status = response.status().as_u16();
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json",
-        "status {status} is not a problem"
-    );
-    (
-        status,
-        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::gateway::{Gateway, http, metrics, rss_kib, runtime, sample, wait_until};
+use support::gateway::{Gateway, http, metrics, problem, rss_kib, runtime, sample, wait_until};
 use support::redis::RedisServer;
 use support::{Reply, Response, Server};
 
@@ -70,6 +70,14 @@ fn post(
 /// A legitimate POST with a key; its status.
 fn legitimate(gateway: &Gateway, key: &str) -> u16 {
     post(&http(), gateway, key).map_or(0, |r| r.status().as_u16())
+}
+
+/// A `503` problem answer's type and detail.
+fn refusal(answer: reqwest::Response) -> (String, String) {
+    let (status, body) = runtime().block_on(problem(answer));
+    assert_eq!(status, 503, "{body}");
+    let text = |field: &str| body[field].as_str().unwrap_or_default().to_owned();
+    (text("type"), text("detail"))
 }
 
 const DECLARED: usize = 1_000_000;
@@ -367,12 +375,9 @@ fn a_flood_of_fresh_keys_stops_at_the_memory_store_bound() {
             201 => accepted += 1,
             503 => {
                 assert_eq!(answer.headers()["retry-after"], "60");
-                let body = runtime().block_on(answer.text()).unwrap();
-                assert!(
-                    body.contains("urn:idempotency-gateway:problem:store-full")
-                        && body.contains("--memory-max-bytes"),
-                    "{body}"
-                );
+                let (kind, detail) = refusal(answer);
+                assert_eq!(kind, "urn:idempotency-gateway:problem:store-full");
+                assert!(detail.contains("--memory-max-bytes"), "{detail}");
                 refused += 1;
             }
             other => panic!("key {n}: status {other}"),
@@ -453,12 +458,9 @@ fn a_full_disk_fails_closed_on_sqlite() {
         match answer.status().as_u16() {
             201 => answered.push(key),
             503 => {
-                let body = runtime().block_on(answer.text()).unwrap();
-                assert!(
-                    body.contains("urn:idempotency-gateway:problem:store-unavailable")
-                        && body.contains("not forwarded"),
-                    "{body}"
-                );
+                let (kind, detail) = refusal(answer);
+                assert_eq!(kind, "urn:idempotency-gateway:problem:store-unavailable");
+                assert!(detail.contains("not forwarded"), "{detail}");
                 refused += 1;
                 if refused == 5 {
                     break;
@@ -507,11 +509,8 @@ fn a_full_redis_fails_closed() {
     for n in 0..5 {
         let answer = post(&client, &gateway, &format!("refused-{n}")).unwrap();
         assert_eq!(answer.status(), 503, "key {n}");
-        let body = runtime().block_on(answer.text()).unwrap();
-        assert!(
-            body.contains("urn:idempotency-gateway:problem:store-unavailable"),
-            "{body}"
-        );
+        let (kind, _) = refusal(answer);
+        assert_eq!(kind, "urn:idempotency-gateway:problem:store-unavailable");
     }
     assert_eq!(
         upstream.requests().len(),
