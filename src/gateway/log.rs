@@ -148,19 +148,33 @@ impl<W: Write> LogWriter<W> {
     /// it when the buffer is locked, which could be by the panicking
     /// thread itself (waiting for it would never end).
     pub fn write_now(&self) {
-        let mut state = match self.shared.state.try_lock() {
-            Ok(state) => state,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
+        let Some(mut state) = try_lock(&self.shared.state) else {
+            return;
         };
         // The same for the output: a thread writing a batch gets to finish.
-        let mut out = match self.shared.out.try_lock() {
-            Ok(out) => out,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
+        let Some(mut out) = try_lock(&self.shared.out) else {
+            return;
         };
         let _ = out.write_all(&std::mem::take(&mut state.gathered));
         let _ = out.flush();
+    }
+
+    /// The writer for one line at `level`: WARN and ERROR are written at
+    /// once (`Level` orders the more verbose as greater).
+    fn line(&self, level: Level) -> Line<'_, W> {
+        Line {
+            shared: &self.shared,
+            at_once: level <= Level::WARN,
+        }
+    }
+}
+
+/// `mutex` locked if it is free (poisoned or not), else `None`.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
@@ -200,18 +214,12 @@ impl<'a, W: Write + 'a> MakeWriter<'a> for LogWriter<W> {
     type Writer = Line<'a, W>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        Line {
-            shared: &self.shared,
-            at_once: true,
-        }
+        // Without a level: at once, like a warning.
+        self.line(Level::ERROR)
     }
 
     fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        Line {
-            shared: &self.shared,
-            // WARN and ERROR: `Level` orders the more verbose as greater.
-            at_once: *meta.level() <= Level::WARN,
-        }
+        self.line(*meta.level())
     }
 }
 
@@ -245,11 +253,7 @@ mod tests {
     }
 
     fn line<W: Write>(writer: &LogWriter<W>, level: Level, text: &str) {
-        let mut line = Line {
-            shared: &writer.shared,
-            at_once: level <= Level::WARN,
-        };
-        line.write_all(text.as_bytes()).unwrap();
+        writer.line(level).write_all(text.as_bytes()).unwrap();
     }
 
     #[test]
