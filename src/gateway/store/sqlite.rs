@@ -75,7 +75,6 @@ fn lock_pending(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> 
 }
 
 /// Who drains the queue.
-#[derive(Clone, Copy)]
 enum Drainer {
     /// The writer thread: everything, until the queue is empty.
     Writer,
@@ -339,8 +338,10 @@ impl SqliteStore {
                     pending.draining = true;
                     drop(pending);
                     let result = f(&mut connection);
-                    let budget = INLINE_BUDGET;
-                    if drain(&self.pending, &mut connection, Drainer::Runtime { budget }) {
+                    let drainer = Drainer::Runtime {
+                        budget: INLINE_BUDGET,
+                    };
+                    if drain(&self.pending, &mut connection, drainer) {
                         drop(connection);
                         self.hand_over();
                     }
@@ -598,9 +599,9 @@ impl Store for SqliteStore {
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
         // In batches of SWEEP_BATCH rows, each in one of the writer
-        // thread's transactions (never a runtime thread's), paced (`paced_batches`): a request waits
-        // for at most one batch, not for the whole backlog
-        // (docs/performance.md has the measurements).
+        // thread's transactions (never a runtime thread's), paced
+        // (`paced_batches`): a request waits for at most one batch, not for
+        // the whole backlog (docs/performance.md has the measurements).
         let unknown = encode_outcome(&Outcome::Unknown(super::LAPSED_LEASE_DETAIL.to_owned()));
         let mut touched = 0;
         for statement in [SWEEP_EXPIRED, SWEEP_LAPSED] {
