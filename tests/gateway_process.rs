@@ -1,7 +1,7 @@
 //! The gateway binary as a process: crashes (SIGKILL) and restarts on the
 //! same SQLite file, graceful shutdown (SIGTERM, the log's last lines
-//! included), two replicas on one Redis,
-//! Redis going away, the admin endpoints, and the client binary through it.
+//! included), two replicas on one Redis, Redis going away, the admin
+//! endpoints, and the client binary through it.
 #![cfg(all(feature = "gateway", unix))]
 
 use crate::support;
