@@ -82,12 +82,24 @@ fn pass(connection: &Connection) -> rusqlite::Result<Option<Pass>> {
     })
 }
 
-/// The first pass that runs, of at most `tries`.
-fn first_pass(connection: &Connection, tries: usize) -> rusqlite::Result<Option<Pass>> {
-    for _ in 0..tries {
+/// Tries at most for a first pass that runs: a busy pass means a commit
+/// was under way, and under continuous writes three tries in a row were
+/// seen to meet one each time, which skipped the cycle (the WAL then grew
+/// for another [`EVERY`]).
+const FIRST_PASS_TRIES: usize = 20;
+
+/// The pause after a busy try, for the commit under way to end.
+const BUSY_PAUSE: Duration = Duration::from_millis(1);
+
+/// The first pass that runs, of at most [`FIRST_PASS_TRIES`], pausing
+/// [`BUSY_PAUSE`] after each busy one (this thread is the checkpointer's
+/// own: the pause holds nothing up).
+fn first_pass(connection: &Connection) -> rusqlite::Result<Option<Pass>> {
+    for _ in 0..FIRST_PASS_TRIES {
         if let Some(pass) = pass(connection)? {
             return Ok(Some(pass));
         }
+        std::thread::sleep(BUSY_PAUSE);
     }
     Ok(None)
 }
@@ -102,7 +114,7 @@ pub(super) fn cycle(
 ) -> rusqlite::Result<bool> {
     // A busy pass says nothing about the WAL's size: only one that ran
     // decides whether this cycle has work.
-    let Some(mut last) = first_pass(own, CATCH_UP_PASSES)? else {
+    let Some(mut last) = first_pass(own)? else {
         return Ok(false);
     };
     if last.log < limits.restart_frames {
