@@ -52,6 +52,12 @@ fn targets_that_could_leave_the_prefix_are_refused() {
         "/v1/%2e/deployments",
         "/..",
         "/..?x=1",
+        "/..;/admin/users",
+        "/v1/..;jsessionid=x/..;/admin",
+        "/%252e%252e/admin/users",
+        "/%u002e%u002e/admin/users",
+        "/%c0%ae%c0%ae/admin/users",
+        "/v1/.%00./admin",
     ]
     .iter()
     .enumerate()
@@ -81,6 +87,7 @@ fn the_target_reaches_the_upstream_exactly_as_sent_under_the_prefix() {
         "/v1//double//slashes/?empty=&=x&flag",
         "/a..b/.well-known/x.json",
         "/v1/deployments/%2e%2ex",
+        "/v1/cars;color=red/%252F;x/100%25",
     ];
     for (n, target) in targets.iter().enumerate() {
         for method in ["POST", "GET"] {

@@ -1,14 +1,18 @@
 //! The request target: checked, then forwarded byte for byte under the
 //! upstream's path prefix.
 //!
-//! A target whose path holds a dot segment (`.` or `..`, also written
-//! `%2e`, `.%2E`, or hidden behind an encoded slash, `..%2f`) or a backslash
-//! (`\`, `%5c`) is refused: an upstream or a framework that normalises it
-//! would resolve it above `--upstream`'s prefix (`/api/../admin`). Every
-//! other target goes out exactly as it came in and as it was fingerprinted,
-//! appended to the prefix, with nothing re-encoded (hyper's client sends
-//! the `Uri` it is given; `url` would re-encode `"`, `{`, `}` and remove
-//! `/./`).
+//! A target whose path holds a dot segment or a backslash is refused: an
+//! upstream or a framework that normalises it would resolve it above
+//! `--upstream`'s prefix (`/api/../admin`). Servers disagree on what a dot
+//! segment is, so every spelling one of them reads as one counts: plain or
+//! percent-encoded in any case (`%2e`, `.%2E`), behind an encoded slash
+//! (`..%2f`), encoded twice or more (`%252e`), IIS's `%u002e`, overlong
+//! UTF-8 (`%c0%ae`), and with path parameters (`..;jsessionid=x`, which
+//! Tomcat and Jetty resolve as `..`). An encoded NUL is refused too: some
+//! servers cut the path there. Every other target goes out exactly as it
+//! came in and as it was fingerprinted, appended to the prefix, with
+//! nothing re-encoded (hyper's client sends the `Uri` it is given; `url`
+//! would re-encode `"`, `{`, `}` and remove `/./`).
 
 use axum::http::Uri;
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
@@ -22,6 +26,8 @@ pub enum Refusal {
     DotSegment,
     /// A backslash, plain or percent-encoded.
     Backslash,
+    /// An encoded NUL.
+    Nul,
 }
 
 impl Refusal {
@@ -37,32 +43,76 @@ impl Refusal {
             Refusal::Backslash => {
                 "the request path holds a backslash (perhaps percent-encoded), which some servers read as `/`; nothing was forwarded"
             }
+            Refusal::Nul => {
+                "the request path holds an encoded NUL (`%00`), where some servers cut the path; nothing was forwarded"
+            }
         }
     }
 }
 
-/// `text` with `%2e`, `%2f` and `%5c` decoded (any case): enough to see a
-/// segment the way a decoding server would split and resolve it.
-fn decode_separators(text: &str) -> String {
+/// What a decoding server may read as a dot, a separator or a NUL,
+/// beyond the plain character (matched in any letter case). `%25` is `%`,
+/// so a target encoded twice is decoded twice.
+const SPELLINGS: &[(&str, char)] = &[
+    ("%2e", '.'),
+    ("%2f", '/'),
+    ("%5c", '\\'),
+    ("%00", '\0'),
+    ("%25", '%'),
+    ("%u002e", '.'),
+    ("%u002f", '/'),
+    ("%u005c", '\\'),
+    ("%c0%ae", '.'),
+    ("%c0%af", '/'),
+    ("%c1%9c", '\\'),
+];
+
+/// `text` with one pass of [`SPELLINGS`] decoded; `None` when it holds
+/// none of them.
+fn decode_once(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut decoded = false;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
-        let code = rest.get(at + 1..at + 3).map(str::to_ascii_lowercase);
-        match code.as_deref() {
-            Some("2e") => out.push('.'),
-            Some("2f") => out.push('/'),
-            Some("5c") => out.push('\\'),
-            _ => {
+        let tail = &rest[at..];
+        let spelling = SPELLINGS.iter().find(|(spelled, _)| {
+            tail.get(..spelled.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(spelled))
+        });
+        match spelling {
+            Some((spelled, plain)) => {
+                out.push(*plain);
+                rest = &tail[spelled.len()..];
+                decoded = true;
+            }
+            None => {
                 out.push('%');
-                rest = &rest[at + 1..];
-                continue;
+                rest = &tail[1..];
             }
         }
-        rest = &rest[at + 3..];
     }
     out.push_str(rest);
-    out
+    decoded.then_some(out)
+}
+
+/// Checks a path as a server would see it once every spelling is decoded.
+fn check_decoded(decoded: &str) -> Result<(), Refusal> {
+    if decoded.contains('\\') {
+        return Err(Refusal::Backslash);
+    }
+    if decoded.contains('\0') {
+        return Err(Refusal::Nul);
+    }
+    // A segment's path parameters (`;…`) are not part of its name.
+    let dot_segment = decoded.split('/').any(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        name == "." || name == ".."
+    });
+    if dot_segment {
+        return Err(Refusal::DotSegment);
+    }
+    Ok(())
 }
 
 /// Checks a request's path (without its query).
@@ -70,24 +120,14 @@ pub fn check(path: &str) -> Result<(), Refusal> {
     if !path.starts_with('/') {
         return Err(Refusal::NotAPath);
     }
-    let check_decoded = |decoded: &str| {
-        if decoded.contains('\\') {
-            return Err(Refusal::Backslash);
-        }
-        if decoded
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-        {
-            return Err(Refusal::DotSegment);
-        }
-        Ok(())
-    };
-    // Most paths hold no escape: checked as they are, without a copy.
-    if path.contains('%') {
-        check_decoded(&decode_separators(path))
-    } else {
-        check_decoded(path)
+    check_decoded(path)?;
+    // Each pass is shorter than the one before, so this ends.
+    let mut current = std::borrow::Cow::Borrowed(path);
+    while let Some(next) = decode_once(&current) {
+        check_decoded(&next)?;
+        current = std::borrow::Cow::Owned(next);
     }
+    Ok(())
 }
 
 /// Where requests go: the upstream's scheme and authority, and its path
@@ -141,7 +181,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dot_segments_and_backslashes_are_refused_in_every_spelling() {
+    fn dot_segments_backslashes_and_nuls_are_refused_in_every_spelling() {
         for bad in [
             "/../admin/users",
             "/api/./x",
@@ -153,11 +193,33 @@ mod tests {
             "/a/%2e%2e%2f%2e%2e/etc",
             "/..",
             "/.",
+            "/..;/admin",
+            "/api/..;jsessionid=x/admin",
+            "/.;/x",
+            "/%2e%2e;/admin",
+            "/%252e%252e/admin",
+            "/%25252E%25252E/admin",
+            "/..%252fadmin",
+            "/%u002e%u002e/admin",
+            "/%U002E./admin",
+            "/%c0%ae%c0%ae/admin",
+            "/..%c0%afadmin",
         ] {
             assert_eq!(check(bad), Err(Refusal::DotSegment), "{bad}");
         }
-        for bad in ["/..\\admin", "/a\\b", "/a%5cb", "/a%5Cb"] {
+        for bad in [
+            "/..\\admin",
+            "/a\\b",
+            "/a%5cb",
+            "/a%5Cb",
+            "/a%255cb",
+            "/a%u005cb",
+            "/a%c1%9cb",
+        ] {
             assert_eq!(check(bad), Err(Refusal::Backslash), "{bad}");
+        }
+        for bad in ["/a/%00/b", "/.%00./admin", "/a%2500"] {
+            assert_eq!(check(bad), Err(Refusal::Nul), "{bad}");
         }
         assert_eq!(check("*"), Err(Refusal::NotAPath));
     }
@@ -172,7 +234,16 @@ mod tests {
             "/projects/group%2Fproject",
             "/x/%2e%2ex",
             "/a%zz",
+            "/a%",
+            "/a%2",
+            "/a%u00",
             "/v1/\"quoted\"/{id}/'s",
+            "/cars;color=red/x",
+            "/a;/b",
+            "/..a;/b",
+            "/files/100%25",
+            "/search/%252F",
+            "/caf%C3%A9/%c0",
         ] {
             assert_eq!(check(good), Ok(()), "{good}");
         }
