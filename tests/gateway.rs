@@ -133,6 +133,34 @@ async fn hundred_concurrent_duplicates_reach_the_upstream_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_adds_its_time_in_the_store_to_the_upstreams_age() {
+    let upstream = Server::start(|request| {
+        let age = match request.path.as_str() {
+            "/cached" => "100",
+            "/huge" => "99999999999999999999",
+            _ => "soon",
+        };
+        Reply::Respond(Response::new(201).header("age", age).body("{}"))
+    });
+    let gw = start_memory(&upstream).await;
+    for (path, first_age, replayed_age) in [
+        ("/cached", "100", "107"),
+        ("/huge", "99999999999999999999", "2147483648"),
+        ("/invalid", "soon", "7"),
+    ] {
+        let url = format!("{}{path}", gw.url);
+        let key = format!("age{path}");
+        let first = post(&url, &key, "{}").await;
+        assert_eq!(first.headers()["age"], first_age, "{path}: passed through");
+        gw.clock.advance(7_400);
+        let replay = post(&url, &key, "{}").await;
+        let ages: Vec<_> = replay.headers().get_all("age").iter().collect();
+        assert_eq!(ages, [replayed_age], "{path}: one Age");
+    }
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_byte_identical() {
     let body: Vec<u8> = vec![0x1f, 0x8b, 0x08, 0x00, 0xff, 0x00, 0x10, 0x80];
     let answer = Response::new(201)

@@ -625,14 +625,26 @@ fn in_flight() -> (RequestOutcome, Response) {
     (RequestOutcome::Conflict, Problem::InFlight.respond(detail))
 }
 
+/// The largest `Age` sent (RFC 9111, section 5.1: 2^31 when a value or a
+/// sum overflows).
+const AGE_MAX: u64 = 1 << 31;
+
 /// A stored outcome, marked as a replay; a stored answer keeps its `Date`
-/// and gains `Age` (seconds since it was stored), as an HTTP cache does.
+/// and gets one `Age`, as an HTTP cache does: the upstream's own `Age`
+/// (when it sent a valid one) plus the whole seconds since it was stored.
 fn replay(outcome: Outcome, stored_at: Option<u64>, now: u64) -> (RequestOutcome, Response) {
     let (outcome, mut response) = match outcome {
         Outcome::Response(stored) => {
             let mut response = respond(&stored);
             if let Some(stored_at) = stored_at {
-                let age = now.saturating_sub(stored_at) / 1000;
+                let resident = now.saturating_sub(stored_at) / 1000;
+                let received = response
+                    .headers()
+                    .get(header::AGE)
+                    .and_then(|value| value.to_str().ok())
+                    .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(0, |digits| digits.parse::<u64>().unwrap_or(AGE_MAX));
+                let age = received.saturating_add(resident).min(AGE_MAX);
                 response
                     .headers_mut()
                     .insert(header::AGE, HeaderValue::from(age));
