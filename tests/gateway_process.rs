@@ -238,6 +238,28 @@ fn refuses_to_start_when_the_upstream_timeout_is_not_below_the_lease() {
 }
 
 #[test]
+fn refuses_to_start_with_a_key_or_caller_header_it_cannot_read() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    for (flag, name) in [
+        ("--key-header", "Connection"),
+        ("--key-header", "Host"),
+        ("--scope-headers", "X-Tenant,Transfer-Encoding"),
+    ] {
+        let output = Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+            .args(["--upstream", &upstream.url(""), "--store", "memory"])
+            .args(["--listen", "127.0.0.1:0", flag, name])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("ready"), "it never started: {stderr}");
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
 fn client_binary_lost_response_is_replayed_through_the_gateway() {
     // The upstream knows nothing about keys; the client gives up on the
     // slow first answer, retries, waits out the 409s, and gets the replay.

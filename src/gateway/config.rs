@@ -85,13 +85,46 @@ fn parse_header(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a header name"))
 }
 
+/// Headers that describe a message's framing or destination: every
+/// request to one host would share such a "key".
+const FRAMING_HEADERS: [HeaderName; 5] = [
+    axum::http::header::HOST,
+    axum::http::header::CONTENT_LENGTH,
+    axum::http::header::CONTENT_TYPE,
+    axum::http::header::CONTENT_ENCODING,
+    axum::http::header::EXPECT,
+];
+
+/// A header the gateway reads: never a hop-by-hop one, which is removed
+/// before anything reads the request (`what` says what it is read for).
+fn parse_read_header(text: &str, what: &str) -> Result<HeaderName, String> {
+    let name = parse_header(text)?;
+    if super::hop::is_hop_by_hop(&name) {
+        return Err(format!(
+            "`{name}` is a hop-by-hop header, which the gateway removes before it reads {what}; name an end-to-end header"
+        ));
+    }
+    Ok(name)
+}
+
+/// `--key-header`: read for the key, and never a framing header.
+fn parse_key_header(text: &str) -> Result<HeaderName, String> {
+    let name = parse_read_header(text, "the key")?;
+    if FRAMING_HEADERS.contains(&name) {
+        return Err(format!(
+            "`{name}` describes the message, not the operation, so unrelated requests would share a key; name the header that carries one id per operation, such as `Idempotency-Key`"
+        ));
+    }
+    Ok(name)
+}
+
 /// `auto` or a list of header names.
 fn parse_scope(text: &str) -> Result<Scope, String> {
     if text.trim().eq_ignore_ascii_case("auto") {
         return Ok(Scope::Auto);
     }
     text.split(',')
-        .map(parse_header)
+        .map(|name| parse_read_header(name, "the caller"))
         .collect::<Result<Vec<_>, _>>()
         .map(Scope::Headers)
 }
@@ -248,7 +281,7 @@ pub struct Args {
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_REQUIRE_KEY", num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub require_key: bool,
     /// Header that carries the key (a webhook's delivery id, for instance).
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_KEY_HEADER", default_value = "Idempotency-Key", value_parser = parse_header)]
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_KEY_HEADER", default_value = "Idempotency-Key", value_parser = parse_key_header)]
     pub key_header: HeaderName,
     /// Headers whose values identify the caller: `auto` (every header whose name marks a credential) or a comma-separated list.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_SCOPE_HEADERS", default_value = "auto", value_parser = parse_scope)]
@@ -632,5 +665,43 @@ mod tests {
         ] {
             assert!(args(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn headers_the_gateway_cannot_read_a_key_or_caller_from_are_refused() {
+        for hop in [
+            "Connection",
+            "Transfer-Encoding",
+            "TE",
+            "Upgrade",
+            "Keep-Alive",
+        ] {
+            let key = parse_key_header(hop).unwrap_err();
+            assert!(
+                key.contains("hop-by-hop") && key.contains("the key"),
+                "{key}"
+            );
+            let scope = parse_scope(&format!("X-Tenant,{hop}")).unwrap_err();
+            assert!(
+                scope.contains("hop-by-hop") && scope.contains("the caller"),
+                "{scope}"
+            );
+        }
+        for framing in [
+            "Host",
+            "Content-Length",
+            "content-type",
+            "Content-Encoding",
+            "Expect",
+        ] {
+            let key = parse_key_header(framing).unwrap_err();
+            assert!(key.contains("not the operation"), "{key}");
+        }
+        assert_eq!(
+            parse_key_header(" X-GitHub-Delivery "),
+            Ok(HeaderName::from_static("x-github-delivery"))
+        );
+        // A tenant's host name is a fine caller.
+        assert!(parse_scope("Host,X-Api-Key").is_ok());
     }
 }

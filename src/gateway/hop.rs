@@ -19,6 +19,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is always hop-by-hop (removed before anything reads it).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// The header names `Connection` nominates (comma-separated tokens).
 fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
