@@ -45,7 +45,7 @@ use super::store::{
 use super::target;
 use super::unsplit::unsplit;
 use super::upstream::{Answer, Failure, Upstream};
-use crate::shared::protocol::REPLAYED_HEADER;
+use crate::shared::protocol::{REPLAYED_HEADER, delta_seconds};
 use crate::shared::traceparent::TraceParent;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -642,8 +642,8 @@ fn replay(outcome: Outcome, stored_at: Option<u64>, now: u64) -> (RequestOutcome
                     .headers()
                     .get(header::AGE)
                     .and_then(|value| value.to_str().ok())
-                    .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-                    .map_or(0, |digits| digits.parse::<u64>().unwrap_or(AGE_MAX));
+                    .and_then(delta_seconds)
+                    .unwrap_or(0);
                 let age = received.saturating_add(resident).min(AGE_MAX);
                 response
                     .headers_mut()

@@ -7,7 +7,7 @@
 //! [`outside_text`] (text from outside the program made inert before it is
 //! printed), [`redact`] (the printable form of a URL, without credentials),
 //! [`traceparent`] (the W3C trace context header both halves read),
-//! [`protocol`] (replay headers and the gateway's problem types),
+//! [`protocol`] (replay headers, the gateway's problem types, delta-seconds),
 //! [`secret_names`] (which header and query names carry credentials),
 //! [`cli_error`] (command-line errors that never quote a value).
 

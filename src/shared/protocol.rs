@@ -1,6 +1,17 @@
 //! What the client and the gateway agree on over the wire: the headers that
-//! mark a replay, and the problem types the gateway answers with (RFC 9457
-//! `type` URNs), of which the client recognises "outcome unknown".
+//! mark a replay, delta-seconds (`Retry-After`, `Age`), and the problem
+//! types the gateway answers with (RFC 9457 `type` URNs), of which the
+//! client recognises "outcome unknown".
+
+/// An HTTP delta-seconds value (RFC 9111 §1.2.2, used by `Retry-After`
+/// and `Age`): one or more digits, nothing else. A value too large for a
+/// `u64` saturates instead of failing, as the RFC asks.
+pub fn delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
+}
 
 /// The header the gateway adds to every replayed answer.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";

@@ -2,6 +2,7 @@
 //! delta-seconds or an HTTP-date. The current time is passed in, so the
 //! parser is pure.
 
+use crate::shared::protocol::delta_seconds;
 use std::time::{Duration, SystemTime};
 
 /// The wait a `Retry-After` value asks for, measured from `now`. A date in
@@ -9,9 +10,8 @@ use std::time::{Duration, SystemTime};
 /// ignored by the caller, as RFC 9110 allows.
 pub fn parse(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Absurdly long digit strings saturate instead of failing.
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    if let Some(seconds) = delta_seconds(value) {
+        return Some(Duration::from_secs(seconds));
     }
     let date = httpdate::parse_http_date(value).ok()?;
     Some(date.duration_since(now).unwrap_or(Duration::ZERO))
