@@ -8,6 +8,7 @@ use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::gateway::{Gateway, http, metrics, problem, rss_kib, runtime, sample, wait_until};
 use support::redis::RedisServer;
@@ -215,6 +216,68 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
     assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);
     let text = metrics(&admin);
     assert!(sample(&text, "idempotency_gateway_connections_refused_total") >= 1.0);
+}
+
+/// `prlimit` (util-linux), found on the test's own PATH: the gateway's
+/// command runs with a cleared environment.
+fn prlimit() -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("prlimit"))
+        .find(|path| path.is_file())
+        .expect("prlimit (util-linux) on PATH")
+}
+
+/// A process allowed fewer descriptors than `--max-connections` needs
+/// lowers the limit to what it can hold and says so. Idle connections past
+/// it are refused with `503` at once: none waits unanswered in the listen
+/// queue because `accept` ran out of descriptors, and the log is not
+/// flooded with failed accepts. Without the lowering, the crowd below
+/// exhausts the 160 descriptors and the late connections hang.
+#[test]
+fn a_descriptor_limit_below_max_connections_lowers_it_and_keeps_refusals_prompt() {
+    let upstream = upstream();
+    let mut command = Command::new(prlimit());
+    command
+        .arg("--nofile=160:160")
+        .arg(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--upstream", &upstream.url("")])
+        .args(["--store", "memory", "--admin-listen", "127.0.0.1:0"])
+        .env_clear()
+        .stderr(Stdio::piped());
+    let gateway = Gateway::spawn(command);
+    let startup = gateway.startup.join("\n");
+    // (160 - 64 kept for the rest) / 2 descriptors per connection.
+    assert!(
+        startup.contains("--max-connections is lowered from 4096 to 48")
+            && startup.contains("ulimit -n"),
+        "{startup}"
+    );
+    assert!(startup.contains("max_connections=48"), "{startup}");
+    let admin = gateway.admin.clone().unwrap();
+    let idle: Vec<TcpStream> = (0..48).map(|_| connect(&gateway)).collect();
+    wait_until("the idle crowd holds every connection", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 48.0
+    });
+    for _ in 0..150 {
+        let mut late = connect(&gateway);
+        let refused = read_all(&mut late);
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    }
+    drop(idle);
+    wait_until("the idle crowd's connections are gone", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 0.0
+    });
+    assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the request after the crowd"
+    );
+    while let Ok(line) = gateway.log.try_recv() {
+        assert!(!line.contains("accept failed"), "{line}");
+    }
 }
 
 /// A slowloris that trickles header bytes is not kept alive by them: the

@@ -109,14 +109,26 @@ async fn run(args: Args) -> Result<(), String> {
             .to_string(),
         None => "off".to_owned(),
     };
+    let fitted = gateway::descriptors::fit(args.limits());
+    if let (Some(given), Some(descriptors)) = (fitted.lowered_from, fitted.descriptors) {
+        tracing::warn!(
+            "the process may open only {descriptors} file descriptors (its RLIMIT_NOFILE hard limit), \
+             so --max-connections is lowered from {given} to {} (a connection may need a second \
+             descriptor for its upstream call, and {} are kept for the rest); raise the limit \
+             (`ulimit -n`, systemd's LimitNOFILE=, docker's --ulimit nofile=) to serve more",
+            fitted.limits.max_connections,
+            gateway::descriptors::RESERVED,
+        );
+    }
     tracing::info!(
         listen = %listener.local_addr().map_err(|e| e.to_string())?,
         admin = %admin_address,
         upstream = %redact_url(&args.upstream),
         store = %args.store,
+        max_connections = fitted.limits.max_connections,
         "idempotency-gateway ready"
     );
-    gateway::serve(gateway, listener, admin, shutdown_signal(), args.limits())
+    gateway::serve(gateway, listener, admin, shutdown_signal(), fitted.limits)
         .await
         .map_err(|e| format!("the listener failed: {e}"))
 }

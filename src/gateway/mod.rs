@@ -3,7 +3,8 @@
 //! (on by default), so release builds of the client carry none of it.
 //!
 //! One module per concern: [`config`] (the flags), [`server`] (the listener
-//! and its connection limits), [`proxy`] (the service: claim, forward,
+//! and its connection limits; [`descriptors`] fits them to the process's
+//! descriptor limit), [`proxy`] (the service: claim, forward,
 //! record, replay; [`unsplit`] keeps a claim, its forward and its record
 //! one unit when the client goes away), with [`target`] (the request target, checked and
 //! forwarded byte for byte), [`hop`] (hop-by-hop headers), [`caller`] and
@@ -18,6 +19,7 @@ pub mod body;
 pub mod caller;
 pub mod clock;
 pub mod config;
+pub mod descriptors;
 pub mod fingerprint;
 pub mod hop;
 pub mod jwt;

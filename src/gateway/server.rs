@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// The listener's limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Time for a whole request head.
     pub header_timeout: Duration,
@@ -107,6 +107,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let mut accept_failures = Throttle::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -116,7 +117,9 @@ pub async fn serve(
                 // Out of descriptors or a connection reset before accept:
                 // the listener itself is fine; back off a moment.
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
+                    if let Some(suppressed) = accept_failures.admit(Instant::now()) {
+                        tracing::warn!(%error, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -161,6 +164,32 @@ pub async fn serve(
         let _ = admin.await;
     }
     Ok(())
+}
+
+/// At most one warning a second for a failure that repeats every few
+/// milliseconds while it lasts (`accept` out of descriptors), so the log
+/// cannot be flooded; each warning counts the ones it stood in for.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed since the last warning)` when a warning is due at
+    /// `now`; `None` when this one is to be counted and not written.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
 }
 
 /// Answers a connection over the limit and closes it.
@@ -364,5 +393,23 @@ async fn sweep(gateway: Arc<Gateway>, mut stopped: watch::Receiver<Option<Instan
             Ok(n) => tracing::info!(records = n, "swept expired records and lapsed claims"),
             Err(error) => tracing::warn!(%error, "sweeping expired records failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeating_failure_is_warned_about_once_a_second_with_a_count() {
+        let start = Instant::now();
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.admit(start), Some(0));
+        for ms in [10, 500, 999] {
+            assert_eq!(throttle.admit(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(throttle.admit(start + Duration::from_secs(1)), Some(3));
+        assert_eq!(throttle.admit(start + Duration::from_millis(1001)), None);
+        assert_eq!(throttle.admit(start + Duration::from_secs(5)), Some(1));
     }
 }

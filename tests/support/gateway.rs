@@ -11,6 +11,8 @@ pub struct Gateway {
     pub child: Child,
     pub url: String,
     pub admin: Option<String>,
+    /// The log lines before "ready", and "ready" itself.
+    pub startup: Vec<String>,
     /// Every log line after "ready", as it arrives.
     pub log: mpsc::Receiver<String>,
 }
@@ -41,11 +43,13 @@ impl Gateway {
     pub fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut startup = Vec::new();
         let ready = loop {
             let line = lines
                 .next()
                 .expect("the gateway exited before it was ready")
                 .unwrap();
+            startup.push(line.clone());
             if line.contains("idempotency-gateway ready") {
                 break line;
             }
@@ -69,6 +73,7 @@ impl Gateway {
             child,
             url: format!("http://{}", field("listen")),
             admin,
+            startup,
             log,
         }
     }
