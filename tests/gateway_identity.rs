@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use support::gateway::{Gateway, http, runtime};
-use support::jwt::{AUDIENCE, ISSUER, Jwks, SigningKey, claims, now};
+use support::jwt::{AUDIENCE, ISSUER, Jwks, SigningKey, claims, document, now};
 use support::{Reply, Response, Server, client, counting, github_env, read_outputs};
 
 fn start(upstream: &Server, jwks: &Jwks) -> Gateway {
@@ -313,6 +313,55 @@ fn a_rotated_jwks_is_picked_up_and_made_up_key_ids_do_not_flood_it() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+/// A JWKS file replaced on disk (a rotated, mounted secret: written beside
+/// and renamed over, as Kubernetes does) is read again when a token names
+/// a key it does not hold, without a restart; a file that is broken
+/// mid-rotation keeps the keys already loaded.
+#[test]
+fn a_replaced_jwks_file_is_picked_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let replace = |text: &str| {
+        let next = dir.path().join("jwks.json.next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+    };
+    let old = SigningKey::generate(Algorithm::RS256, "2026-11");
+    replace(&document(&[&old]));
+    let (upstream, calls) = counting();
+    let path_arg = path.display().to_string();
+    let gateway = Gateway::start(
+        &upstream,
+        &[
+            "--jwt-jwks-file",
+            &path_arg,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+            "--store",
+            "memory",
+        ],
+    );
+    let sub = "repo:acme/app:environment:production";
+    let token = |key: &SigningKey| bearer(&key.sign(&claims(sub)));
+    let (status, _, _) = post(&gateway, "before", &[("authorization", &token(&old))]);
+    assert_eq!(status, 201);
+
+    let new = SigningKey::generate(Algorithm::ES256, "2026-12");
+    replace(&document(&[&new]));
+    let (status, _, body) = post(&gateway, "after", &[("authorization", &token(&new))]);
+    assert_eq!(
+        status, 201,
+        "the new kid made the gateway read the file again: {body}"
+    );
+    gateway.log_line_with("JWKS refreshed");
+    // The old key was withdrawn with the rotation.
+    let (status, _, _) = post(&gateway, "withdrawn", &[("authorization", &token(&old))]);
+    assert_eq!(status, 401);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_jwks() {
     let (upstream, _) = counting();
@@ -348,6 +397,27 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
         stderr.contains("JWKS") && stderr.contains("/nonexistent/jwks.json"),
         "{stderr}"
     );
+    // A FIFO would block the read (and, on a refresh, a runtime thread)
+    // for as long as nobody writes to it: refused at once instead.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jwks.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo_arg = fifo.display().to_string();
+    let blocked = run(&[
+        "--jwt-jwks-file",
+        &fifo_arg,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ]);
+    assert_eq!(blocked.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
 /// With the default `--scope-headers auto`, every common way of

@@ -289,7 +289,7 @@ pub struct Args {
     /// JWKS URL; turns on caller identity from verified JWT claims (fetched at start, refreshed on an unknown kid).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_URL", value_parser = parse_jwks_url, conflicts_with = "jwt_jwks_file")]
     pub jwt_jwks_url: Option<Url>,
-    /// JWKS file, instead of a URL.
+    /// JWKS file, instead of a URL (read at start, read again on an unknown kid).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
     /// Accepted JWT issuers (`iss`), comma-separated; required with a JWKS.

@@ -12,13 +12,15 @@
 //! `nbf` when present) hold within the leeway. The signature work is
 //! `jsonwebtoken`'s.
 //!
-//! A JWKS from a URL is fetched at start-up, and again when a token names
-//! an unknown `kid` (keys rotate): the first time at once, then at most
-//! once per [`REFRESH_EVERY`], so a stream of made-up `kid`s cannot turn
-//! into a stream of fetches.
+//! The JWKS (from a URL or a file) is read at start-up, and again when a
+//! token names an unknown `kid` (keys rotate; a file can be a mounted
+//! secret that is replaced): the first time at once, then at most once per
+//! [`REFRESH_EVERY`], so a stream of made-up `kid`s cannot turn into a
+//! stream of fetches. A read that fails keeps the keys already loaded.
 
 use super::config::{JwksSource, JwtSettings};
 use crate::shared::framing::FramedHasher;
+use crate::shared::regular_file::read_regular;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::sync::RwLock;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
 
 /// Largest JWKS document read.
-const MAX_JWKS_BYTES: usize = 1 << 20;
+const MAX_JWKS_BYTES: u64 = 1 << 20;
 
 /// The algorithms a token may be signed with.
 const ACCEPTED: [Algorithm; 8] = [
@@ -219,9 +221,6 @@ impl Jwt {
     /// once, so concurrent requests with unknown `kid`s fetch once, and a
     /// failing JWKS server is asked once per interval, not once per request.
     fn take_refresh(&self) -> bool {
-        if !matches!(self.settings.jwks, JwksSource::Url(_)) {
-            return false;
-        }
         let mut refreshed = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
         if refreshed.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
             return false;
@@ -242,6 +241,13 @@ impl Jwt {
     }
 }
 
+/// Reads a JWKS file on the blocking pool (a refresh runs while requests
+/// wait): a regular file only, so a FIFO cannot block the read forever.
+async fn read_file(path: std::path::PathBuf) -> std::io::Result<Vec<u8>> {
+    let read = tokio::task::spawn_blocking(move || read_regular(&path, MAX_JWKS_BYTES));
+    read.await.map_err(std::io::Error::other)?
+}
+
 fn rejection(error: &jsonwebtoken::errors::Error) -> Rejection {
     use jsonwebtoken::errors::ErrorKind::*;
     match error.kind() {
@@ -258,7 +264,8 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> Rejection {
 async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, String> {
     match source {
         JwksSource::File(path) => {
-            let bytes = std::fs::read(path)
+            let bytes = read_file(path.clone())
+                .await
                 .map_err(|e| format!("cannot read the JWKS file `{}`: {e}", path.display()))?;
             parse(&bytes).map_err(|e| format!("the JWKS file `{}`: {e}", path.display()))
         }
@@ -287,7 +294,7 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, 
                     crate::shared::http_error::error_chain(&e)
                 )
             })?;
-            if bytes.len() > MAX_JWKS_BYTES {
+            if bytes.len() as u64 > MAX_JWKS_BYTES {
                 return Err(format!("the JWKS at {shown} is larger than 1 MiB"));
             }
             parse(&bytes).map_err(|e| format!("the JWKS at {shown}: {e}"))

@@ -9,7 +9,8 @@
 //! [`traceparent`] (the W3C trace context header both halves read),
 //! [`protocol`] (replay headers, the gateway's problem types, delta-seconds),
 //! [`secret_names`] (which header and query names carry credentials),
-//! [`cli_error`] (command-line errors that never quote a value).
+//! [`cli_error`] (command-line errors that never quote a value),
+//! [`regular_file`] (opening a named file without blocking on a FIFO).
 
 pub mod cli_error;
 pub mod env;
@@ -18,6 +19,7 @@ pub mod http_error;
 pub mod outside_text;
 pub mod protocol;
 pub mod redact;
+pub mod regular_file;
 pub mod secret_names;
 pub mod traceparent;
 pub mod units;

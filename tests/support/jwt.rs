@@ -88,6 +88,14 @@ pub fn claims(sub: &str) -> serde_json::Value {
     })
 }
 
+/// A JWKS document holding the public halves of `keys`.
+pub fn document(keys: &[&SigningKey]) -> String {
+    let set = JwkSet {
+        keys: keys.iter().map(|k| k.jwk.clone()).collect(),
+    };
+    serde_json::to_string(&set).unwrap()
+}
+
 /// A JWKS endpoint whose keys the test can replace.
 pub struct Jwks {
     pub server: Server,
@@ -112,10 +120,7 @@ impl Jwks {
 
     /// Replaces the published keys.
     pub fn publish(&self, keys: &[&SigningKey]) {
-        let set = JwkSet {
-            keys: keys.iter().map(|k| k.jwk.clone()).collect(),
-        };
-        *self.published.lock().unwrap() = serde_json::to_string(&set).unwrap();
+        *self.published.lock().unwrap() = document(keys);
     }
 
     pub fn url(&self) -> String {

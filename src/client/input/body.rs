@@ -8,7 +8,7 @@
 //! server never receives a whole body that differs from the one the key
 //! was derived for.
 
-use crate::client::input::files::open_regular;
+use crate::shared::regular_file::open_regular;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io::Read;

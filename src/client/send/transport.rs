@@ -8,7 +8,6 @@
 
 use crate::client::input::body::{Body, BodyChanged, FileBody};
 use crate::client::input::config::{Config, ConfigError, TlsSettings};
-use crate::client::input::files::{NotRegular, read_regular};
 use crate::client::key::prepare::Prepared;
 use crate::client::send::redirect::{self, Hop, MAX_REDIRECTS};
 use crate::client::send::retry::Failure;
@@ -16,6 +15,7 @@ use crate::shared::http_error::{causes, error_chain};
 use crate::shared::outside_text::one_line;
 use crate::shared::protocol;
 use crate::shared::redact::redact_url;
+use crate::shared::regular_file::{NotRegular, read_regular};
 use futures_util::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};

@@ -246,7 +246,7 @@ pub const MAX_FILE_BODY: u64 = 64 << 20;
 /// `body` with a file read into memory (at most [`MAX_FILE_BODY`]).
 pub fn in_memory(body: Body) -> std::io::Result<Body> {
     match body {
-        Body::File(file) => crate::client::input::files::read_regular(&file.path, MAX_FILE_BODY)
+        Body::File(file) => crate::shared::regular_file::read_regular(&file.path, MAX_FILE_BODY)
             .map(|bytes| Body::Bytes(Bytes::from(bytes))),
         other => Ok(other),
     }

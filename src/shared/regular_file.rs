@@ -1,6 +1,7 @@
-//! Opening the files that inputs name (`body-file`, `ca-file`,
-//! `client-cert`, `client-key`) without ever blocking: a FIFO or a device
-//! opened for reading can wait forever for a writer, past every timeout.
+//! Opening the files that users name (the client's `body-file`,
+//! `ca-file`, `client-cert` and `client-key`; the gateway's
+//! `--jwt-jwks-file`) without ever blocking: a FIFO or a device opened for
+//! reading can wait forever for a writer, past every timeout.
 //! Only regular files are accepted, checked on the opened file itself, so
 //! a path swapped for a FIFO between two attempts is refused as well.
 
@@ -39,7 +40,7 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(std::io::Error::other(format!(
-            "it is larger than {limit} bytes, more than a PEM file of certificates or a key needs"
+            "it is larger than {limit} bytes, more than a file of this kind needs"
         )));
     }
     Ok(bytes)
