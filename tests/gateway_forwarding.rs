@@ -153,6 +153,60 @@ fn hop_by_hop_headers_are_removed_in_both_directions_and_from_the_record() {
     assert_eq!(upstream.requests().len(), 1);
 }
 
+/// A transfer coding besides `chunked` (`gzip, chunked`) is refused with
+/// `501` and nothing forwarded, on covered and passed-through methods: the
+/// HTTP stack undoes only the chunking, and with `Transfer-Encoding`
+/// stripped as hop-by-hop the upstream would take the gzip bytes for the
+/// body. `chunked` alone is decoded and forwarded with its length, and a
+/// `Content-Length` beside it is dropped (RFC 9112 §6.3), not forwarded.
+#[test]
+fn a_transfer_coding_besides_chunked_is_refused_and_chunked_is_reframed() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let send = |method: &str, key: &str, framing: &str| {
+        raw(
+            &gateway.url,
+            &format!(
+                "{method} /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: {key}\r\n\
+                 {framing}Connection: close\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+            ),
+        )
+    };
+    for (method, framing) in [
+        ("POST", "Transfer-Encoding: gzip, chunked\r\n"),
+        (
+            "POST",
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        ("PUT", "Transfer-Encoding: gzip, chunked\r\n"),
+    ] {
+        let answer = send(method, "coded", framing);
+        assert_eq!(status_of(&answer), 501, "{method} {framing:?}: {answer}");
+        assert!(answer.contains("unsupported-transfer-coding"), "{answer}");
+        assert!(answer.contains("nothing was forwarded"), "{answer}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let chunked = send(
+        "POST",
+        "chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 40\r\n",
+    );
+    assert_eq!(status_of(&chunked), 201, "{chunked}");
+    let seen = &upstream.requests()[0];
+    assert_eq!(seen.body, b"{}");
+    assert_eq!(
+        seen.header("content-length"),
+        Some("2"),
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        seen.header("transfer-encoding").is_none(),
+        "{:?}",
+        seen.headers
+    );
+}
+
 /// Frameworks run `post` as POST; the gateway refuses a covered method in
 /// another letter case instead of passing it through unguarded.
 #[test]

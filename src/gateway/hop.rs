@@ -45,6 +45,24 @@ pub fn strip(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the request's `Transfer-Encoding` applies a coding besides the
+/// one `chunked` (`gzip, chunked`). The HTTP stack removes only `chunked`;
+/// once the header is stripped, the upstream would read the still-coded
+/// bytes as the body, so such a request is refused (`501`, RFC 9112 §6.1)
+/// instead of forwarded. The check runs before [`strip`].
+pub fn has_unsupported_transfer_coding(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    match codings.next() {
+        None => false,
+        Some(first) => !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some(),
+    }
+}
+
 /// [`strip`], and the headers the HTTP stack sets for the next hop (`Host`,
 /// `Content-Length`): what a request carries to the upstream.
 pub fn strip_for_forwarding(headers: &mut HeaderMap) {
@@ -57,6 +75,26 @@ pub fn strip_for_forwarding(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn only_a_single_chunked_is_a_supported_transfer_coding() {
+        let coded = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static(value));
+            }
+            has_unsupported_transfer_coding(&headers)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["chunked"]));
+        assert!(!coded(&["Chunked"]));
+        assert!(!coded(&[" chunked "]));
+        assert!(coded(&["gzip, chunked"]));
+        assert!(coded(&["gzip", "chunked"]), "over two header lines");
+        assert!(coded(&["chunked, chunked"]));
+        assert!(coded(&["identity"]));
+        assert!(coded(&["x-custom,chunked"]));
+    }
 
     #[test]
     fn connection_nominated_headers_go_too() {

@@ -34,6 +34,9 @@ pub enum Problem {
     /// `503`: the memory store holds `--memory-max-bytes` of records; a new
     /// key was not forwarded.
     StoreFull,
+    /// `501`: the request's body has a transfer coding besides `chunked`,
+    /// which the gateway does not decode; nothing was forwarded.
+    TransferCoding,
 }
 
 impl Problem {
@@ -93,6 +96,11 @@ impl Problem {
                 StatusCode::BAD_GATEWAY,
                 "outcome-not-stored",
                 "Outcome not stored",
+            ),
+            Problem::TransferCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported-transfer-coding",
+                "Transfer coding not implemented",
             ),
             Problem::StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,8 @@
 //! rules for what is stored).
 //!
 //! Every request: its target is checked (no dot segments or backslashes,
-//! see [`super::target`]) and its hop-by-hop headers removed. A method
+//! see [`super::target`]), a transfer coding besides `chunked` refused
+//! (`501`), and its hop-by-hop headers removed. A method
 //! given idempotency semantics (`--methods`, upper case; `post` for `POST`
 //! is refused rather than let through unguarded) with a valid key: the
 //! caller is identified ([`super::caller`]; `401` when a JWT does not
@@ -173,6 +174,17 @@ impl Gateway {
         let (mut parts, body) = request.into_parts();
         if let Err(refusal) = target::check(parts.uri.path()) {
             return invalid(None, refusal.detail());
+        }
+        if hop::has_unsupported_transfer_coding(&parts.headers) {
+            let detail = "the request's Transfer-Encoding applies a coding besides chunked, which the gateway \
+                          does not decode, so the upstream would read the coded bytes as the body; send the body \
+                          chunked alone or with a Content-Length (a compression goes in Content-Encoding); \
+                          nothing was forwarded";
+            return (
+                RequestOutcome::Invalid,
+                None,
+                Problem::TransferCoding.respond(detail),
+            );
         }
         hop::strip(&mut parts.headers);
         let method = parts.method.clone();
