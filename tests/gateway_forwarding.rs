@@ -232,6 +232,61 @@ fn a_covered_method_in_another_letter_case_is_refused() {
     );
 }
 
+/// A forward reuses its upstream connection, and never sends on one the
+/// upstream closed while it sat idle: an upstream that answers with
+/// keep-alive and then closes every connection gets each request once, on
+/// a connection of its own, and every forward is answered `201` (none
+/// `502`, none sent twice).
+#[test]
+fn forwards_reuse_upstream_connections_and_never_send_on_one_closed_while_idle() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    for n in 0..20 {
+        let answer = raw_post(&gateway, "POST", "/deployments", &format!("reuse-{n}"));
+        assert_eq!(status_of(&answer), 201, "{answer}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    assert_eq!(upstream.connections(), 1, "one keep-alive connection");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, closed) = mpsc::channel();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            // Headers, then the 2-byte body every forward here carries.
+            while request
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .is_none_or(|end| request.len() < end + 4 + 2)
+            {
+                match std::io::Read::read(&mut stream, &mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            if !request.is_empty() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}");
+            }
+            // Keep-alive was implied; the upstream closes anyway.
+            drop(stream);
+            let _ = closed_tx.send(());
+        }
+    });
+    let gateway = Gateway::spawn(Gateway::command_for(&url, &["--store", "memory"]));
+    for n in 0..10 {
+        let answer = raw_post(&gateway, "POST", "/deployments", &format!("closing-{n}"));
+        assert_eq!(status_of(&answer), 201, "forward {n}: {answer}");
+        closed.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    assert_eq!(received.load(Ordering::SeqCst), 10, "each request once");
+}
+
 /// An upstream that resets the connection after reading the request: it
 /// may have acted.
 fn resetting() -> Server {

@@ -10,7 +10,7 @@
 //! forwarded byte for byte), [`hop`] (hop-by-hop headers), [`caller`] and
 //! [`jwt`] (who is asking), [`key`] (the key header), [`body`] (request
 //! bodies within limits), [`fingerprint`], [`upstream`] (the client to the
-//! API behind), [`problem`] (every failure as problem+json); [`store`] (the
+//! API behind; [`upstream_pool`] the forwards' own connections), [`problem`] (every failure as problem+json); [`store`] (the
 //! records: memory, SQLite, Redis, PostgreSQL), [`admin`] and [`metrics`] (health and
 //! metrics), [`log`] (the log's writer), [`clock`].
 
@@ -33,6 +33,7 @@ pub mod store;
 pub mod target;
 pub mod unsplit;
 pub mod upstream;
+pub mod upstream_pool;
 
 pub use server::{Limits, serve};
 

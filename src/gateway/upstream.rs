@@ -2,12 +2,14 @@
 //! target exactly as received (see [`super::target`]) and the end-to-end
 //! headers only (see [`super::hop`]), over pooled keep-alive connections
 //! (HTTP/1.1, or HTTP/2 where TLS negotiates it), and reads or streams the
-//! answer. Failures are sorted by what they mean for idempotency: nothing
+//! answer. A forward to an `http` upstream drives a connection of its own
+//! ([`super::upstream_pool`]); everything else uses hyper's pooled client. Failures are sorted by what they mean for idempotency: nothing
 //! reached the upstream ([`Failure::NotSent`]) or it may have acted
 //! ([`Failure::Unknown`]).
 
 use super::hop;
 use super::target::Base;
+use super::upstream_pool::{Conn, Pool};
 use crate::shared::http_error::describe;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response, request::Parts};
@@ -62,6 +64,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// The upstream and the client that reaches it.
 pub struct Upstream {
     client: Client<Connector, Body>,
+    /// The forwards' own connections, for an `http` upstream.
+    pool: Option<Pool>,
     base: Base,
     timeout: Duration,
 }
@@ -73,7 +77,8 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        let connect_timeout = timeout.min(Duration::from_secs(10));
+        http.set_connect_timeout(Some(connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?
@@ -85,8 +90,24 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let pool = match (url.scheme(), url.host_str(), url.port_or_known_default()) {
+            ("http", Some(host), Some(port)) => {
+                // `url` keeps IPv6 hosts in brackets; dialling wants them bare.
+                let dial = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let authority = match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host.to_owned(),
+                };
+                Some(Pool::new(authority, dial, port, connect_timeout))
+            }
+            _ => None,
+        };
         Ok(Self {
             client,
+            pool,
             base: Base::new(url)?,
             timeout,
         })
@@ -97,15 +118,27 @@ impl Upstream {
         self.timeout
     }
 
-    /// Sends `parts` (its target already checked) with `body`; returns the
-    /// answer's head and its streaming body. Bounded by the timeout only up
-    /// to the head: the caller bounds the body.
-    pub async fn send(&self, parts: &Parts, body: Body) -> Result<Response<Incoming>, Failure> {
+    /// The request for the upstream: `parts`' method, its target (already
+    /// checked) under the prefix, its end-to-end headers, `body`. The target
+    /// in absolute form for hyper's pooled client, which sends the origin
+    /// form; in origin form for a connection of the [`Pool`].
+    fn request(
+        &self,
+        parts: &Parts,
+        body: Body,
+        origin_form: bool,
+    ) -> Result<Request<Body>, Failure> {
         let target = parts
             .uri
             .path_and_query()
             .ok_or_else(|| Failure::NotSent("the request has no target".to_owned()))?;
         let uri = self.base.uri(target).map_err(Failure::NotSent)?;
+        let uri = match uri.path_and_query() {
+            Some(origin) if origin_form => origin.as_str().parse().map_err(|_| {
+                Failure::NotSent("the upstream request target is not valid".to_owned())
+            })?,
+            _ => uri,
+        };
         let mut request = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
@@ -116,29 +149,72 @@ impl Upstream {
             headers.append(name, value.clone());
         }
         hop::strip_for_forwarding(headers);
+        Ok(request)
+    }
+
+    /// Sends `parts` with `body` on hyper's pooled client; returns the
+    /// answer's head and its streaming body. Bounded by the timeout only up
+    /// to the head: the caller bounds the body.
+    pub async fn send(&self, parts: &Parts, body: Body) -> Result<Response<Incoming>, Failure> {
+        let request = self.request(parts, body, false)?;
         let sent = tokio::time::timeout(self.timeout, self.client.request(request)).await;
         match sent {
-            Err(_) => Err(Failure::Unknown(format!(
-                "no answer within {}",
-                crate::shared::units::show(self.timeout)
-            ))),
+            Err(_) => Err(self.no_answer()),
             Ok(Err(e)) if e.is_connect() => Err(Failure::NotSent(describe(&e))),
             Ok(Err(e)) => Err(Failure::Unknown(describe(&e))),
             Ok(Ok(response)) => Ok(response),
         }
     }
 
+    fn no_answer(&self) -> Failure {
+        Failure::Unknown(format!(
+            "no answer within {}",
+            crate::shared::units::show(self.timeout)
+        ))
+    }
+
     /// Sends, then reads the answer whole when it fits in `limit` bytes,
-    /// all within the timeout.
+    /// all within the timeout: on a connection of the [`Pool`] for an `http`
+    /// upstream, else on hyper's pooled client.
     pub async fn call(&self, parts: &Parts, body: Body, limit: usize) -> Result<Answer, Failure> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let response = self.send(parts, body).await?;
+        let Some(pool) = &self.pool else {
+            let response = self.send(parts, body).await?;
+            return self.read(response, deadline, limit, None).await;
+        };
+        let request = self.request(parts, body, true)?;
+        let (response, mut conn) = tokio::time::timeout_at(deadline, pool.send(request))
+            .await
+            .map_err(|_| self.no_answer())??;
+        let answer = self.read(response, deadline, limit, Some(&mut conn)).await;
+        match &answer {
+            Ok(Answer::Complete(_)) => pool.put_back(conn).await,
+            // The rest of the body streams on after the forward returns.
+            Ok(Answer::TooLarge(_)) => conn.detach(),
+            Err(_) => {}
+        }
+        answer
+    }
+
+    /// Reads `response`'s body whole within `deadline` and `limit`, driving
+    /// `conn` beside it when the forward holds its connection.
+    async fn read(
+        &self,
+        response: Response<Incoming>,
+        deadline: tokio::time::Instant,
+        limit: usize,
+        mut conn: Option<&mut Conn>,
+    ) -> Result<Answer, Failure> {
         let (head, mut incoming) = response.into_parts();
         let status = head.status.as_u16();
         let headers = end_to_end(head.headers);
         let mut body = Vec::new();
         loop {
-            let frame = tokio::time::timeout_at(deadline, incoming.frame()).await;
+            let next = incoming.frame();
+            let frame = match conn.as_deref_mut() {
+                Some(conn) => tokio::time::timeout_at(deadline, conn.drive(next)).await,
+                None => tokio::time::timeout_at(deadline, next).await,
+            };
             match frame {
                 Err(_) => {
                     return Err(Failure::Unknown(format!(
