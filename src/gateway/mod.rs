@@ -2,17 +2,19 @@
 //! Idempotency-Key semantics. Compiled only with the `gateway` feature
 //! (on by default), so release builds of the client carry none of it.
 //!
-//! One module per concern: [`config`] (the flags), [`server`] (the listener
-//! and its connection limits; [`descriptors`] fits them to the process's
-//! descriptor limit), [`proxy`] (the service: claim, forward,
+//! One module per concern: [`config`] (the flags), [`server`] (the
+//! listener and its connection limits; [`descriptors`] fits them to the
+//! process's descriptor limit), [`proxy`] (the service: claim, forward,
 //! record, replay; [`unsplit`] keeps a claim, its forward and its record
-//! one unit when the client goes away), with [`target`] (the request target, checked and
-//! forwarded byte for byte), [`hop`] (hop-by-hop headers), [`caller`] and
-//! [`jwt`] (who is asking), [`key`] (the key header), [`body`] (request
-//! bodies within limits), [`fingerprint`], [`upstream`] (the client to the
-//! API behind; [`upstream_pool`] the forwards' own connections), [`problem`] (every failure as problem+json); [`store`] (the
-//! records: memory, SQLite, Redis, PostgreSQL), [`admin`] and [`metrics`] (health and
-//! metrics), [`log`] (the log's writer), [`clock`].
+//! one unit when the client goes away), with [`target`] (the request
+//! target, checked and forwarded byte for byte), [`hop`] (hop-by-hop
+//! headers), [`caller`] and [`jwt`] (who is asking), [`key`] (the key
+//! header), [`body`] (request bodies within limits), [`fingerprint`],
+//! [`upstream`] (the client to the API behind; [`upstream_pool`] the
+//! forwards' own connections), [`problem`] (every failure as
+//! problem+json); [`store`] (the records: memory, SQLite, Redis,
+//! PostgreSQL), [`admin`] and [`metrics`] (health and metrics), [`log`]
+//! (the log's writer), [`clock`].
 
 pub mod admin;
 pub mod body;

@@ -3,8 +3,9 @@
 //! headers only (see [`super::hop`]), over pooled keep-alive connections
 //! (HTTP/1.1, or HTTP/2 where TLS negotiates it), and reads or streams the
 //! answer. A forward to an `http` upstream drives a connection of its own
-//! ([`super::upstream_pool`]); everything else uses hyper's pooled client. Failures are sorted by what they mean for idempotency: nothing
-//! reached the upstream ([`Failure::NotSent`]) or it may have acted
+//! ([`super::upstream_pool`]); everything else uses hyper's pooled client.
+//! Failures are sorted by what they mean for idempotency: nothing reached
+//! the upstream ([`Failure::NotSent`]) or it may have acted
 //! ([`Failure::Unknown`]).
 
 use super::hop;
