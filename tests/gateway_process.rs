@@ -134,6 +134,62 @@ fn sigterm_writes_every_request_line() {
     assert_eq!(paths, expected);
 }
 
+/// A log output that takes nothing (stderr a pipe nobody reads, a stuck
+/// log collector) does not stall requests: 2,000 of them, far more lines
+/// than the pipe and the gathered batch hold, are all answered. Before,
+/// a request's thread wrote a full batch itself and blocked on the pipe.
+#[test]
+fn a_log_output_that_takes_nothing_does_not_stall_requests() {
+    use std::io::BufRead;
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let mut child = Gateway::command(&upstream, &["--store", "memory"])
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut ready = String::new();
+    while !ready.contains("idempotency-gateway ready") {
+        ready.clear();
+        assert!(
+            log.read_line(&mut ready).unwrap() > 0,
+            "exited before ready"
+        );
+    }
+    let listen = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .unwrap()
+        .to_owned();
+    // From here on nobody reads the log.
+    let answered: Vec<u16> = runtime().block_on(async {
+        let client = http();
+        let mut answered = Vec::new();
+        for n in 0..2_000 {
+            let response = client
+                .post(format!("http://{listen}/deployments/{n}"))
+                .header("idempotency-key", format!("unread-log-{n}"))
+                .body("{}")
+                // A stalled gateway fails the test instead of hanging it.
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            answered.push(response.map_or(0, |r| r.status().as_u16()));
+            if answered.last() == Some(&0) {
+                break;
+            }
+        }
+        answered
+    });
+    assert_eq!(
+        answered.len(),
+        2_000,
+        "request {} was not answered",
+        answered.len()
+    );
+    assert!(answered.iter().all(|&status| status == 201));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn two_gateways_on_one_redis_forward_duplicates_once() {
     let redis = RedisServer::start();

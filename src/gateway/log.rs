@@ -5,12 +5,15 @@
 //! CPU time; docs/performance.md).
 //!
 //! A warning or an error, and a line that finds the buffer past
-//! [`FLUSH_AT`], is written at once, after the lines gathered before it, so
-//! the log keeps its order and its memory is bounded. The binary stops the
-//! writer on every way out ([`Flusher`]'s drop, the panic hook), which
-//! writes what is left: a shutdown loses no line; a `SIGKILL` loses at most
-//! the last [`FLUSH_EVERY`] of them. An idle gateway's writer thread sleeps
-//! until a line comes.
+//! [`FLUSH_AT`], wakes the thread to write at once, after the lines
+//! gathered before it, so the log keeps its order. No request's thread
+//! ever writes: an output that blocks (a pipe nobody reads) stalls only
+//! the writer thread, and once [`MAX_GATHERED`] bytes wait, further lines
+//! are dropped and counted, and the count is written when the output takes
+//! lines again. The binary stops the writer on every way out ([`Flusher`]'s
+//! drop, the panic hook), which writes what is left: a shutdown loses no
+//! line; a `SIGKILL` loses at most the last [`FLUSH_EVERY`] of them. An idle
+//! gateway's writer thread sleeps until a line comes.
 //!
 //! Written here because the tracing ecosystem's non-blocking writer hands
 //! each line to its thread (a wake-up per line, which costs what the
@@ -28,8 +31,17 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Gathered bytes past which a line is written at once.
 pub const FLUSH_AT: usize = 64 << 10;
 
+/// Bytes waiting for an output that does not take them, past which lines
+/// are dropped (and counted) rather than held.
+pub const MAX_GATHERED: usize = 4 << 20;
+
 struct State {
     gathered: Vec<u8>,
+    /// Write without waiting for [`FLUSH_EVERY`]: a warning, or a full
+    /// buffer.
+    urgent: bool,
+    /// Lines dropped since the last write, the buffer being full.
+    dropped: u64,
     stopping: bool,
 }
 
@@ -52,10 +64,21 @@ impl<W: Write> Shared<W> {
     /// taken, and the buffer is free for new lines during the `write`. A
     /// failed write drops the batch: there is nowhere else to say so.
     fn write_out(&self, mut state: MutexGuard<'_, State>) {
-        if state.gathered.is_empty() {
+        state.urgent = false;
+        if state.gathered.is_empty() && state.dropped == 0 {
             return;
         }
-        let batch = std::mem::take(&mut state.gathered);
+        let mut batch = std::mem::take(&mut state.gathered);
+        let dropped = std::mem::take(&mut state.dropped);
+        if dropped > 0 {
+            batch.extend_from_slice(
+                format!(
+                    "idempotency-gateway: {dropped} log lines dropped: the log output did not take them \
+                     while {MAX_GATHERED} bytes were waiting\n"
+                )
+                .as_bytes(),
+            );
+        }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         drop(state);
         let _ = out.write_all(&batch);
@@ -80,6 +103,8 @@ pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter<W>
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             gathered: Vec::new(),
+            urgent: false,
+            dropped: 0,
             stopping: false,
         }),
         out: Mutex::new(out),
@@ -108,12 +133,14 @@ fn write_gathered<W: Write>(shared: &Shared<W>) {
     loop {
         let mut state = shared
             .wake
-            .wait_while(shared.lock(), |s| s.gathered.is_empty() && !s.stopping)
+            .wait_while(shared.lock(), |s| {
+                s.gathered.is_empty() && s.dropped == 0 && !s.stopping
+            })
             .unwrap_or_else(|p| p.into_inner());
-        if !state.stopping {
+        if !state.stopping && !state.urgent {
             state = shared
                 .wake
-                .wait_timeout_while(state, FLUSH_EVERY, |s| !s.stopping)
+                .wait_timeout_while(state, FLUSH_EVERY, |s| !s.stopping && !s.urgent)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -160,7 +187,8 @@ impl<W: Write> LogWriter<W> {
     }
 
     /// The writer for one line at `level`: WARN and ERROR are written at
-    /// once (`Level` orders the more verbose as greater).
+    /// once by the writer thread (`Level` orders the more verbose as
+    /// greater).
     fn line(&self, level: Level) -> Line<'_, W> {
         Line {
             shared: &self.shared,
@@ -195,10 +223,23 @@ pub struct Line<'a, W> {
 impl<W: Write> Write for Line<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.lock();
+        if state.stopping {
+            // The writer thread is gone (the process is exiting): the
+            // caller writes.
+            state.gathered.extend_from_slice(bytes);
+            self.shared.write_out(state);
+            return Ok(bytes.len());
+        }
+        if state.gathered.len() + bytes.len() > MAX_GATHERED {
+            state.dropped += 1;
+            return Ok(bytes.len());
+        }
         let first = state.gathered.is_empty();
         state.gathered.extend_from_slice(bytes);
-        if self.at_once || state.stopping || state.gathered.len() >= FLUSH_AT {
-            self.shared.write_out(state);
+        let urgent = self.at_once || state.gathered.len() >= FLUSH_AT;
+        if urgent && !state.urgent {
+            state.urgent = true;
+            self.shared.wake.notify_one();
         } else if first {
             self.shared.wake.notify_one();
         }
@@ -308,13 +349,27 @@ mod tests {
         assert_eq!(text.lines().count(), 8_000);
     }
 
+    /// Waits for the writer thread to write `expected` (the wait is a
+    /// safety net that only turns a missing write into a failure).
+    fn written(out: &Out, expected: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while out.text().len() < expected {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::yield_now();
+        }
+        out.text()
+    }
+
+    /// A warning wakes the writer thread at once, which writes it in one
+    /// batch with the lines gathered before it.
     #[test]
     fn a_warning_is_written_at_once_after_the_lines_before_it() {
         let out = Out::default();
         let (writer, _flusher) = start(out.clone()).unwrap();
         line(&writer, Level::INFO, "first\n");
         line(&writer, Level::WARN, "warning\n");
-        assert_eq!(out.text(), "first\nwarning\n");
+        assert_eq!(written(&out, 14), "first\nwarning\n");
+        assert_eq!(out.writes(), 1, "one batch");
     }
 
     #[test]
@@ -323,7 +378,72 @@ mod tests {
         let (writer, _flusher) = start(out.clone()).unwrap();
         let long = "x".repeat(FLUSH_AT);
         line(&writer, Level::INFO, &long);
-        assert_eq!(out.text().len(), FLUSH_AT);
+        assert_eq!(written(&out, FLUSH_AT).len(), FLUSH_AT);
+    }
+
+    /// An output that takes nothing (a pipe nobody reads) blocks only the
+    /// writer thread: lines, warnings included, still return at once, at
+    /// most MAX_GATHERED bytes wait, and the count of the dropped lines is
+    /// written when the output takes lines again.
+    #[test]
+    fn a_blocked_output_never_blocks_a_caller_and_drops_what_does_not_fit() {
+        #[derive(Clone)]
+        struct Gate(Arc<(Mutex<bool>, Condvar)>, Out);
+        impl Write for Gate {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                let (open, opened) = &*self.0;
+                drop(
+                    opened
+                        .wait_while(open.lock().unwrap(), |open| !*open)
+                        .unwrap(),
+                );
+                self.1.write(bytes)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Out::default();
+        let gate = Gate(Arc::new((Mutex::new(false), Condvar::new())), out.clone());
+        let (writer, mut flusher) = start(gate.clone()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let caller = writer.clone();
+        std::thread::spawn(move || {
+            let long = "y".repeat(1023) + "\n";
+            for _ in 0..10_000 {
+                line(&caller, Level::INFO, &long);
+            }
+            line(&caller, Level::WARN, "a warning\n");
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the callers returned while the output was blocked");
+        let (open, opened) = &*gate.0;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+        flusher.stop();
+        let text = out.text();
+        let kept = text.lines().filter(|l| l.starts_with('y')).count();
+        // What waited, and the batch the writer thread held (itself taken
+        // from a buffer of at most MAX_GATHERED).
+        assert!(kept <= 2 * MAX_GATHERED / 1024, "{kept} lines were held");
+        assert!(kept < 10_000, "some lines were dropped");
+        let notice = text
+            .lines()
+            .find(|l| l.contains("log lines dropped"))
+            .expect("the drop is reported");
+        let dropped: usize = notice
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        let warned = usize::from(text.contains("a warning"));
+        assert_eq!(
+            kept + dropped + warned,
+            10_001,
+            "every line kept or counted"
+        );
     }
 
     /// The thread writes by itself, without a stop: the wait is a safety
