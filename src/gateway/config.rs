@@ -85,8 +85,11 @@ fn parse_header(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("`{text}` is not a header name"))
 }
 
-/// Headers that describe a message's framing or destination: every
-/// request to one host would share such a "key".
+/// Headers that describe a message rather than name an operation: its
+/// destination and framing (`Host`, `Content-Length`, which the stack
+/// rewrites per hop) and its body's form (`Content-Type`,
+/// `Content-Encoding`, `Expect`). Unrelated requests share their values,
+/// so as a "key" they would replay one request's answer to another.
 const FRAMING_HEADERS: [HeaderName; 5] = [
     axum::http::header::HOST,
     axum::http::header::CONTENT_LENGTH,
