@@ -161,16 +161,28 @@ impl Base {
         })
     }
 
-    /// The upstream URI for a request target (checked by [`check`]): the
-    /// prefix, then the path and query exactly as received.
-    pub fn uri(&self, target: &PathAndQuery) -> Result<Uri, String> {
-        let path_and_query: PathAndQuery = format!("{}{}", self.prefix, target.as_str())
+    /// `HOST` or `HOST:PORT` (the port only when `--upstream` gave one
+    /// that is not the scheme's default): the `Host` the upstream gets.
+    pub fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+
+    /// The upstream's request target, in origin form, for a request target
+    /// (checked by [`check`]): the prefix, then the path and query exactly
+    /// as received.
+    pub fn origin(&self, target: &PathAndQuery) -> Result<PathAndQuery, String> {
+        format!("{}{}", self.prefix, target.as_str())
             .parse()
-            .map_err(|_| "the upstream request target is not valid".to_owned())?;
+            .map_err(|_| "the upstream request target is not valid".to_owned())
+    }
+
+    /// The upstream URI for a request target: [`Base::origin`] under the
+    /// upstream's scheme and authority.
+    pub fn uri(&self, target: &PathAndQuery) -> Result<Uri, String> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(self.origin(target)?)
             .build()
             .map_err(|e| e.to_string())
     }

@@ -13,7 +13,7 @@ use super::target::Base;
 use super::upstream_pool::{Conn, Pool};
 use crate::shared::http_error::describe;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, Response, request::Parts};
+use axum::http::{HeaderMap, Request, Response, Uri, request::Parts};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -91,6 +91,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let base = Base::new(url)?;
         let pool = match (url.scheme(), url.host_str(), url.port_or_known_default()) {
             ("http", Some(host), Some(port)) => {
                 // `url` keeps IPv6 hosts in brackets; dialling wants them bare.
@@ -98,18 +99,14 @@ impl Upstream {
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_owned();
-                let authority = match url.port() {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host.to_owned(),
-                };
-                Some(Pool::new(authority, dial, port, connect_timeout))
+                Some(Pool::new(base.authority(), dial, port, connect_timeout))
             }
             _ => None,
         };
         Ok(Self {
             client,
             pool,
-            base: Base::new(url)?,
+            base,
             timeout,
         })
     }
@@ -133,13 +130,12 @@ impl Upstream {
             .uri
             .path_and_query()
             .ok_or_else(|| Failure::NotSent("the request has no target".to_owned()))?;
-        let uri = self.base.uri(target).map_err(Failure::NotSent)?;
-        let uri = match uri.path_and_query() {
-            Some(origin) if origin_form => origin.as_str().parse().map_err(|_| {
-                Failure::NotSent("the upstream request target is not valid".to_owned())
-            })?,
-            _ => uri,
-        };
+        let uri = if origin_form {
+            self.base.origin(target).map(Uri::from)
+        } else {
+            self.base.uri(target)
+        }
+        .map_err(Failure::NotSent)?;
         let mut request = Request::builder()
             .method(parts.method.clone())
             .uri(uri)

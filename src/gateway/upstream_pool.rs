@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -48,13 +48,18 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Lets the connection do the I/O it can, noting when it has ended.
+    fn poll_io(&mut self, cx: &mut Context<'_>) {
+        if !self.done && Pin::new(&mut self.io).poll(cx).is_ready() {
+            self.done = true;
+        }
+    }
+
     /// Polls `future` to completion, driving the connection beside it.
     pub async fn drive<F: Future>(&mut self, future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         poll_fn(|cx| {
-            if !self.done && Pin::new(&mut self.io).poll(cx).is_ready() {
-                self.done = true;
-            }
+            self.poll_io(cx);
             future.as_mut().poll(cx)
         })
         .await
@@ -64,9 +69,7 @@ impl Conn {
     /// and ready for a request.
     async fn usable(&mut self) -> bool {
         poll_fn(|cx| {
-            if !self.done && Pin::new(&mut self.io).poll(cx).is_ready() {
-                self.done = true;
-            }
+            self.poll_io(cx);
             Poll::Ready(())
         })
         .await;
@@ -91,8 +94,10 @@ struct Idle {
 
 /// Idle connections to one upstream address.
 pub struct Pool {
-    /// `HOST` or `HOST:PORT` as in `--upstream`: dialled, and sent as `Host`.
-    authority: String,
+    /// `HOST` or `HOST:PORT` as in `--upstream`, sent as `Host` (made into
+    /// a header value once, not per request).
+    authority: Option<HeaderValue>,
+    /// Where to dial.
     host: String,
     port: u16,
     connect_timeout: Duration,
@@ -101,9 +106,9 @@ pub struct Pool {
 
 impl Pool {
     /// A pool for `host:port`, sending `authority` as the `Host` header.
-    pub fn new(authority: String, host: String, port: u16, connect_timeout: Duration) -> Self {
+    pub fn new(authority: &str, host: String, port: u16, connect_timeout: Duration) -> Self {
         Self {
-            authority,
+            authority: HeaderValue::from_str(authority).ok(),
             host,
             port,
             connect_timeout,
@@ -119,8 +124,10 @@ impl Pool {
         &self,
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Conn), Failure> {
-        if let Ok(host) = HeaderValue::from_str(&self.authority) {
-            request.headers_mut().insert(axum::http::header::HOST, host);
+        if let Some(host) = &self.authority {
+            request
+                .headers_mut()
+                .insert(axum::http::header::HOST, host.clone());
         }
         loop {
             let (mut conn, fresh) = match self.take_idle().await {
