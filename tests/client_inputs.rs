@@ -390,14 +390,7 @@ fn framing_and_hop_by_hop_headers_are_refused_and_nothing_is_sent() {
 fn a_fifo_named_by_an_input_is_refused_at_once() {
     let server = Server::start(echo);
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = support::fifo(dir.path(), "fifo");
     for input in ["--body-file", "--ca-file", "--client-cert"] {
         let mut cmd = client();
         cmd.args(["--url", &server.url("/"), input, fifo.to_str().unwrap()]);

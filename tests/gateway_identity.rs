@@ -400,12 +400,7 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
     // A FIFO would block the read (and, on a refresh, a runtime thread)
     // for as long as nobody writes to it: refused at once instead.
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("jwks.fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let fifo = support::fifo(dir.path(), "jwks.fifo");
     let fifo_arg = fifo.display().to_string();
     let blocked = run(&[
         "--jwt-jwks-file",

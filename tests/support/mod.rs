@@ -423,6 +423,18 @@ impl Toy {
     }
 }
 
+/// A FIFO named `name` in `dir`, which nobody writes to: opening it for
+/// reading in blocking mode would wait forever.
+pub fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let fifo = dir.join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    fifo
+}
+
 /// The binary under test with an empty environment (no CI variables, no
 /// proxies leak in from the host).
 pub fn client() -> assert_cmd::Command {
