@@ -703,8 +703,36 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         trace_id = %trace_id.as_deref().unwrap_or("-"),
         outcome = outcome.as_str(),
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1e3,
+        latency_ms = log_millis(started.elapsed()),
         "request"
     );
     response
+}
+
+/// A latency for the log: milliseconds to the microsecond (`0.016`, not
+/// the `0.016243999999999998` that nanoseconds in binary floating point
+/// print as).
+fn log_millis(elapsed: std::time::Duration) -> f64 {
+    // Exact for any latency below 2^53 microseconds (285 years).
+    elapsed.as_micros() as f64 / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_millis;
+    use std::time::Duration;
+
+    #[test]
+    fn a_logged_latency_is_milliseconds_to_the_microsecond() {
+        assert_eq!(
+            log_millis(Duration::from_nanos(16_244)).to_string(),
+            "0.016"
+        );
+        assert_eq!(
+            log_millis(Duration::from_nanos(895_197)).to_string(),
+            "0.895"
+        );
+        assert_eq!(log_millis(Duration::from_millis(1_500)).to_string(), "1500");
+        assert_eq!(log_millis(Duration::ZERO).to_string(), "0");
+    }
 }
