@@ -221,19 +221,19 @@ impl Store for MemoryStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         Ok(self.with(id, |records| {
-            if !holds(records.get(id), token) {
+            // In place: one lookup, and the key is not copied again.
+            let Some(record) = records
+                .get_mut(id)
+                .filter(|record| holds(Some(record), token))
+            else {
                 return false;
-            }
-            let fingerprint = *records[id].fingerprint();
-            records.insert(
-                id.clone(),
-                Record::Done {
-                    fingerprint,
-                    outcome: outcome.clone(),
-                    expires_at,
-                    stored_at: Some(now),
-                },
-            );
+            };
+            *record = Record::Done {
+                fingerprint: *record.fingerprint(),
+                outcome: outcome.clone(),
+                expires_at,
+                stored_at: Some(now),
+            };
             true
         }))
     }
