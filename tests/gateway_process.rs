@@ -134,6 +134,42 @@ fn sigterm_writes_every_request_line() {
     assert_eq!(paths, expected);
 }
 
+/// The request line has a target of its own (README, Logs): a filter that
+/// turns it off drops request lines and keeps every other line.
+#[test]
+fn a_log_filter_can_drop_request_lines_alone() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let mut command = Gateway::command(&upstream, &["--store", "memory"]);
+    command.env(
+        "IDEMPOTENCY_GATEWAY_LOG",
+        "info,idempotency_gateway::request=off",
+    );
+    let mut gateway = Gateway::spawn(command);
+    runtime().block_on(async {
+        for n in 0..3 {
+            let response = http()
+                .post(format!("{}/deployments", gateway.url))
+                .header("idempotency-key", format!("filtered-{n}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+    });
+    gateway.signal(libc::SIGTERM);
+    assert!(gateway.child.wait().unwrap().success());
+    let log: Vec<String> = gateway.log.iter().collect();
+    assert!(
+        !log.iter().any(|line| line.contains(" request ")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|line| line.contains(" INFO shutting down")),
+        "other info lines are kept: {log:?}"
+    );
+}
+
 /// A log output that takes nothing (stderr a pipe nobody reads, a stuck
 /// log collector) does not stall requests: 2,000 of them, far more lines
 /// than the pipe and the gathered batch hold, are all answered. Before,

@@ -39,9 +39,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("IDEMPOTENCY_GATEWAY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_target(false)
+        .event_format(gateway::log_format::GatewayFormat::new(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
         .with_writer(log.clone())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let report_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |panic| {

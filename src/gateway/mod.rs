@@ -27,6 +27,7 @@ pub mod hop;
 pub mod jwt;
 pub mod key;
 pub mod log;
+pub mod log_format;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;

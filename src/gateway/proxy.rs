@@ -37,6 +37,7 @@ use super::clock::Clock;
 use super::fingerprint::{fingerprint, key_hash};
 use super::hop;
 use super::key::{self, KeyHeader};
+use super::log_format::REQUEST_TARGET;
 use super::metrics::{Metrics, RequestOutcome};
 use super::problem::Problem;
 use super::store::{
@@ -696,43 +697,57 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         .map(|parent| parent.trace_id_hex());
     let (outcome, key, response) = gateway.process(request).await;
     gateway.metrics.request(outcome);
+    // One message, written as it is (`log_format`): every part is inert
+    // (an HTTP token, a `one_line` path, hex, numbers and fixed words).
     tracing::info!(
-        method = %method,
-        path = %path,
-        key = key.as_deref().unwrap_or("-"),
-        trace_id = %trace_id.as_deref().unwrap_or("-"),
-        outcome = outcome.as_str(),
-        status = response.status().as_u16(),
-        latency_ms = log_millis(started.elapsed()),
-        "request"
+        target: REQUEST_TARGET,
+        "request method={method} path={path} key=\"{}\" trace_id={} outcome=\"{}\" status={} latency_ms={}",
+        key.as_deref().unwrap_or("-"),
+        trace_id.as_deref().unwrap_or("-"),
+        outcome.as_str(),
+        response.status().as_u16(),
+        LogMillis(started.elapsed()),
     );
     response
 }
 
 /// A latency for the log: milliseconds to the microsecond (`0.016`, not
 /// the `0.016243999999999998` that nanoseconds in binary floating point
-/// print as).
-fn log_millis(elapsed: std::time::Duration) -> f64 {
-    // Exact for any latency below 2^53 microseconds (285 years).
-    elapsed.as_micros() as f64 / 1e3
+/// print as), trailing zeros dropped.
+struct LogMillis(std::time::Duration);
+
+impl std::fmt::Display for LogMillis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Integers, not a float: formatting an `f64` was a tenth of the line.
+        let micros = self.0.as_micros();
+        let (millis, fraction) = (micros / 1000, micros % 1000);
+        match fraction {
+            0 => write!(f, "{millis}"),
+            _ if fraction % 100 == 0 => write!(f, "{millis}.{}", fraction / 100),
+            _ if fraction % 10 == 0 => write!(f, "{millis}.{:02}", fraction / 10),
+            _ => write!(f, "{millis}.{fraction:03}"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::log_millis;
+    use super::LogMillis;
     use std::time::Duration;
 
     #[test]
     fn a_logged_latency_is_milliseconds_to_the_microsecond() {
-        assert_eq!(
-            log_millis(Duration::from_nanos(16_244)).to_string(),
-            "0.016"
-        );
-        assert_eq!(
-            log_millis(Duration::from_nanos(895_197)).to_string(),
-            "0.895"
-        );
-        assert_eq!(log_millis(Duration::from_millis(1_500)).to_string(), "1500");
-        assert_eq!(log_millis(Duration::ZERO).to_string(), "0");
+        for (nanos, text) in [
+            (16_244, "0.016"),
+            (895_197, "0.895"),
+            (1_500_000_000, "1500"),
+            (0, "0"),
+            (12_300_000, "12.3"),
+            (12_340_000, "12.34"),
+            (1_001_999, "1.001"),
+            (999, "0"),
+        ] {
+            assert_eq!(LogMillis(Duration::from_nanos(nanos)).to_string(), text);
+        }
     }
 }
