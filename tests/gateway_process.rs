@@ -31,6 +31,26 @@ fn post_in_background(
     })
 }
 
+/// POSTs `/deployments/{n}` with key `{prefix}-{n}` for `n` in `0..count`,
+/// one after another; the statuses in order.
+fn post_numbered(url: &str, prefix: &str, count: usize) -> Vec<u16> {
+    runtime().block_on(async {
+        let client = http();
+        let mut answered = Vec::new();
+        for n in 0..count {
+            let response = client
+                .post(format!("{url}/deployments/{n}"))
+                .header("idempotency-key", format!("{prefix}-{n}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            answered.push(response.status().as_u16());
+        }
+        answered
+    })
+}
+
 #[test]
 fn sigkill_mid_forward_then_restart_never_resends() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,21 +120,7 @@ fn sigterm_lets_the_forward_finish_and_be_stored() {
 fn sigterm_writes_every_request_line() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let mut gateway = Gateway::start(&upstream, &["--store", "memory"]);
-    let answered: Vec<u16> = runtime().block_on(async {
-        let client = http();
-        let mut answered = Vec::new();
-        for n in 0..200 {
-            let response = client
-                .post(format!("{}/deployments/{n}", gateway.url))
-                .header("idempotency-key", format!("log-{n}"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            answered.push(response.status().as_u16());
-        }
-        answered
-    });
+    let answered = post_numbered(&gateway.url, "log", 200);
     assert!(answered.iter().all(|&status| status == 201), "{answered:?}");
     gateway.signal(libc::SIGTERM);
     assert!(gateway.child.wait().unwrap().success());
@@ -145,18 +151,7 @@ fn a_log_filter_can_drop_request_lines_alone() {
         "info,idempotency_gateway::request=off",
     );
     let mut gateway = Gateway::spawn(command);
-    runtime().block_on(async {
-        for n in 0..3 {
-            let response = http()
-                .post(format!("{}/deployments", gateway.url))
-                .header("idempotency-key", format!("filtered-{n}"))
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
-        }
-    });
+    assert_eq!(post_numbered(&gateway.url, "filtered", 3), [201; 3]);
     gateway.signal(libc::SIGTERM);
     assert!(gateway.child.wait().unwrap().success());
     let log: Vec<String> = gateway.log.iter().collect();
