@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use support::gateway::{Gateway, http, runtime};
 use support::jwt::{AUDIENCE, ISSUER, Jwks, SigningKey, claims, document, now};
-use support::{Reply, Response, Server, client, counting, github_env, read_outputs};
+use support::{Reply, Response, Server, client, counting, github_env, read_outputs, slow_upstream};
 
 fn start(upstream: &Server, jwks: &Jwks) -> Gateway {
     let mut args = jwks.gateway_args();
@@ -51,13 +51,24 @@ fn bearer(token: &str) -> String {
 /// A token service like GitHub's: every request mints a new token (a new
 /// `jti` and `iat`) for the same repository and environment.
 fn token_service(key: Arc<SigningKey>, sub: &'static str) -> (Server, Arc<Mutex<Vec<String>>>) {
+    short_lived_token_service(key, sub, 600)
+}
+
+/// [`token_service`] with tokens that expire `lifetime_secs` after minting.
+fn short_lived_token_service(
+    key: Arc<SigningKey>,
+    sub: &'static str,
+    lifetime_secs: u64,
+) -> (Server, Arc<Mutex<Vec<String>>>) {
     let minted = Arc::new(Mutex::new(Vec::new()));
     let log = minted.clone();
     let server = Server::start(move |request| {
         if request.header("authorization") != Some("Bearer runner-request-token") {
             return Reply::Respond(Response::new(403).body("{}"));
         }
-        let token = key.sign(&claims(sub));
+        let mut claims = claims(sub);
+        claims["exp"] = (now() + lifetime_secs).into();
+        let token = key.sign(&claims);
         log.lock().unwrap().push(token.clone());
         Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
     });
@@ -72,9 +83,19 @@ fn run_client(
     attempt: &str,
 ) -> std::collections::HashMap<String, String> {
     let dir = tempfile::tempdir().unwrap();
-    client()
-        .envs(github_env(dir.path()))
+    oidc_client(gateway, service, dir.path())
         .env("GITHUB_RUN_ATTEMPT", attempt)
+        .assert()
+        .success();
+    read_outputs(dir.path())
+}
+
+/// The client binary in a GitHub Actions job writing its outputs under
+/// `dir`, POSTing `{"ref":"v1"}` through `gateway` with `oidc-audience`.
+fn oidc_client(gateway: &Gateway, service: &Server, dir: &std::path::Path) -> assert_cmd::Command {
+    let mut client = client();
+    client
+        .envs(github_env(dir))
         .env(
             "ACTIONS_ID_TOKEN_REQUEST_URL",
             service.url("/token?api-version=2.0"),
@@ -87,10 +108,8 @@ fn run_client(
             "{\"ref\":\"v1\"}",
             "--oidc-audience",
             AUDIENCE,
-        ])
-        .assert()
-        .success();
-    read_outputs(dir.path())
+        ]);
+    client
 }
 
 /// The product's two halves composed: a re-run mints a new OIDC token, and
@@ -115,6 +134,48 @@ fn an_oidc_rerun_through_the_gateway_reaches_the_upstream_once() {
     assert_eq!(rerun["replayed"], "true");
     assert_eq!(rerun["body"], "{\"deployment\":1}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// The halves composed across a renewal: the first attempt's answer is
+/// lost (the client's attempt times out while the gateway's forward goes
+/// on), the retry carries a freshly minted token because the first was
+/// about to expire, and the gateway, seeing the same verified caller,
+/// answers `409` while the forward runs and then replays it: the upstream
+/// acts once.
+#[test]
+fn a_retry_with_a_renewed_oidc_token_is_the_same_caller_and_is_replayed() {
+    let key = Arc::new(SigningKey::generate(Algorithm::ES256, "ec-renew"));
+    let jwks = Jwks::serve(&[&key]);
+    let (upstream, entered) = slow_upstream(std::time::Duration::from_millis(1500));
+    let gateway = start(&upstream, &jwks);
+    let (service, minted) =
+        short_lived_token_service(key, "repo:acme/app:environment:production", 30);
+    let dir = tempfile::tempdir().unwrap();
+    let assert = oidc_client(&gateway, &service, dir.path())
+        .args([
+            "--timeout",
+            "300ms",
+            "--max-attempts",
+            "20",
+            "--retry-delay",
+            "10ms",
+        ])
+        .assert()
+        .success();
+    let log = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
+    let outputs = read_outputs(dir.path());
+    assert_eq!(outputs["status"], "201", "{log}");
+    assert_eq!(outputs["replayed"], "true", "{log}");
+    assert_eq!(outputs["body"], "{\"deployment\":1}");
+    assert!(
+        log.contains("attempt 2/20: the OIDC token was about to expire; sending a fresh one"),
+        "{log}"
+    );
+    let minted = minted.lock().unwrap();
+    assert!(minted.len() >= 2, "the retries sent renewed tokens");
+    entered.recv().unwrap();
+    assert!(entered.try_recv().is_err(), "the upstream was called once");
+    assert_eq!(upstream.requests().len(), 1);
 }
 
 /// The trade-off the JWT flags exist for, shown: with header scoping, a

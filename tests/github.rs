@@ -323,21 +323,27 @@ fn oidc_env(dir: &std::path::Path, service: &Server) -> Vec<(String, String)> {
     env
 }
 
+/// The client in a GitHub Actions job writing its outputs under `dir`,
+/// sending `x` to `target` with a token for `https://deploy.example`.
+fn oidc_client(dir: &std::path::Path, service: &Server, target: &Server) -> assert_cmd::Command {
+    let mut client = client();
+    client.envs(oidc_env(dir, service)).args([
+        "--url",
+        &target.url("/deploy"),
+        "--body",
+        "x",
+        "--oidc-audience",
+        "https://deploy.example",
+    ]);
+    client
+}
+
 #[test]
 fn oidc_token_is_sent_as_bearer_masked_and_keeps_the_key() {
     let service = token_service();
     let (target, _) = target();
     let dir = tempfile::tempdir().unwrap();
-    let assert = client()
-        .envs(oidc_env(dir.path(), &service))
-        .args([
-            "--url",
-            &target.url("/deploy"),
-            "--body",
-            "x",
-            "--oidc-audience",
-            "https://deploy.example",
-        ])
+    let assert = oidc_client(dir.path(), &service, &target)
         .assert()
         .success();
     assert_eq!(
@@ -396,6 +402,168 @@ fn oidc_without_permission_is_a_clear_error_and_nothing_is_sent() {
         .code(2);
     assert!(stdout(&assert).contains("HTTP 403"), "{}", stdout(&assert));
     assert_eq!(target.connections(), 0);
+}
+
+/// A token service that mints numbered JWT-shaped tokens expiring
+/// `lifetime_secs` after now (negative: already expired), answering `500`
+/// to the calls numbered in `failing` (1-based); returns the server and
+/// the tokens minted, in order.
+fn expiring_token_service(
+    lifetime_secs: i64,
+    failing: &'static [usize],
+) -> (Server, Arc<std::sync::Mutex<Vec<String>>>) {
+    use base64::Engine as _;
+    let minted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = minted.clone();
+    let server = Server::start(move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if failing.contains(&n) {
+            return Reply::Respond(Response::new(500).body("{}"));
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let b64 = |text: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let token = format!(
+            "{}.{}.sig{n}",
+            b64(r#"{"alg":"RS256","typ":"JWT"}"#.to_owned()),
+            b64(format!(
+                r#"{{"sub":"repo:acme/app","n":{n},"exp":{}}}"#,
+                now + lifetime_secs
+            )),
+        );
+        log.lock().unwrap().push(token.clone());
+        Reply::Respond(Response::new(200).body(format!(r#"{{"value":"{token}"}}"#)))
+    });
+    (server, minted)
+}
+
+/// A target that answers `503` to the first request and `201` after it.
+fn unavailable_once() -> Server {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Server::start(move |_| {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Reply::Respond(Response::new(503).body("busy"))
+        } else {
+            Reply::Respond(Response::new(201).body("{}"))
+        }
+    })
+}
+
+/// What one run of the client with `oidc-audience` left behind.
+struct RenewalRun {
+    /// The tokens the service minted, in order.
+    minted: Vec<String>,
+    /// The `Authorization` of each request the target received.
+    bearers: Vec<String>,
+    log: String,
+    outputs: std::collections::HashMap<String, String>,
+}
+
+impl RenewalRun {
+    fn bearer(&self, n: usize) -> String {
+        format!("Bearer {}", self.minted[n])
+    }
+}
+
+/// Runs the client with `oidc-audience` and fast retries against a target
+/// that answers `503` once, with tokens from
+/// [`expiring_token_service`]`(lifetime_secs, failing)`; it must succeed.
+fn run_with_expiring_tokens(lifetime_secs: i64, failing: &'static [usize]) -> RenewalRun {
+    let (service, minted) = expiring_token_service(lifetime_secs, failing);
+    let target = unavailable_once();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = oidc_client(dir.path(), &service, &target)
+        .args(["--retry-delay", "1ms", "--retry-max-delay", "5ms"])
+        .assert()
+        .success();
+    let minted = minted.lock().unwrap().clone();
+    RenewalRun {
+        minted,
+        bearers: target
+            .requests()
+            .iter()
+            .map(|r| r.header("authorization").unwrap_or_default().to_owned())
+            .collect(),
+        log: stdout(&assert),
+        outputs: read_outputs(dir.path()),
+    }
+}
+
+/// The default deadline (10 minutes) outlives a GitHub OIDC token (about
+/// 5): a retry must not send a token that has lapsed or is about to.
+#[test]
+fn an_oidc_token_about_to_expire_is_renewed_before_a_retry() {
+    let run = run_with_expiring_tokens(30, &[]);
+    assert_eq!(run.minted.len(), 2, "one token for each attempt");
+    assert_eq!(run.bearers, [run.bearer(0), run.bearer(1)]);
+    let second_mask = run
+        .log
+        .find(&format!("::add-mask::{}\n", run.minted[1]))
+        .expect("the fresh token is masked");
+    let note = run
+        .log
+        .find("attempt 2/5: the OIDC token was about to expire; sending a fresh one (masked)")
+        .expect(&run.log);
+    assert!(
+        second_mask < note,
+        "masked before anything about it is printed"
+    );
+    for line in run.log.lines().filter(|l| !l.starts_with("::add-mask::")) {
+        assert!(!line.contains(".sig"), "a token leaked: {line}");
+    }
+    assert_eq!(run.outputs["status"], "201");
+    assert_eq!(run.outputs["attempts"], "2");
+}
+
+/// A token with time left is sent again unchanged, so a server that tells
+/// callers apart by the header's value sees one caller across retries.
+#[test]
+fn an_oidc_token_with_time_left_is_sent_again_on_a_retry() {
+    let run = run_with_expiring_tokens(3600, &[]);
+    assert_eq!(run.minted.len(), 1, "no token minted for the retry");
+    assert_eq!(run.bearers, [run.bearer(0), run.bearer(0)]);
+}
+
+/// An expired token is not sent when no fresh one comes: that attempt is
+/// "not sent" and retried, and the next renewal gets through.
+#[test]
+fn an_expired_oidc_token_that_cannot_be_renewed_is_not_sent() {
+    let run = run_with_expiring_tokens(-5, &[2]);
+    assert_eq!(run.minted.len(), 2, "the first and the third call minted");
+    assert_eq!(
+        run.bearers,
+        [run.bearer(0), run.bearer(1)],
+        "the second attempt sent nothing"
+    );
+    assert!(
+        run.log.contains(
+            "attempt 2/5: not sent: the OIDC token has expired and no fresh one came \
+             (the OIDC token service answered HTTP 500"
+        ),
+        "{}",
+        run.log
+    );
+    assert_eq!(run.outputs["attempts"], "3");
+}
+
+/// A token about to expire but not yet expired is sent when no fresh one
+/// comes, with a note: it may still be accepted.
+#[test]
+fn a_renewal_that_fails_before_expiry_sends_the_current_token() {
+    let run = run_with_expiring_tokens(30, &[2]);
+    assert_eq!(run.minted.len(), 1);
+    assert_eq!(run.bearers, [run.bearer(0), run.bearer(0)]);
+    assert!(
+        run.log.contains(
+            "attempt 2/5: the OIDC token is about to expire and no fresh one came \
+             (the OIDC token service answered HTTP 500"
+        ),
+        "{}",
+        run.log
+    );
 }
 
 const HOSTILE: &str = "failure\n::pwned::a ##[pwned2 name=b]c\r<img src=x onerror=alert(1)> \

@@ -14,13 +14,14 @@ use crate::client::report::exit::Exit;
 use crate::client::report::log::Log;
 use crate::client::report::outcome::{Report, Sinks};
 use crate::client::report::unsent;
+use crate::client::send::retry::Failure;
 use crate::client::send::retry_loop::{self, Attempter, Limits};
-use crate::client::send::transport::{Attempted, Transport};
+use crate::client::send::transport::{AttemptFailure, Attempted, Transport};
 use crate::client::verify::{
     self, judge,
     probe::{self, Probe, ProbeSettings},
 };
-use crate::github::{self, guard::Verdict, rerun};
+use crate::github::{self, guard::Verdict, oidc::Renewal, rerun};
 use crate::shared::env::Env;
 use crate::shared::redact::redact_url;
 use std::path::PathBuf;
@@ -59,10 +60,19 @@ fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Hal
         return Ok(unsent::dry_run(&prepared, &plan.sinks, log));
     }
     let runtime = start_runtime(log)?;
-    if log.is_github() {
-        github_steps(&runtime, &mut plan, &mut prepared, env, log)?;
-    }
-    let finished = send(&runtime, &transport, &prepared, plan.limits(), log);
+    let renewer = if log.is_github() {
+        github_steps(&runtime, &mut plan, &mut prepared, env, log)?
+    } else {
+        None
+    };
+    let finished = send(
+        &runtime,
+        &transport,
+        &mut prepared,
+        renewer,
+        plan.limits(),
+        log,
+    );
     let rerun_safe = plan.github.same_key_on_rerun && sends_stable_key(&prepared);
     let report = Report::new(finished, &prepared, plan.sinks.max_output_size, rerun_safe);
     Ok(report.emit(&prepared, &plan.sinks, log))
@@ -203,14 +213,15 @@ fn start_runtime(log: &mut Log) -> Result<tokio::runtime::Runtime, Halt> {
 }
 
 /// The GitHub-only steps, between the key and the retry loop: on a re-run
-/// the earlier attempts and the re-run guard, then the OIDC bearer.
-fn github_steps(
+/// the earlier attempts and the re-run guard, then the OIDC bearer (and
+/// what renews it before a retry).
+fn github_steps<'e>(
     runtime: &tokio::runtime::Runtime,
     plan: &mut Plan,
     prepared: &mut Prepared,
-    env: &Env,
+    env: &'e Env,
     log: &mut Log,
-) -> Result<(), Halt> {
+) -> Result<Option<github::oidc::Renewer<'e>>, Halt> {
     let settings = &plan.github;
     let checks = rerun::Checks {
         env,
@@ -256,36 +267,45 @@ fn github_steps(
     oidc_bearer(runtime, plan, prepared, env, log)
 }
 
-/// With `oidc-audience`: a GitHub OIDC token as the request's bearer.
-fn oidc_bearer(
+/// With `oidc-audience`: a GitHub OIDC token as the request's bearer, and
+/// the [`github::oidc::Renewer`] that replaces it before a retry when it is
+/// about to expire.
+fn oidc_bearer<'e>(
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
     prepared: &mut Prepared,
-    env: &Env,
+    env: &'e Env,
     log: &mut Log,
-) -> Result<(), Halt> {
-    if let Some(audience) = &plan.github.oidc_audience {
-        let token = github::api::http_client()
-            .and_then(|client| {
-                let request = github::oidc::token(&client, env, audience);
-                let within = plan.remaining();
-                runtime
-                    .block_on(async { tokio::time::timeout(within, request).await })
-                    .unwrap_or_else(|_| {
-                        Err("the OIDC token service did not answer before the deadline".to_owned())
-                    })
-            })
-            .map_err(|message| {
-                Halt::Invalid(ConfigError {
-                    input: "oidc-audience",
-                    message,
+) -> Result<Option<github::oidc::Renewer<'e>>, Halt> {
+    let Some(audience) = &plan.github.oidc_audience else {
+        return Ok(None);
+    };
+    let (client, token) = github::api::http_client()
+        .and_then(|client| {
+            let request = github::oidc::token(&client, env, audience);
+            let within = plan.remaining();
+            runtime
+                .block_on(async { tokio::time::timeout(within, request).await })
+                .unwrap_or_else(|_| {
+                    Err("the OIDC token service did not answer before the deadline".to_owned())
                 })
-            })?;
-        log.mask(&token);
-        add_bearer(prepared, &token);
-        log.info("Authorization: a GitHub OIDC token for the given audience (masked)");
-    }
-    Ok(())
+                .map(|token| (client, token))
+        })
+        .map_err(|message| {
+            Halt::Invalid(ConfigError {
+                input: "oidc-audience",
+                message,
+            })
+        })?;
+    log.mask(&token);
+    add_bearer(prepared, &token);
+    log.info("Authorization: a GitHub OIDC token for the given audience (masked)");
+    Ok(Some(github::oidc::Renewer::new(
+        client,
+        env,
+        audience.clone(),
+        &token,
+    )))
 }
 
 /// The stages of `verify`: the same config and request, then the checks'
@@ -347,6 +367,7 @@ fn verify_stages(
     }
     let runtime = start_runtime(log)?;
     if log.is_github() {
+        // verify's checks are quick: the token is not renewed between them.
         oidc_bearer(&runtime, &plan, &mut prepared, env, log)?;
     }
     let mut probe = Probe::new(&transport, prepared, probe_settings);
@@ -366,7 +387,8 @@ fn verify_stages(
 fn send(
     runtime: &tokio::runtime::Runtime,
     transport: &Transport,
-    prepared: &Prepared,
+    prepared: &mut Prepared,
+    renewer: Option<github::oidc::Renewer<'_>>,
     limits: Limits,
     log: &mut Log,
 ) -> retry_loop::Finished {
@@ -378,6 +400,7 @@ fn send(
     let mut attempter = Sender {
         transport,
         request: prepared,
+        renewer,
     };
     runtime.block_on(retry_loop::run(
         &mut attempter,
@@ -409,14 +432,109 @@ fn add_bearer(prepared: &mut Prepared, token: &str) {
     prepared.user_header_count += 1;
 }
 
-struct Sender<'a> {
-    transport: &'a Transport,
-    request: &'a Prepared,
+/// Replaces the bearer [`add_bearer`] added (always the first header).
+fn replace_bearer(prepared: &mut Prepared, token: &str) {
+    let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return;
+    };
+    value.set_sensitive(true);
+    if let Some((name, old)) = prepared.headers.first_mut()
+        && *name == reqwest::header::AUTHORIZATION
+    {
+        *old = value;
+    }
 }
 
-impl Attempter for Sender<'_> {
-    async fn attempt(&mut self, _n: u32, timeout: Duration) -> Attempted {
-        self.transport.attempt(self.request, timeout).await
+struct Sender<'a, 'e> {
+    transport: &'a Transport,
+    request: &'a mut Prepared,
+    renewer: Option<github::oidc::Renewer<'e>>,
+}
+
+/// What renewing the bearer adds to an attempt: a note for its log, the
+/// fresh token to mask, and whether the token service was asked (then the
+/// time that took comes off the attempt's time limit).
+#[derive(Default)]
+struct Renewed {
+    note: Option<String>,
+    mask: Option<String>,
+    asked: bool,
+}
+
+impl Sender<'_, '_> {
+    /// Before a retry: a fresh OIDC token when the current one is about to
+    /// expire. `Err` when it has expired and none came: the attempt is then
+    /// not sent, and the loop may try again.
+    async fn renew_bearer(&mut self, within: Duration) -> Result<Renewed, AttemptFailure> {
+        let Some(renewer) = &mut self.renewer else {
+            return Ok(Renewed::default());
+        };
+        let renewed = match renewer.renew_if_due(SystemTime::now(), within).await {
+            Renewal::Kept => Renewed::default(),
+            Renewal::Renewed(token) => {
+                replace_bearer(self.request, &token);
+                Renewed {
+                    note: Some(
+                        "the OIDC token was about to expire; sending a fresh one (masked)".into(),
+                    ),
+                    mask: Some(token),
+                    asked: true,
+                }
+            }
+            Renewal::Failed {
+                expired: false,
+                reason,
+            } => Renewed {
+                note: Some(format!(
+                    "the OIDC token is about to expire and no fresh one came ({reason}); sending the current one"
+                )),
+                mask: None,
+                asked: true,
+            },
+            Renewal::Failed {
+                expired: true,
+                reason,
+            } => {
+                return Err(AttemptFailure {
+                    kind: Failure::NotSent,
+                    reason: format!(
+                        "not sent: the OIDC token has expired and no fresh one came ({reason})"
+                    ),
+                });
+            }
+        };
+        Ok(renewed)
+    }
+}
+
+impl Attempter for Sender<'_, '_> {
+    async fn attempt(&mut self, n: u32, timeout: Duration) -> Attempted {
+        let started = Instant::now();
+        // The first attempt sends the token fetched just before it.
+        let renewed = if n > 1 {
+            self.renew_bearer(timeout).await
+        } else {
+            Ok(Renewed::default())
+        };
+        let renewed = match renewed {
+            Ok(renewed) => renewed,
+            Err(failure) => {
+                return Attempted {
+                    result: Err(failure),
+                    notes: Vec::new(),
+                    masks: Vec::new(),
+                };
+            }
+        };
+        let left = if renewed.asked {
+            timeout.saturating_sub(started.elapsed())
+        } else {
+            timeout
+        };
+        let mut attempted = self.transport.attempt(self.request, left).await;
+        attempted.notes.splice(0..0, renewed.note);
+        attempted.masks.extend(renewed.mask);
+        attempted
     }
 }
 

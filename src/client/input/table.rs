@@ -279,7 +279,7 @@ pub const INPUTS: &[Input] = &[
         "oidc-audience",
         "",
         "AUDIENCE",
-        "Request a GitHub OIDC token for this audience and send it as `Authorization: Bearer` (needs `id-token: write`).",
+        "Request a GitHub OIDC token for this audience and send it as `Authorization: Bearer`, renewed before a retry when it is about to expire (needs `id-token: write`).",
     ),
     input(
         "dotenv-file",

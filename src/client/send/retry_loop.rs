@@ -57,7 +57,14 @@ pub async fn run(
     let mut n = 1;
     loop {
         let remaining = limits.deadline.saturating_sub(start.elapsed());
-        let Attempted { result, notes } = attempter.attempt(n, limits.timeout.min(remaining)).await;
+        let Attempted {
+            result,
+            notes,
+            masks,
+        } = attempter.attempt(n, limits.timeout.min(remaining)).await;
+        for secret in masks {
+            log.mask(&secret);
+        }
         for note in notes {
             log.info(&format!("attempt {n}/{max}: {note}"));
         }
@@ -178,6 +185,7 @@ mod tests {
             Attempted {
                 result,
                 notes: Vec::new(),
+                masks: Vec::new(),
             }
         }
     }

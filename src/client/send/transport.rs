@@ -75,8 +75,11 @@ pub struct AttemptFailure {
 pub struct Attempted {
     /// The response, or why there is none.
     pub result: Result<Response, AttemptFailure>,
-    /// Log lines about redirects.
+    /// Log lines about redirects (or the credential renewed for it).
     pub notes: Vec<String>,
+    /// Secrets the attempt started to send (a renewed token), to register
+    /// with the log's masking before anything else is printed.
+    pub masks: Vec<String>,
 }
 
 /// Performs attempts of one prepared request.
@@ -185,7 +188,11 @@ impl Transport {
                 ),
             }),
         };
-        Attempted { result, notes }
+        Attempted {
+            result,
+            notes,
+            masks: Vec::new(),
+        }
     }
 
     /// Sends the request (no redirects followed) and closes the connection
