@@ -575,6 +575,60 @@ fn the_store_password_can_come_from_a_file() {
     );
 }
 
+/// A FIFO named as the store's password or CA file would block start-up
+/// until someone writes to it: refused at once (exit 1) instead, like an
+/// oversized file. The child is killed if it has not exited in 20 s, so a
+/// regression fails here rather than hanging the suite.
+#[test]
+fn store_password_and_ca_files_must_be_regular_files() {
+    let (upstream, _) = counting();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = support::fifo(dir.path(), "secret.fifo")
+        .display()
+        .to_string();
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b'a'; 2 * 1024 * 1024]).unwrap();
+    let huge = huge.display().to_string();
+    // Port 1 on loopback: nothing listens, and the file is read first.
+    let postgres = "postgres://gateway@127.0.0.1:1/db";
+    for (flag, store, file) in [
+        ("--store-password-file", "redis://127.0.0.1:1", &fifo),
+        ("--store-ca-file", postgres, &fifo),
+        ("--store-password-file", "redis://127.0.0.1:1", &huge),
+        ("--store-ca-file", postgres, &huge),
+    ] {
+        let mut command = Gateway::command(&upstream, &["--store", store, flag, file]);
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (done, exited) = mpsc::channel();
+        std::thread::spawn(move || done.send(child.wait_with_output()));
+        let Ok(output) = exited.recv_timeout(Duration::from_secs(20)) else {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on the child's pid; it has not been reaped.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            panic!("{flag} {file}: the gateway blocked instead of refusing the file");
+        };
+        let output = output.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag} {file}: {stderr}");
+        let why = if file == &fifo {
+            "not a regular file"
+        } else {
+            "larger than"
+        };
+        assert!(
+            stderr.contains(&format!("cannot read {flag}")) && stderr.contains(why),
+            "{flag} {file}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn store_files_are_for_the_owner_only_whatever_the_umask() {
     let (upstream, _) = counting();

@@ -8,6 +8,7 @@ use super::proxy::Settings;
 use super::server::Limits;
 use super::store::sqlite::Durability;
 use crate::shared::redact::redact_url;
+use crate::shared::regular_file::read_regular;
 use crate::shared::units::{parse_duration, parse_size};
 use axum::http::{HeaderName, Method};
 use clap::Parser;
@@ -90,6 +91,10 @@ fn parse_header(text: &str) -> Result<HeaderName, String> {
 /// rewrites per hop) and its body's form (`Content-Type`,
 /// `Content-Encoding`, `Expect`). Unrelated requests share their values,
 /// so as a "key" they would replay one request's answer to another.
+/// The most `--store-password-file` may hold: a password, not a file of
+/// another kind named by mistake.
+const PASSWORD_FILE_LIMIT: u64 = 64 * 1024;
+
 const FRAMING_HEADERS: [HeaderName; 5] = [
     axum::http::header::HOST,
     axum::http::header::CONTENT_LENGTH,
@@ -271,10 +276,10 @@ pub struct Args {
     /// Where records live: `sqlite:PATH`, `postgres://USER@HOST:PORT/DB` or `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
-    /// File whose first line is the store's password (PostgreSQL, Redis), so it is not in the URL.
+    /// Regular file (at most 64 KiB) whose first line is the store's password (PostgreSQL, Redis), so it is not in the URL.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
-    /// PEM file of CA certificates trusted for TLS to PostgreSQL, besides the platform's roots.
+    /// Regular PEM file (at most 1 MiB) of CA certificates trusted for TLS to PostgreSQL, besides the platform's roots.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_CA_FILE")]
     pub store_ca_file: Option<PathBuf>,
     /// Methods given idempotency semantics, in upper case; others pass through untouched.
@@ -423,12 +428,15 @@ impl Args {
         let Some(file) = &self.store_password_file else {
             return Ok(self.store.clone());
         };
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            format!(
-                "cannot read --store-password-file `{}`: {e}",
-                file.display()
-            )
-        })?;
+        // A regular file only: a FIFO would block start-up until written.
+        let text = read_regular(file, PASSWORD_FILE_LIMIT)
+            .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other))
+            .map_err(|e| {
+                format!(
+                    "cannot read --store-password-file `{}`: {e}",
+                    file.display()
+                )
+            })?;
         let password = text.lines().next().unwrap_or_default();
         if password.is_empty() {
             return Err(format!(

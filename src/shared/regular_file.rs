@@ -1,7 +1,8 @@
 //! Opening the files that users name (the client's `body-file`,
 //! `ca-file`, `client-cert` and `client-key`; the gateway's
-//! `--jwt-jwks-file`) without ever blocking: a FIFO or a device opened for
-//! reading can wait forever for a writer, past every timeout.
+//! `--jwt-jwks-file`, `--store-password-file` and `--store-ca-file`)
+//! without ever blocking: a FIFO or a device opened for reading can wait
+//! forever for a writer, past every timeout.
 //! Only regular files are accepted, checked on the opened file itself, so
 //! a path swapped for a FIFO between two attempts is refused as well.
 

@@ -23,6 +23,7 @@
 use super::{
     Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
 };
+use crate::shared::regular_file::read_regular;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
 use std::time::Duration;
@@ -322,6 +323,10 @@ async fn within_call_timeout<T>(
         .map_err(|_| StoreError("PostgreSQL did not answer in time".to_owned()))?
 }
 
+/// The most `--store-ca-file` may hold: a bundle of CA certificates, not a
+/// file of another kind named by mistake.
+const CA_FILE_LIMIT: u64 = 1024 * 1024;
+
 /// The TLS client configuration: ring, the platform's roots and those in
 /// `ca_file`.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
@@ -335,8 +340,11 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
     }
     if let Some(path) = ca_file {
         let shown = path.display();
-        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(Iterator::collect)
+        // A regular file only: a FIFO would block start-up until written.
+        let pem = read_regular(path, CA_FILE_LIMIT)
+            .map_err(|e| StoreError(format!("cannot read --store-ca-file `{shown}`: {e}")))?;
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
             .map_err(|e| StoreError(format!("cannot read --store-ca-file `{shown}`: {e}")))?;
         if certificates.is_empty() {
             return Err(StoreError(format!(
