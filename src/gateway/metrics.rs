@@ -51,6 +51,20 @@ pub enum RequestOutcome {
 }
 
 impl RequestOutcome {
+    /// Every outcome, in the order of their counters.
+    pub const ALL: [RequestOutcome; 10] = [
+        RequestOutcome::Forwarded,
+        RequestOutcome::Replayed,
+        RequestOutcome::Conflict,
+        RequestOutcome::Mismatch,
+        RequestOutcome::Invalid,
+        RequestOutcome::PassedThrough,
+        RequestOutcome::StoreError,
+        RequestOutcome::OutcomeUnknown,
+        RequestOutcome::Unauthorized,
+        RequestOutcome::Overloaded,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,6 +82,43 @@ impl RequestOutcome {
     }
 }
 
+/// A timed store call, for the histogram's `operation` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOperation {
+    /// `claim`.
+    Claim,
+    /// `finish`: the answer recorded.
+    Finish,
+    /// `release`: a claim given up before the forward.
+    Release,
+    /// `renew`: a live forward's lease extended.
+    Renew,
+    /// `expire_lease`: a lapsed claim turned into "outcome unknown".
+    ExpireLease,
+}
+
+impl StoreOperation {
+    /// Every operation, in the order of their histograms.
+    pub const ALL: [StoreOperation; 5] = [
+        StoreOperation::Claim,
+        StoreOperation::Finish,
+        StoreOperation::Release,
+        StoreOperation::Renew,
+        StoreOperation::ExpireLease,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOperation::Claim => "claim",
+            StoreOperation::Finish => "finish",
+            StoreOperation::Release => "release",
+            StoreOperation::Renew => "renew",
+            StoreOperation::ExpireLease => "expire_lease",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
@@ -78,12 +129,16 @@ struct OperationLabel {
     operation: &'static str,
 }
 
-/// The gateway's instruments.
+/// The gateway's instruments. The labelled ones are looked up in their
+/// families once, at start-up, and kept in arrays indexed by the label's
+/// enum: a request then counts itself without hashing a label set or
+/// taking the family's lock, and every series is exported (at 0) from the
+/// start, so a rate over it is defined before its first event.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<OutcomeLabel, Counter>,
+    requests: [Counter; RequestOutcome::ALL.len()],
     upstream: Histogram,
-    store: Family<OperationLabel, Histogram>,
+    store: [Histogram; StoreOperation::ALL.len()],
     refused: Counter,
     open: Gauge,
     buffered: Gauge,
@@ -141,9 +196,21 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            requests,
+            requests: RequestOutcome::ALL.map(|outcome| {
+                requests
+                    .get_or_create(&OutcomeLabel {
+                        outcome: outcome.as_str(),
+                    })
+                    .clone()
+            }),
             upstream,
-            store,
+            store: StoreOperation::ALL.map(|operation| {
+                store
+                    .get_or_create(&OperationLabel {
+                        operation: operation.as_str(),
+                    })
+                    .clone()
+            }),
             refused,
             open,
             buffered,
@@ -155,11 +222,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one request.
     pub fn request(&self, outcome: RequestOutcome) {
-        self.requests
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        self.requests[outcome as usize].inc();
     }
 
     /// Counts a connection refused over the connection limit.
@@ -190,10 +253,8 @@ impl Metrics {
     }
 
     /// Records a store operation's duration.
-    pub fn store(&self, operation: &'static str, elapsed: Duration) {
-        self.store
-            .get_or_create(&OperationLabel { operation })
-            .observe(elapsed.as_secs_f64());
+    pub fn store(&self, operation: StoreOperation, elapsed: Duration) {
+        self.store[operation as usize].observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
@@ -202,5 +263,56 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_are_in_the_order_of_the_enums() {
+        for (i, outcome) in RequestOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?}");
+        }
+        for (i, operation) in StoreOperation::ALL.iter().enumerate() {
+            assert_eq!(*operation as usize, i, "{operation:?}");
+        }
+    }
+
+    #[test]
+    fn every_series_is_exported_from_the_start_and_counts_its_own_events() {
+        let metrics = Metrics::default();
+        let text = metrics.render();
+        for outcome in RequestOutcome::ALL {
+            let line = format!(
+                "idempotency_gateway_requests_total{{outcome=\"{}\"}} 0\n",
+                outcome.as_str()
+            );
+            assert!(text.contains(&line), "{line}");
+        }
+        for operation in StoreOperation::ALL {
+            let line = format!(
+                "idempotency_gateway_store_duration_seconds_count{{operation=\"{}\"}} 0\n",
+                operation.as_str()
+            );
+            assert!(text.contains(&line), "{line}");
+        }
+        metrics.request(RequestOutcome::Replayed);
+        metrics.request(RequestOutcome::Replayed);
+        metrics.store(StoreOperation::Renew, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains("idempotency_gateway_requests_total{outcome=\"replayed\"} 2\n"));
+        assert!(text.contains("idempotency_gateway_requests_total{outcome=\"forwarded\"} 0\n"));
+        assert!(
+            text.contains(
+                "idempotency_gateway_store_duration_seconds_count{operation=\"renew\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "idempotency_gateway_store_duration_seconds_count{operation=\"claim\"} 0\n"
+            )
+        );
     }
 }

@@ -38,7 +38,7 @@ use super::fingerprint::{fingerprint, key_hash};
 use super::hop;
 use super::key::{self, KeyHeader};
 use super::log_format::REQUEST_TARGET;
-use super::metrics::{Metrics, RequestOutcome};
+use super::metrics::{Metrics, RequestOutcome, StoreOperation};
 use super::problem::Problem;
 use super::store::{
     AnyStore, Claimed, LAPSED_LEASE_DETAIL, Outcome, Record, RecordId, Store, StoreError,
@@ -162,7 +162,7 @@ impl Gateway {
 
     async fn timed<T>(
         &self,
-        operation: &'static str,
+        operation: StoreOperation,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
@@ -358,7 +358,7 @@ impl Gateway {
                         now.saturating_add(ttl),
                         now,
                     );
-                    match self.timed("expire_lease", expire).await {
+                    match self.timed(StoreOperation::ExpireLease, expire).await {
                         Err(e) => return self.store_unavailable(&id, token, &e),
                         Ok(Some(Record::Done {
                             outcome, stored_at, ..
@@ -396,7 +396,7 @@ impl Gateway {
                 tokio::time::sleep(pause).await;
             }
             let claim = self.store.claim(id, fingerprint, token, lease_until, now);
-            match self.timed("claim", claim).await {
+            match self.timed(StoreOperation::Claim, claim).await {
                 Ok(claimed) => return Ok(claimed),
                 Err(e) => last = Some(e),
             }
@@ -453,7 +453,7 @@ impl Gateway {
                 result = &mut call => break result,
                 () = tokio::time::sleep(renew_every) => {
                     let lease_until = self.now_ms().saturating_add(ms(self.settings.lock_timeout));
-                    if let Err(error) = self.timed("renew", self.store.renew(&id, &token, lease_until)).await {
+                    if let Err(error) = self.timed(StoreOperation::Renew, self.store.renew(&id, &token, lease_until)).await {
                         tracing::warn!(%error, "could not renew a lease");
                     }
                 }
@@ -540,7 +540,7 @@ impl Gateway {
         let now = self.now_ms();
         match self
             .timed(
-                "finish",
+                StoreOperation::Finish,
                 self.store.finish(id, token, outcome, expires_at, now),
             )
             .await
@@ -556,7 +556,10 @@ impl Gateway {
     }
 
     async fn release(&self, id: &RecordId, token: &Token) {
-        if let Err(error) = self.timed("release", self.store.release(id, token)).await {
+        if let Err(error) = self
+            .timed(StoreOperation::Release, self.store.release(id, token))
+            .await
+        {
             tracing::error!(%error, "could not release a claim; it will become outcome unknown");
         }
     }
