@@ -8,9 +8,14 @@
 //! its lock is held, and with all records in one map that stalled every
 //! request for 80 to 160 ms at a few hundred thousand records
 //! (docs/performance.md); a shard holds a sixty-fourth of them. The sweep
-//! locks one shard at a time for the same reason. Plain std maps rather
+//! locks one shard at a time for the same reason. Plain tables rather
 //! than a concurrent-map crate: each call stays one closure over its
-//! shard, so a claim's look-then-insert is under one lock, as before.
+//! record's slot, so a claim's look-then-insert is under one lock, as
+//! before. Each slot keeps its id's hash (hashbrown's `HashTable`): a call
+//! hashes its id once, for the shard and every probe of its table, where a
+//! `HashMap` hashed it again on every lookup and insert (about 14 SipHash
+//! runs per forward, docs/performance.md), and a growing table moves its
+//! records without hashing any of them.
 //!
 //! The records' size is bounded (`--memory-max-bytes`): every change adds
 //! or subtracts the estimated size of the records it touches, and a claim
@@ -22,7 +27,6 @@
 //! of the forwards under way, at most `--max-body` each.
 
 use super::{Claimed, Outcome, Record, RecordId, Store, StoreError, Token};
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -30,7 +34,67 @@ use std::sync::{Mutex, MutexGuard};
 /// How many maps the records are spread over.
 const SHARDS: usize = 64;
 
-type Shard = HashMap<RecordId, Record>;
+/// A record with its id and the id's hash.
+struct Slot {
+    hash: u64,
+    id: RecordId,
+    record: Record,
+}
+
+type Shard = hashbrown::HashTable<Slot>;
+
+/// One id's slot in its locked shard: the only record a call can see or
+/// change, found by the hash computed once for the call.
+struct Entry<'a> {
+    shard: &'a mut Shard,
+    hash: u64,
+    id: &'a RecordId,
+}
+
+impl Entry<'_> {
+    fn get(&self) -> Option<&Record> {
+        let id = self.id;
+        self.shard
+            .find(self.hash, |slot| slot.id == *id)
+            .map(|slot| &slot.record)
+    }
+
+    fn get_mut(&mut self) -> Option<&mut Record> {
+        let id = self.id;
+        self.shard
+            .find_mut(self.hash, |slot| slot.id == *id)
+            .map(|slot| &mut slot.record)
+    }
+
+    /// Puts `record` under the id, in place of the one there if any.
+    fn insert(&mut self, record: Record) {
+        if let Some(held) = self.get_mut() {
+            *held = record;
+            return;
+        }
+        self.shard.insert_unique(
+            self.hash,
+            Slot {
+                hash: self.hash,
+                id: self.id.clone(),
+                record,
+            },
+            |slot| slot.hash,
+        );
+    }
+
+    /// Removes the id's record; whether there was one.
+    fn remove(&mut self) -> bool {
+        let id = self.id;
+        match self.shard.find_entry(self.hash, |slot| slot.id == *id) {
+            Ok(found) => {
+                found.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// The default of `--memory-max-bytes`.
 pub const DEFAULT_MAX_BYTES: usize = 512 << 20;
@@ -67,9 +131,9 @@ fn footprint(id: &RecordId, record: &Record) -> usize {
 /// An in-process store.
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
-    /// Picks an id's shard; keyed apart from the maps' own hashers, so the
-    /// records of one shard do not share bits of their in-map hashes.
-    spread: RandomState,
+    /// Hashes ids, with a key of this process's own, so keys a client
+    /// chooses cannot be made to collide.
+    hasher: RandomState,
     /// The records' footprints, summed.
     held: AtomicUsize,
     /// Past this, new claims are refused.
@@ -98,7 +162,7 @@ impl MemoryStore {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            spread: RandomState::new(),
+            hasher: RandomState::new(),
             held: AtomicUsize::new(0),
             max_bytes,
             refusing: AtomicBool::new(false),
@@ -110,23 +174,31 @@ impl MemoryStore {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the shard that holds `id`, under its lock, and counts
-    /// the change to `id`'s record in [`Self::held_bytes`]. `f` changes no
-    /// other record.
-    fn with<T>(&self, id: &RecordId, f: impl FnOnce(&mut Shard) -> T) -> T {
-        let mut shard = self.shard(id);
-        let size = |shard: &Shard| shard.get(id).map_or(0, |record| footprint(id, record));
-        let before = size(&shard);
-        let result = f(&mut shard);
-        self.account(before, size(&shard));
+    /// Runs `f` on `id`'s slot, under its shard's lock, and counts the
+    /// change to its record in [`Self::held_bytes`]. `f` can reach no other
+    /// record.
+    fn with<T>(&self, id: &RecordId, f: impl FnOnce(&mut Entry<'_>) -> T) -> T {
+        let (hash, mut shard) = self.shard(id);
+        let mut entry = Entry {
+            shard: &mut shard,
+            hash,
+            id,
+        };
+        let size = |entry: &Entry<'_>| entry.get().map_or(0, |record| footprint(id, record));
+        let before = size(&entry);
+        let result = f(&mut entry);
+        self.account(before, size(&entry));
         result
     }
 
-    /// The shard that holds `id`, locked.
-    fn shard(&self, id: &RecordId) -> MutexGuard<'_, Shard> {
-        // The remainder of a 64-bit hash: uniform enough for 64 shards.
-        let index = (self.spread.hash_one(id) % SHARDS as u64) as usize;
-        lock(&self.shards[index])
+    /// `id`'s hash, and the shard that holds it, locked.
+    fn shard(&self, id: &RecordId) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(id);
+        // A table indexes its slots by the hash's low bits and tags them with
+        // its top 7, so the shard is picked by bits in between: the records
+        // of one shard then share no bit their table uses.
+        let index = ((hash >> 48) as usize) % SHARDS;
+        (hash, lock(&self.shards[index]))
     }
 
     /// Counts a change of footprint from `before` to `after` bytes.
@@ -140,7 +212,11 @@ impl MemoryStore {
 
     /// The done record under `id`, if it has not expired at `now`.
     pub fn recall(&self, id: &RecordId, now: u64) -> Option<Record> {
-        match self.shard(id).get(id) {
+        let (hash, shard) = self.shard(id);
+        match shard
+            .find(hash, |slot| slot.id == *id)
+            .map(|slot| &slot.record)
+        {
             Some(record @ Record::Done { expires_at, .. }) if *expires_at > now => {
                 Some(record.clone())
             }
@@ -162,8 +238,8 @@ impl Store for MemoryStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
-        self.with(id, |records| {
-            let decided = match records.get(id) {
+        self.with(id, |entry| {
+            let decided = match entry.get() {
                 Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
                 Some(Record::InFlight { token: held, .. }) if held == token => Some(Claimed::Won),
                 Some(existing) => Some(Claimed::Existing(existing.clone())),
@@ -181,14 +257,11 @@ impl Store for MemoryStore {
                 return Ok(Claimed::Full);
             }
             self.refusing.store(false, Ordering::Relaxed);
-            records.insert(
-                id.clone(),
-                Record::InFlight {
-                    fingerprint: *fingerprint,
-                    token: *token,
-                    lease_until,
-                },
-            );
+            entry.insert(Record::InFlight {
+                fingerprint: *fingerprint,
+                token: *token,
+                lease_until,
+            });
             Ok(Claimed::Won)
         })
     }
@@ -199,7 +272,7 @@ impl Store for MemoryStore {
         token: &Token,
         lease_until: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(id, |records| match records.get_mut(id) {
+        Ok(self.with(id, |entry| match entry.get_mut() {
             Some(Record::InFlight {
                 token: t,
                 lease_until: lease,
@@ -220,12 +293,9 @@ impl Store for MemoryStore {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self.with(id, |records| {
+        Ok(self.with(id, |entry| {
             // In place: one lookup, and the key is not copied again.
-            let Some(record) = records
-                .get_mut(id)
-                .filter(|record| holds(Some(record), token))
-            else {
+            let Some(record) = entry.get_mut().filter(|record| holds(Some(record), token)) else {
                 return false;
             };
             *record = Record::Done {
@@ -239,9 +309,7 @@ impl Store for MemoryStore {
     }
 
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
-        Ok(self.with(id, |records| {
-            holds(records.get(id), token) && records.remove(id).is_some()
-        }))
+        Ok(self.with(id, |entry| holds(entry.get(), token) && entry.remove()))
     }
 
     async fn expire_lease(
@@ -252,12 +320,12 @@ impl Store for MemoryStore {
         expires_at: u64,
         now: u64,
     ) -> Result<Option<Record>, StoreError> {
-        Ok(self.with(id, |records| {
+        Ok(self.with(id, |entry| {
             if let Some(Record::InFlight {
                 token: t,
                 lease_until,
                 fingerprint,
-            }) = records.get(id)
+            }) = entry.get()
                 && t == token
                 && *lease_until <= now
             {
@@ -267,9 +335,9 @@ impl Store for MemoryStore {
                     expires_at,
                     stored_at: Some(now),
                 };
-                records.insert(id.clone(), done);
+                entry.insert(done);
             }
-            records.get(id).cloned()
+            entry.get().cloned()
         }))
     }
 
@@ -293,7 +361,7 @@ impl Store for MemoryStore {
 /// footprints before and after.
 fn sweep_shard(records: &mut Shard, now: u64, unknown_ttl: u64) -> (u64, usize, usize) {
     let (mut touched, mut before, mut after) = (0, 0, 0);
-    records.retain(|id, record| match record {
+    records.retain(|Slot { id, record, .. }| match record {
         Record::Done { expires_at, .. } if *expires_at <= now => {
             touched += 1;
             before += footprint(id, record);
@@ -382,7 +450,7 @@ mod tests {
                 let records = lock(s);
                 records
                     .iter()
-                    .map(|(id, r)| footprint(id, r))
+                    .map(|slot| footprint(&slot.id, &slot.record))
                     .collect::<Vec<_>>()
             })
             .sum();
