@@ -404,6 +404,33 @@ fn oidc_without_permission_is_a_clear_error_and_nothing_is_sent() {
     assert_eq!(target.connections(), 0);
 }
 
+/// A token that could not be sent as a header value (a control
+/// character, a space, a line break, or nothing) is refused before
+/// anything is sent, without being quoted.
+#[test]
+fn an_unusable_oidc_token_is_refused_and_nothing_is_sent() {
+    for value in [
+        r"Zq9\u0001Xw.x.y",
+        "Zq9 Xw.x.y",
+        r"Zq9\nXw.x.y",
+        r"Zq9\u007fXw",
+        "",
+    ] {
+        let body = format!(r#"{{"value":"{value}"}}"#);
+        let service = Server::start(move |_| Reply::Respond(Response::new(200).body(body.clone())));
+        let (target, _) = target();
+        let dir = tempfile::tempdir().unwrap();
+        let assert = oidc_client(dir.path(), &service, &target).assert().code(2);
+        let log = stdout(&assert);
+        assert!(
+            log.contains("the OIDC token service answered with an unusable token"),
+            "{value}: {log}"
+        );
+        assert!(!log.contains("Zq9"), "{value}: the token was quoted: {log}");
+        assert_eq!(target.connections(), 0, "{value}");
+    }
+}
+
 /// A token service that mints numbered JWT-shaped tokens expiring
 /// `lifetime_secs` after now (negative: already expired), answering `500`
 /// to the calls numbered in `failing` (1-based); returns the server and

@@ -51,7 +51,9 @@ pub async fn token(client: &reqwest::Client, env: &Env, audience: &str) -> Resul
             .map_err(|e| format!("the OIDC token response broke off: {}", e.without_url()))?,
     )
     .map_err(|_| "the OIDC token service did not answer with a token".to_owned())?;
-    if body.value.is_empty() || body.value.contains(['\r', '\n']) {
+    // A JWT is visible ASCII; anything else could not be sent as a header
+    // value (or would split it).
+    if body.value.is_empty() || !body.value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the OIDC token service answered with an unusable token".to_owned());
     }
     Ok(body.value)
