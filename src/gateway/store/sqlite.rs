@@ -7,25 +7,28 @@
 //! a crash of the gateway process; `--durability full` (`synchronous=FULL`)
 //! also survives a crash of the host, at the cost of an fsync per commit.
 //!
-//! All calls share one connection. At the default durability a call is a
-//! few tens of microseconds (a commit is a write into the OS page cache),
-//! less than handing it to another thread, so it runs on the calling thread
-//! when the connection is free and no call is queued. Otherwise, and always
-//! with `--durability full` (an fsync per commit), it is queued, and the
-//! queue is drained by whoever holds the connection: a call that ran on its
-//! own thread runs what was queued meanwhile before it returns (up to 32
-//! calls and none of the sweep's, then it hands the rest over), and the
-//! writer thread runs what is handed over, and everything at `--durability
-//! full`. Each batch (every call queued at that moment, at most 128) is one
-//! transaction (group commit: one commit, one WAL append and at most one
-//! fsync for the batch), each call in a savepoint of its own so one call's
-//! error undoes only its own changes. A call's answer is given only after
-//! its batch committed, so a claim is durable before the forward starts,
-//! exactly as with a commit of its own; a failed commit fails every call of
-//! the batch. A runtime thread never waits for the lock or the disk: it
-//! takes the connection only when it is free and queues otherwise. Draining
-//! there saves waking the writer thread for most queued calls
-//! (docs/performance.md).
+//! All calls share one connection and go through one queue. Whoever
+//! finds no one draining the queue drains it, and the queue is drained in
+//! batches: each batch (every call queued at that moment, at most 128) is
+//! one transaction (group commit: one commit, one WAL append and at most
+//! one fsync for the batch), each call in a savepoint of its own so one
+//! call's error undoes only its own changes. A call's answer is given only
+//! after its batch committed, so a claim is durable before the forward
+//! starts, exactly as with a commit of its own; a failed commit fails every
+//! call of the batch.
+//!
+//! At the default durability a call is a few tens of microseconds (a
+//! commit is a write into the OS page cache), less than handing it to
+//! another thread, so the call that takes the draining first yields once
+//! (the tasks ready on its runtime thread run, and the calls they make join
+//! its batch), then drains the queue on its own thread if the connection is
+//! free: its own call and up to 32 more, none of the sweep's; it hands the
+//! rest to the writer thread. The writer thread also drains when the
+//! connection was busy (a runtime thread never waits for the lock or the
+//! disk), for a call dropped at its yield, and always at `--durability
+//! full` (an fsync per commit). Draining on the runtime thread saves waking
+//! the writer thread for most calls, and the yield cuts the commits per
+//! call under load (docs/performance.md).
 //!
 //! WAL checkpoints, the slow part of SQLite, never run on this connection:
 //! see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which cuts
@@ -122,7 +125,7 @@ fn drain(pending: &Mutex<Pending>, connection: &mut Connection, mut drainer: Dra
 /// The most calls one transaction takes.
 const MAX_BATCH: usize = 128;
 
-/// The most queued calls a runtime thread runs after its own before it
+/// The most queued calls a runtime thread runs besides its own before it
 /// hands the rest to the writer thread.
 const INLINE_BUDGET: usize = 32;
 
@@ -318,38 +321,38 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on the connection: here if it is free, no call is queued
-    /// and commits do not fsync (and then what is queued meanwhile too),
-    /// else queued for whoever drains the queue (see the module
-    /// documentation).
+    /// Runs `f` on the connection, in a batch with whatever else is
+    /// queued (see the module documentation).
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        if self.inline {
-            let mut pending = lock_pending(&self.pending);
-            if !pending.draining {
-                let free = match self.writer.try_lock() {
-                    Ok(connection) => Some(connection),
-                    Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                    Err(TryLockError::WouldBlock) => None,
-                };
-                if let Some(mut connection) = free {
-                    pending.draining = true;
-                    drop(pending);
-                    let result = f(&mut connection);
-                    let drainer = Drainer::Runtime {
-                        budget: INLINE_BUDGET,
-                    };
-                    if drain(&self.pending, &mut connection, drainer) {
-                        drop(connection);
-                        self.hand_over();
-                    }
-                    return result.map_err(StoreError::from);
-                }
-            }
-        }
         self.run_queued(f, false).await
+    }
+
+    /// Drains the queue on this runtime thread if the connection is free,
+    /// within [`INLINE_BUDGET`]; hands over to the writer thread whatever
+    /// it leaves, and everything if the connection is busy (a runtime
+    /// thread never waits for the lock).
+    fn drain_here(&self) {
+        let free = match self.writer.try_lock() {
+            Ok(connection) => Some(connection),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let more = match free {
+            Some(mut connection) => {
+                // Its own call and up to INLINE_BUDGET others.
+                let drainer = Drainer::Runtime {
+                    budget: INLINE_BUDGET + 1,
+                };
+                drain(&self.pending, &mut connection, drainer)
+            }
+            None => true,
+        };
+        if more {
+            self.hand_over();
+        }
     }
 
     /// Hands the draining (set) to the writer thread. Without one (it can
@@ -366,38 +369,80 @@ impl SqliteStore {
         }
     }
 
-    /// Queues `f` for whoever drains the queue (the writer thread if no
-    /// one is, and always if `writer_only`); its answer once its batch has
-    /// committed.
+    /// Queues `f` for whoever drains the queue; its answer once its batch
+    /// has committed. If no one drains it, this call does: here at the
+    /// default durability (after letting the tasks ready on this thread
+    /// queue theirs) unless `writer_only`, else on the writer thread.
     async fn run_queued<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
         writer_only: bool,
     ) -> Result<T, StoreError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let job = Job {
-            writer_only,
-            run: Box::new(move |connection| {
-                let result = f(connection);
-                let ok = result.is_ok();
-                let deliver: Deliver = Box::new(move |committed| {
-                    let _ = answer.send(committed.and(result.map_err(StoreError::from)));
-                });
-                (ok, deliver)
-            }),
-        };
+        let (job, answered) = queued_job(f, writer_only);
         let start = {
             let mut pending = lock_pending(&self.pending);
             pending.jobs.push(job);
             !std::mem::replace(&mut pending.draining, true)
         };
-        if start {
+        if start && self.inline && !writer_only {
+            let gathering = Gathering(Some(self));
+            // The tasks ready on this thread run first, and the calls they
+            // make join this batch: fewer commits under load, one turn of
+            // the scheduler's queue without.
+            tokio::task::yield_now().await;
+            gathering.drain_here();
+        } else if start {
             self.hand_over();
         }
         answered.await.map_err(|_| {
             StoreError("the SQLite writer thread stopped before answering".to_owned())
         })?
     }
+}
+
+/// The draining, held by a task between queueing its call and draining
+/// the queue: if the task is dropped at its yield (its request cancelled),
+/// the writer thread takes the draining over, so no queued call is left
+/// with no one to run it.
+struct Gathering<'a>(Option<&'a SqliteStore>);
+
+impl Gathering<'_> {
+    fn drain_here(mut self) {
+        if let Some(store) = self.0.take() {
+            store.drain_here();
+        }
+    }
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.0.take() {
+            store.hand_over();
+        }
+    }
+}
+
+/// Where a queued call's answer comes.
+type Answer<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
+
+/// `f` as a queued call, and where its answer will come.
+fn queued_job<T: Send + 'static>(
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    writer_only: bool,
+) -> (Job, Answer<T>) {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let job = Job {
+        writer_only,
+        run: Box::new(move |connection| {
+            let result = f(connection);
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |committed| {
+                let _ = answer.send(committed.and(result.map_err(StoreError::from)));
+            });
+            (ok, deliver)
+        }),
+    };
+    (job, answered)
 }
 
 /// The holder's claim turned into a final record: its answer stored.
@@ -752,6 +797,58 @@ mod tests {
             ran
         });
         (holder.join().unwrap(), ran)
+    }
+
+    /// Calls made by tasks ready on the same thread join the batch of the
+    /// call that took the draining: they run before its commit, and share it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn calls_made_together_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Arc::new(SqliteStore::open(&path, Durability::Process).unwrap());
+        // Sees only what was committed (WAL: a reader never waits).
+        let other = Connection::open(&path).unwrap();
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let insert = "INSERT INTO records (caller, key, fingerprint) VALUES (?1, 'k', ?2)";
+                store
+                    .run(move |c| c.execute(insert, params![&[1u8; 32][..], &[0u8; 32][..]]))
+                    .await
+            }
+        });
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let count = "SELECT count(*) FROM records";
+                store
+                    .run(move |_| other.query_row(count, [], |row| row.get::<_, i64>(0)))
+                    .await
+            }
+        });
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(
+            second.await.unwrap().unwrap(),
+            0,
+            "the second call ran inside the first one's transaction"
+        );
+    }
+
+    /// A call dropped after it took the draining (its request cancelled
+    /// at its yield) leaves the queue to the writer thread: later calls
+    /// are not stranded behind it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_dropped_at_its_yield_leaves_no_call_stranded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap();
+        let mut dropped = Box::pin(store.run(|_| Ok(())));
+        assert!(
+            futures_util::poll!(&mut dropped).is_pending(),
+            "at its yield"
+        );
+        drop(dropped);
+        let next = tokio::time::timeout(Duration::from_secs(30), store.run(here)).await;
+        assert!(next.expect("a later call is answered").is_ok());
     }
 
     /// A call queued behind one running on a runtime thread is run by that
