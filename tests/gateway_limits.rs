@@ -218,6 +218,51 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
     assert!(sample(&text, "idempotency_gateway_connections_refused_total") >= 1.0);
 }
 
+/// Clients that send a forward and hang up at once: each forward goes on
+/// without its client, and holds its connection's place under
+/// `--max-connections` until it is done, so hanging up cannot pile up
+/// forwards (and upstream connections) past the limit. Once the forward is
+/// recorded the place is free again.
+#[test]
+fn a_forward_whose_client_hung_up_still_counts_against_max_connections() {
+    let (upstream, entered, release) =
+        support::held_upstream(Response::new(201).body("{\"deployment\":1}"));
+    let gateway = start(&upstream, &["--max-connections", "1"]);
+    let admin = gateway.admin.clone().unwrap();
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(
+            b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: hung-up\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+    support::wait_entered(&entered);
+    drop(stream);
+    wait_until("the client's connection is gone", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 0.0
+    });
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(&text, "idempotency_gateway_forwards_in_flight"),
+        1.0,
+        "the forward goes on without its client"
+    );
+    // No connection is open, but the forward holds the only place.
+    let mut late = connect(&gateway);
+    let refused = read_all(&mut late);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too-many-connections"), "{refused}");
+    release.send(()).unwrap();
+    gateway.log_line_with("the client went away before the answer");
+    wait_until("the forward is done", || {
+        sample(&metrics(&admin), "idempotency_gateway_forwards_in_flight") == 0.0
+    });
+    // The place is free: the retry is served, and replayed.
+    let retry = post(&http(), &gateway, "hung-up").unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(upstream.requests().len(), 1, "the upstream acted once");
+}
+
 /// `prlimit` (util-linux), found on the test's own PATH: the gateway's
 /// command runs with a cleared environment.
 fn prlimit() -> std::path::PathBuf {

@@ -7,6 +7,9 @@
 //! - `idempotency_gateway_connections_refused_total`: connections answered
 //!   `503` over `--max-connections`.
 //! - `idempotency_gateway_connections_open`: client connections open now.
+//! - `idempotency_gateway_forwards_in_flight`: claims being forwarded and
+//!   recorded now, those whose client went away included (each holds its
+//!   connection's place under `--max-connections` until it is done).
 //! - `idempotency_gateway_buffered_bytes`: request-body bytes held now
 //!   against `--max-buffered`.
 //! - `idempotency_gateway_memory_store_bytes`: with `--store memory`, the
@@ -143,6 +146,7 @@ pub struct Metrics {
     open: Gauge,
     buffered: Gauge,
     memory_store: Gauge,
+    forwards: Gauge,
 }
 
 /// An open connection, counted until dropped.
@@ -182,6 +186,12 @@ impl Default for Metrics {
             "Client connections open now",
             open.clone(),
         );
+        let forwards = Gauge::default();
+        registry.register(
+            "forwards_in_flight",
+            "Claims being forwarded and recorded now, those whose client went away included",
+            forwards.clone(),
+        );
         let buffered = Gauge::default();
         registry.register(
             "buffered_bytes",
@@ -215,6 +225,7 @@ impl Default for Metrics {
             open,
             buffered,
             memory_store,
+            forwards,
         }
     }
 }
@@ -239,6 +250,12 @@ impl Metrics {
     /// Sets the request-body bytes held now.
     pub fn set_buffered(&self, bytes: usize) {
         self.buffered.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of forwards in flight now.
+    pub fn set_forwards(&self, forwards: usize) {
+        self.forwards
+            .set(i64::try_from(forwards).unwrap_or(i64::MAX));
     }
 
     /// Sets the memory store's records' size now.

@@ -118,6 +118,13 @@ pub struct Gateway {
     pub forwards: TaskTracker,
 }
 
+/// A connection's place under `--max-connections`. Every forward begun on
+/// the connection holds it too, so a forward whose client went away keeps
+/// counting against the limit until it is done: clients that send and hang
+/// up at once cannot pile up forwards (and their upstream connections)
+/// past it.
+pub type ConnectionSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 /// What a request comes to: the outcome for the counter, the key hash for
 /// the log, the answer.
 type Handled = (RequestOutcome, Option<String>, Response);
@@ -171,7 +178,7 @@ impl Gateway {
         result
     }
 
-    async fn process(self: &Arc<Self>, request: Request) -> Handled {
+    async fn process(self: &Arc<Self>, request: Request, slot: ConnectionSlot) -> Handled {
         let (mut parts, body) = request.into_parts();
         if let Err(refusal) = target::check(parts.uri.path()) {
             return invalid(None, refusal.detail());
@@ -294,7 +301,11 @@ impl Gateway {
         let logged_key = hash.clone();
         let (outcome, response) = unsplit(
             &self.forwards,
-            async move { gateway.idempotent(parts, body, held, id, fingerprint).await },
+            async move {
+                let answer = gateway.idempotent(parts, body, held, id, fingerprint).await;
+                drop(slot);
+                answer
+            },
             move |(outcome, response): (RequestOutcome, Response)| {
                 // The request's own log line went with its client.
                 orphan.metrics.request(outcome);
@@ -687,7 +698,14 @@ fn replay(outcome: Outcome, stored_at: Option<u64>, now: u64) -> (RequestOutcome
 /// status, latency; never the raw key, a header value or a body). The
 /// trace-id lets one search find every attempt of one operation in the
 /// client's and the gateway's logs.
-pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+///
+/// `slot` is the connection's place under `--max-connections`, held by a
+/// forward until it is done ([`ConnectionSlot`]).
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    slot: ConnectionSlot,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = crate::shared::outside_text::one_line(request.uri().path());
@@ -698,7 +716,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         .and_then(|value| value.to_str().ok())
         .and_then(TraceParent::parse)
         .map(|parent| parent.trace_id_hex());
-    let (outcome, key, response) = gateway.process(request).await;
+    let (outcome, key, response) = gateway.process(request, slot).await;
     gateway.metrics.request(outcome);
     // One message, written as it is (`log_format`): every part is inert
     // (an HTTP token, a `one_line` path, hex, numbers and fixed words).

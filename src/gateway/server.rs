@@ -4,7 +4,11 @@
 //!
 //! Limits, each a flag with a safe default, as mature proxies ship them:
 //! - `--max-connections`: past it, a new connection is answered `503` with
-//!   `Retry-After` and closed; the others go on.
+//!   `Retry-After` and closed; the others go on. A connection's place is
+//!   held until it is closed and every forward begun on it is done, so
+//!   forwards whose clients went away count against the limit too (and
+//!   the descriptors reserved for it, one per connection and one per
+//!   upstream connection, stay enough for HTTP/1.1).
 //! - `--header-timeout`: a connection that has not sent a whole request
 //!   head within it of being accepted (a slowloris) is closed; for HTTP/1.1
 //!   hyper applies the same limit to every request head.
@@ -18,7 +22,7 @@
 //! forwards whose clients went away still finish and are stored, all within
 //! one deadline (`--shutdown-timeout`).
 
-use super::proxy::Gateway;
+use super::proxy::{ConnectionSlot, Gateway};
 use super::store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -134,8 +138,8 @@ pub async fn serve(
         let (builder, app, stopped) = (builder.clone(), gateway.clone(), stopped.clone());
         let open = gateway.metrics.connection_opened();
         connections.spawn(async move {
-            serve_connection(stream, &builder, app, stopped, limits).await;
-            drop((slot, open));
+            serve_connection(stream, &builder, app, stopped, limits, Arc::new(slot)).await;
+            drop(open);
         });
     }
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
@@ -261,6 +265,7 @@ async fn serve_connection(
     app: Arc<Gateway>,
     mut stopped: watch::Receiver<Option<Instant>>,
     limits: Limits,
+    slot: ConnectionSlot,
 ) {
     let activity = Arc::new(Activity {
         moved: AtomicBool::new(false),
@@ -279,13 +284,14 @@ async fn serve_connection(
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
             activity.begun.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight(activity.clone());
-            let gateway = app.clone();
+            let (gateway, slot) = (app.clone(), slot.clone());
             async move {
                 // The proxy is the whole application: called directly, no
                 // router in between (every path is the upstream's).
                 let response = super::proxy::handle(
                     axum::extract::State(gateway),
                     request.map(axum::body::Body::new),
+                    slot,
                 )
                 .await;
                 drop(guard);
