@@ -491,6 +491,8 @@ fn by_default_callers_apart_by_every_common_credential_header() {
         "x-api-key",
         "private-token",
         "x-auth-token",
+        "x-session-id",
+        "jsessionid",
     ] {
         let key = format!("scope-{header}");
         let (_, _, first) = post(&gateway, &key, &[(header, "caller-a-secret")]);

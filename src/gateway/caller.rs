@@ -4,8 +4,9 @@
 //!
 //! - [`CallerRule::Credentials`] (`--scope-headers auto`, the default):
 //!   every request header whose name marks a credential
-//!   ([`crate::shared::secret_names`]: `Authorization`,
-//!   `Proxy-Authorization`, `Cookie`, `X-Api-Key`, `Private-Token`, …),
+//!   ([`crate::shared::secret_names::is_secret_header`]: `Authorization`,
+//!   `Proxy-Authorization`, `Cookie`, `X-Api-Key`, `Private-Token`,
+//!   `X-Session-Id`, …),
 //!   except the key header itself. Callers who authenticate by cookie or by
 //!   API-key header are then apart as well as bearer callers.
 //! - [`CallerRule::Headers`]: exactly the headers named.
@@ -20,7 +21,7 @@
 
 use super::jwt::{Jwt, Rejection};
 use crate::shared::framing::FramedHasher;
-use crate::shared::secret_names::is_secret_name;
+use crate::shared::secret_names::is_secret_header;
 use axum::http::{HeaderMap, HeaderName, header::AUTHORIZATION};
 use std::sync::Arc;
 
@@ -72,7 +73,7 @@ pub async fn identify(
             headers,
             headers
                 .keys()
-                .filter(|name| *name != key_header && is_secret_name(name.as_str())),
+                .filter(|name| *name != key_header && is_secret_header(name.as_str())),
         )),
         CallerRule::Headers(names) => Ok(hash_headers(headers, names.iter())),
         CallerRule::Jwt(jwt) => {

@@ -6,7 +6,10 @@
 //!
 //! A name is a credential's when, compared without letter case, it is one
 //! of [`EXACT`] or contains one of [`WORDS`]. Percent-encoding is decoded
-//! first, so `access%5Ftoken` is `access_token`.
+//! first, so `access%5Ftoken` is `access_token`. A header name is also a
+//! credential's when it contains one of [`HEADER_WORDS`] (session ids);
+//! query parameter names keep the rule without them, because that rule is
+//! part of the client's key derivation (v1) and must not move.
 
 /// Names that are credentials as a whole.
 pub const EXACT: &[&str] = &[
@@ -30,7 +33,31 @@ pub const WORDS: &[&str] = &[
     "credential",
 ];
 
-/// Whether a value under `name` is a credential.
+/// Words that make a header name a credential's besides [`WORDS`]: session
+/// identifiers (`X-Session-Id`, `JSESSIONID`, `PHPSESSID`), which servers
+/// that issue them treat as the caller's credential.
+pub const HEADER_WORDS: &[&str] = &["session", "sessid"];
+
+/// Whether a value under the header `name` is a credential: [`is_secret_name`]
+/// or a name containing one of [`HEADER_WORDS`].
+pub fn is_secret_header(name: &str) -> bool {
+    is_secret_name(name) || {
+        let lower = lowered(name);
+        HEADER_WORDS.iter().any(|word| contains(&lower, word))
+    }
+}
+
+/// `name` in lower case, borrowed when it already is (as the HTTP stack
+/// holds header names: no allocation per header on the gateway's path).
+fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// Whether a query parameter's (or any other name's) value is a credential.
 pub fn is_secret_name(name: &str) -> bool {
     // Without a `%` there is nothing to decode: no allocation (the gateway
     // asks this for every header of every request).
@@ -42,10 +69,7 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 fn matches(name: &str) -> bool {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return matches_lower(&name.to_ascii_lowercase());
-    }
-    matches_lower(name)
+    matches_lower(&lowered(name))
 }
 
 /// `name` in lower case (header names as the HTTP stack holds them).
@@ -54,13 +78,14 @@ fn matches_lower(name: &str) -> bool {
     // setting up `contains`'s substring searcher for each of the words cost
     // more than the comparisons (a third of the gateway's caller scoping,
     // counted with callgrind; docs/performance.md).
-    let bytes = name.as_bytes();
-    EXACT.contains(&name)
-        || WORDS.iter().any(|word| {
-            bytes
-                .windows(word.len())
-                .any(|window| window == word.as_bytes())
-        })
+    EXACT.contains(&name) || WORDS.iter().any(|word| contains(name, word))
+}
+
+/// Whether `word` occurs in `name`, by byte windows.
+fn contains(name: &str, word: &str) -> bool {
+    name.as_bytes()
+        .windows(word.len())
+        .any(|window| window == word.as_bytes())
 }
 
 /// Percent-decodes `text` (invalid escapes stay as they are); non-UTF-8
@@ -110,6 +135,26 @@ mod tests {
             "apikey",
         ] {
             assert!(is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn session_headers_are_credentials_but_session_query_names_are_not() {
+        for name in [
+            "X-Session-Id",
+            "jsessionid",
+            "PHPSESSID",
+            "session",
+            "x-api-key",
+        ] {
+            assert!(is_secret_header(name), "{name}");
+        }
+        // The query rule is part of the key derivation: unchanged.
+        for name in ["session", "PHPSESSID"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+        for name in ["accept", "user-agent", "x-request-id", "author"] {
+            assert!(!is_secret_header(name), "{name}");
         }
     }
 

@@ -4,7 +4,7 @@
 //! Errors name the line and the column, never the text: a malformed line
 //! may be a credential written without its name (`Bearer s3cret`).
 
-use crate::shared::secret_names::is_secret_name;
+use crate::shared::secret_names::is_secret_header;
 use reqwest::header::{HeaderName, HeaderValue};
 
 /// One parsed request header.
@@ -99,10 +99,10 @@ pub fn parse_name(name: &str) -> Result<HeaderName, String> {
 }
 
 /// Whether a header's value is a credential that must be masked
-/// ([`crate::shared::secret_names`]), except the idempotency key header
+/// ([`crate::shared::secret_names::is_secret_header`]), except the idempotency key header
 /// itself.
 pub fn is_secret(name: &HeaderName, key_header: Option<&HeaderName>) -> bool {
-    key_header != Some(name) && is_secret_name(name.as_str())
+    key_header != Some(name) && is_secret_header(name.as_str())
 }
 
 #[cfg(test)]
@@ -168,6 +168,7 @@ mod tests {
             "private-token",
             "x-client-secret",
             "x-password",
+            "x-session-id",
         ] {
             assert!(
                 is_secret(&HeaderName::from_static(name), Some(&key)),
