@@ -467,6 +467,80 @@ fn http2_streams_are_limited_and_share_the_budget() {
     assert!(upstream.requests().is_empty());
 }
 
+/// HTTP/2 lets one connection carry many forwards; upstream requests in
+/// flight, all connections and streams together, stop at
+/// `--max-connections`, so each connection's descriptor has at most one
+/// upstream descriptor beside it. Past it, forwards and pass-throughs alike
+/// are answered `503` with `Retry-After` and nothing is sent.
+#[test]
+fn upstream_requests_in_flight_stop_at_max_connections_across_http2_streams() {
+    let upstream = Server::start(|_| Reply::Hang);
+    let gateway = start(&upstream, &["--max-connections", "2"]);
+    let admin = gateway.admin.clone().unwrap();
+    let url = gateway.url.clone();
+    let runtime = runtime();
+    let mut client = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        client
+    });
+    let send =
+        |client: &mut h2::client::SendRequest<bytes::Bytes>, method: &str, key: Option<&str>| {
+            let mut request = axum::http::Request::builder()
+                .method(method)
+                .uri(format!("{url}/deployments"));
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            let (response, _) = runtime
+                .block_on(client.clone().ready())
+                .unwrap()
+                .send_request(request.body(()).unwrap(), true)
+                .unwrap();
+            response
+        };
+    // Two forwards the upstream never answers hold both places.
+    let held: Vec<_> = ["held-1", "held-2"]
+        .into_iter()
+        .map(|key| send(&mut client, "POST", Some(key)))
+        .collect();
+    wait_until("both forwards reach the upstream", || {
+        upstream.requests().len() == 2
+    });
+    for (method, key) in [("POST", Some("third")), ("GET", None)] {
+        let response = send(&mut client, method, key);
+        let response = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), response).await })
+            .expect("refused at once")
+            .unwrap();
+        assert_eq!(response.status(), 503, "{method}");
+        assert_eq!(response.headers()["retry-after"], "1", "{method}");
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = runtime.block_on(body.data()) {
+            text.extend_from_slice(&chunk.unwrap());
+        }
+        let problem: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            problem["type"], "urn:idempotency-gateway:problem:too-many-upstream-requests",
+            "{method}"
+        );
+    }
+    assert_eq!(upstream.requests().len(), 2, "nothing more was sent");
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(
+            &text,
+            "idempotency_gateway_requests_total{outcome=\"overloaded\"}"
+        ),
+        2.0
+    );
+    drop((held, client, runtime));
+}
+
 /// A flood of fresh keys against the memory store: once its records reach
 /// `--memory-max-bytes`, new keys get a `503` problem and are not
 /// forwarded, and the keys already stored are still replayed.

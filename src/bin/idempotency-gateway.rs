@@ -87,11 +87,11 @@ async fn run(args: Args) -> Result<(), String> {
         (None, Scope::Auto) => CallerRule::Credentials,
         (None, Scope::Headers(names)) => CallerRule::Headers(names.clone()),
     };
-    let gateway = Arc::new(Gateway::new(
-        args.settings(caller),
-        store,
-        Arc::new(SystemClock),
-    )?);
+    let fitted = gateway::descriptors::fit(args.limits());
+    let mut settings = args.settings(caller);
+    // One upstream descriptor per served connection's, at most.
+    settings.max_upstream_requests = fitted.limits.max_connections;
+    let gateway = Arc::new(Gateway::new(settings, store, Arc::new(SystemClock))?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -110,7 +110,6 @@ async fn run(args: Args) -> Result<(), String> {
             .to_string(),
         None => "off".to_owned(),
     };
-    let fitted = gateway::descriptors::fit(args.limits());
     if let (Some(given), Some(descriptors)) = (fitted.lowered_from, fitted.descriptors) {
         tracing::warn!(
             "the process may open only {descriptors} file descriptors (its RLIMIT_NOFILE hard limit), \

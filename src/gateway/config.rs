@@ -490,6 +490,7 @@ impl Args {
             max_body: self.max_body,
             max_buffered: self.max_buffered,
             body_timeout: self.body_timeout,
+            max_upstream_requests: self.max_connections,
         }
     }
 

@@ -49,7 +49,8 @@ pub enum RequestOutcome {
     OutcomeUnknown,
     /// `401`: the caller could not be identified.
     Unauthorized,
-    /// `503`: the request-body budget was spent.
+    /// `503`: the request-body budget was spent, or as many upstream
+    /// requests were in flight as the gateway sends at once.
     Overloaded,
 }
 

@@ -31,6 +31,9 @@ pub enum Problem {
     StoreUnavailable,
     /// `503`: the request-body budget is spent; nothing was forwarded.
     Overloaded,
+    /// `503`: as many upstream requests are in flight as the gateway sends
+    /// at once; nothing was forwarded.
+    UpstreamBusy,
     /// `503`: the memory store holds `--memory-max-bytes` of records; a new
     /// key was not forwarded.
     StoreFull,
@@ -61,6 +64,11 @@ impl Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "Too many request bodies in progress",
+            ),
+            Problem::UpstreamBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-upstream-requests",
+                "Too many upstream requests in flight",
             ),
             Problem::StoreFull => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -111,7 +119,7 @@ impl Problem {
     }
 
     /// The response: status, problem+json body, `Retry-After: 1` for 409
-    /// and the overload 503, `Retry-After: 60` for the full store's 503,
+    /// and the overload 503s, `Retry-After: 60` for the full store's 503,
     /// `WWW-Authenticate: Bearer` for 401.
     pub fn respond(self, detail: &str) -> Response {
         let (status, slug, title) = self.parts();
@@ -127,7 +135,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, Problem::InFlight | Problem::Overloaded) {
+        if matches!(
+            self,
+            Problem::InFlight | Problem::Overloaded | Problem::UpstreamBusy
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self == Problem::StoreFull {

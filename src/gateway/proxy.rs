@@ -21,6 +21,11 @@
 //! - an answer larger than `--max-body`: passed through once, stored as
 //!   "outcome not stored".
 //!
+//! Requests in flight to the upstream (forwards and pass-throughs, every
+//! connection and HTTP/2 stream together) are held to
+//! [`Settings::max_upstream_requests`]; past it a request is answered `503`
+//! before anything is claimed or sent.
+//!
 //! Everyone else: `422` on a different fingerprint (checked first), the
 //! stored answer plus `Idempotent-Replayed: true` and `Age` once done, `409`
 //! with `Retry-After: 1` while in flight, "outcome unknown" when the
@@ -84,6 +89,11 @@ pub struct Settings {
     pub max_buffered: usize,
     /// Time for a request's whole body.
     pub body_timeout: Duration,
+    /// Upstream requests in flight at most, forwards and pass-throughs, all
+    /// connections and HTTP/2 streams together (the served
+    /// `--max-connections`, so each connection's descriptor has at most one
+    /// upstream descriptor beside it).
+    pub max_upstream_requests: usize,
 }
 
 impl Settings {
@@ -101,6 +111,7 @@ impl Settings {
             max_body: 10 << 20,
             max_buffered: 256 << 20,
             body_timeout: Duration::from_secs(30),
+            max_upstream_requests: 4096,
         }
     }
 }
@@ -112,6 +123,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     upstream: Upstream,
     budget: Budget,
+    /// Places for upstream requests in flight (`max_upstream_requests`).
+    upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Request and store metrics.
     pub metrics: Metrics,
     /// Forwards in flight, waited for on shutdown.
@@ -135,6 +148,11 @@ impl Gateway {
         let upstream = Upstream::new(&settings.upstream, settings.upstream_timeout)?;
         Ok(Self {
             budget: Budget::new(settings.max_buffered),
+            upstream_slots: Arc::new(tokio::sync::Semaphore::new(
+                settings
+                    .max_upstream_requests
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             settings,
             store,
             clock,
@@ -208,11 +226,8 @@ impl Gateway {
                 );
                 return invalid(None, &detail);
             }
-            return (
-                RequestOutcome::PassedThrough,
-                None,
-                self.pass_through(&parts, body).await,
-            );
+            let (outcome, response) = self.pass_through(&parts, body).await;
+            return (outcome, None, response);
         }
         let key = match key::read(&parts.headers, &self.settings.key_header) {
             KeyHeader::Key(key) => key,
@@ -224,11 +239,8 @@ impl Gateway {
                 return invalid(None, &detail);
             }
             KeyHeader::Missing => {
-                return (
-                    RequestOutcome::PassedThrough,
-                    None,
-                    self.pass_through(&parts, body).await,
-                );
+                let (outcome, response) = self.pass_through(&parts, body).await;
+                return (outcome, None, response);
             }
             KeyHeader::Invalid(why) => {
                 return invalid(None, &format!("{why}; nothing was forwarded"));
@@ -295,6 +307,10 @@ impl Gateway {
             };
             return (outcome, hash, response);
         }
+        // Refused before the claim: nothing to undo.
+        let Some(upstream_slot) = self.upstream_slot() else {
+            return (RequestOutcome::Overloaded, hash, upstream_busy());
+        };
         // Claim, forward and record as one unit a disconnect cannot split.
         let gateway = self.clone();
         let orphan = self.clone();
@@ -303,7 +319,7 @@ impl Gateway {
             &self.forwards,
             async move {
                 let answer = gateway.idempotent(parts, body, held, id, fingerprint).await;
-                drop(slot);
+                drop((slot, upstream_slot));
                 answer
             },
             move |(outcome, response): (RequestOutcome, Response)| {
@@ -575,13 +591,29 @@ impl Gateway {
         }
     }
 
-    async fn pass_through(&self, parts: &Parts, body: Body) -> Response {
-        match self.upstream.pass_through(parts, body).await {
-            Ok(response) => response,
+    /// A place for one upstream request, if one is free.
+    fn upstream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.upstream_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Streams the request to the upstream and its answer back, holding a
+    /// place for an upstream request until the answer's body is done.
+    async fn pass_through(&self, parts: &Parts, body: Body) -> (RequestOutcome, Response) {
+        let Some(upstream_slot) = self.upstream_slot() else {
+            return (RequestOutcome::Overloaded, upstream_busy());
+        };
+        let response = match self.upstream.pass_through(parts, body).await {
+            Ok(response) => response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _held = &upstream_slot;
+                    frame
+                }))
+            }),
             Err(Failure::NotSent(why) | Failure::Unknown(why)) => {
                 Problem::Unreachable.respond(&format!("the upstream could not be reached: {why}"))
             }
-        }
+        };
+        (RequestOutcome::PassedThrough, response)
     }
 }
 
@@ -594,6 +626,14 @@ fn invalid(hash: Option<String>, detail: &str) -> Handled {
         RequestOutcome::Invalid,
         hash,
         Problem::Invalid.respond(detail),
+    )
+}
+
+/// `503` with `Retry-After: 1`: as many upstream requests are in flight as
+/// the gateway sends at once.
+fn upstream_busy() -> Response {
+    Problem::UpstreamBusy.respond(
+        "the gateway has as many requests in flight to the upstream as --max-connections allows; nothing was forwarded, retry after a moment",
     )
 }
 

@@ -15,7 +15,9 @@
 //! - `--idle-timeout`: a connection with no request in progress and no
 //!   bytes moving for that long (sampled: up to half as long again) is
 //!   closed gracefully.
-//! - `--max-streams`: concurrent HTTP/2 streams per connection.
+//! - `--max-streams`: concurrent HTTP/2 streams per connection; requests in
+//!   flight to the upstream, every stream of every connection together, are
+//!   held to `--max-connections` by the proxy (`super::proxy`).
 //!
 //! Request bodies have their own limits (`super::body`). On shutdown the
 //! listener stops accepting, open connections finish their requests, and
