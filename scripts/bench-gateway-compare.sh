@@ -49,12 +49,22 @@ echo 'function delay() return 4 end' >>"${work}/paced.lua"
 
 urls=()
 gateways=()
+# A store given in GATEWAY-ARGS replaces the default SQLite file.
+given_store=false
+for arg in "$@"; do [[ ${arg} == --store || ${arg} == --store=* ]] && given_store=true; done
 for i in "${!binaries[@]}"; do
-  "${binaries[i]}" --listen 127.0.0.1:0 --upstream "${upstream}" --store "sqlite:${work}/${i}.db" "$@" \
+  store=()
+  ${given_store} || store=(--store "sqlite:${work}/${i}.db")
+  "${binaries[i]}" --listen 127.0.0.1:0 --upstream "${upstream}" "${store[@]}" "$@" \
     2>"${work}/${i}.log" &
   pids+=($!)
   gateways+=($!)
   for _ in $(seq 100); do grep -q 'idempotency-gateway ready' "${work}/${i}.log" && break; sleep 0.1; done
+  if ! grep -q 'idempotency-gateway ready' "${work}/${i}.log"; then
+    echo "${binaries[i]} did not start:" >&2
+    cat "${work}/${i}.log" >&2
+    exit 1
+  fi
   urls+=("http://$(grep -o 'listen=[^ ]*' "${work}/${i}.log" | head -1 | cut -d= -f2)")
   wrk -t1 -c8 -d"${duration}" -s "${work}/unique.lua" "${urls[i]}" >/dev/null
 done
@@ -85,7 +95,8 @@ forward() { # url pid: "requests/s, CPU µs/request"
   out=$(wrk -t1 -c8 -d"${duration}" -s "${work}/unique.lua" "$1")
   awk -v used="$(($(cpu_ticks "$2") - before))" -v ticks="${ticks}" \
     '$2 == "requests" && $3 == "in" {n = $1} $1 == "Requests/sec:" {rps = $2}
-     END {printf "%d/s, %.1f µs", rps, used * 1e6 / ticks / n}' <<<"${out}"
+     $1 == "Non-2xx" {bad = $NF}
+     END {printf "%d/s, %.1f µs", rps, used * 1e6 / ticks / n; if (bad) printf " (%d not 2xx: not forwards)", bad}' <<<"${out}"
 }
 
 echo
