@@ -541,6 +541,37 @@ fn upstream_requests_in_flight_stop_at_max_connections_across_http2_streams() {
     drop((held, client, runtime));
 }
 
+/// The place an upstream request takes is given back when it is done: with
+/// room for one, requests one after another (pass-throughs, whose answer
+/// body holds the place while it streams, and forwards) are all served.
+#[test]
+fn one_upstream_place_serves_requests_one_after_another() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--max-connections", "1"]);
+    let client = http();
+    // One runtime: the client keeps its one connection for every request.
+    runtime().block_on(async {
+        for n in 0..3 {
+            let get = client
+                .get(format!("{}/deployments", gateway.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(get.status(), 201, "pass-through {n}");
+            assert_eq!(get.text().await.unwrap(), "{\"deployment\":1}");
+            let post = client
+                .post(format!("{}/deployments", gateway.url))
+                .header("idempotency-key", format!("one-place-{n}"))
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(post.status(), 201, "forward {n}");
+        }
+    });
+    assert_eq!(upstream.requests().len(), 6);
+}
+
 /// A flood of fresh keys against the memory store: once its records reach
 /// `--memory-max-bytes`, new keys get a `503` problem and are not
 /// forwarded, and the keys already stored are still replayed.
