@@ -38,47 +38,43 @@ pub const WORDS: &[&str] = &[
 /// that issue them treat as the caller's credential.
 pub const HEADER_WORDS: &[&str] = &["session", "sessid"];
 
-/// Whether a value under the header `name` is a credential: [`is_secret_name`]
-/// or a name containing one of [`HEADER_WORDS`].
+/// Whether a value under the header `name` is a credential: the rule of
+/// [`is_secret_name`], with [`HEADER_WORDS`] among its words.
 pub fn is_secret_header(name: &str) -> bool {
-    is_secret_name(name) || {
-        let lower = lowered(name);
-        HEADER_WORDS.iter().any(|word| contains(&lower, word))
-    }
-}
-
-/// `name` in lower case, borrowed when it already is (as the HTTP stack
-/// holds header names: no allocation per header on the gateway's path).
-fn lowered(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    }
+    is_secret_with(name, HEADER_WORDS)
 }
 
 /// Whether a query parameter's (or any other name's) value is a credential.
 pub fn is_secret_name(name: &str) -> bool {
-    // Without a `%` there is nothing to decode: no allocation (the gateway
-    // asks this for every header of every request).
-    if name.contains('%') {
-        matches(&percent_decode(name))
+    is_secret_with(name, &[])
+}
+
+/// The one rule, with `more` words besides [`WORDS`]: decoded and
+/// lower-cased once, whichever words it is asked about.
+fn is_secret_with(name: &str, more: &[&str]) -> bool {
+    // Without a `%` there is nothing to decode, and a name already in lower
+    // case (as the HTTP stack holds header names) is not copied: no
+    // allocation for the gateway, which asks this for every header of
+    // every request.
+    let decoded = if name.contains('%') {
+        std::borrow::Cow::Owned(percent_decode(name))
     } else {
-        matches(name)
+        std::borrow::Cow::Borrowed(name)
+    };
+    if decoded.bytes().any(|b| b.is_ascii_uppercase()) {
+        matches_lower(&decoded.to_ascii_lowercase(), more)
+    } else {
+        matches_lower(&decoded, more)
     }
 }
 
-fn matches(name: &str) -> bool {
-    matches_lower(&lowered(name))
-}
-
-/// `name` in lower case (header names as the HTTP stack holds them).
-fn matches_lower(name: &str) -> bool {
+/// `name` in lower case against [`EXACT`], [`WORDS`] and `more`.
+fn matches_lower(name: &str, more: &[&str]) -> bool {
     // Byte windows, not `str::contains`: names are a few dozen bytes, and
     // setting up `contains`'s substring searcher for each of the words cost
     // more than the comparisons (a third of the gateway's caller scoping,
     // counted with callgrind; docs/performance.md).
-    EXACT.contains(&name) || WORDS.iter().any(|word| contains(name, word))
+    EXACT.contains(&name) || WORDS.iter().chain(more).any(|word| contains(name, word))
 }
 
 /// Whether `word` occurs in `name`, by byte windows.
