@@ -479,7 +479,7 @@ fn upstream_requests_in_flight_stop_at_max_connections_across_http2_streams() {
     let admin = gateway.admin.clone().unwrap();
     let url = gateway.url.clone();
     let runtime = runtime();
-    let mut client = runtime.block_on(async {
+    let client = runtime.block_on(async {
         let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
             .await
             .unwrap();
@@ -487,31 +487,30 @@ fn upstream_requests_in_flight_stop_at_max_connections_across_http2_streams() {
         tokio::spawn(connection);
         client
     });
-    let send =
-        |client: &mut h2::client::SendRequest<bytes::Bytes>, method: &str, key: Option<&str>| {
-            let mut request = axum::http::Request::builder()
-                .method(method)
-                .uri(format!("{url}/deployments"));
-            if let Some(key) = key {
-                request = request.header("idempotency-key", key);
-            }
-            let (response, _) = runtime
-                .block_on(client.clone().ready())
-                .unwrap()
-                .send_request(request.body(()).unwrap(), true)
-                .unwrap();
-            response
-        };
+    let send = |method: &str, key: Option<&str>| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{url}/deployments"));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let (response, _) = runtime
+            .block_on(client.clone().ready())
+            .unwrap()
+            .send_request(request.body(()).unwrap(), true)
+            .unwrap();
+        response
+    };
     // Two forwards the upstream never answers hold both places.
     let held: Vec<_> = ["held-1", "held-2"]
         .into_iter()
-        .map(|key| send(&mut client, "POST", Some(key)))
+        .map(|key| send("POST", Some(key)))
         .collect();
     wait_until("both forwards reach the upstream", || {
         upstream.requests().len() == 2
     });
     for (method, key) in [("POST", Some("third")), ("GET", None)] {
-        let response = send(&mut client, method, key);
+        let response = send(method, key);
         let response = runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(30), response).await })
             .expect("refused at once")
