@@ -81,6 +81,33 @@ fn refusal(answer: reqwest::Response) -> (String, String) {
     (text("type"), text("detail"))
 }
 
+/// A POST on a new connection while the gateway holds `--max-connections`,
+/// sent by an HTTP/1.1 and by an HTTP/2 (prior knowledge) client: each
+/// reads the `503` problem whole as the answer to its request, with
+/// `Retry-After: 1`, and over HTTP/1.1 `Connection: close`.
+fn assert_refused_by_the_connection_limit(gateway: &Gateway, key: &str) {
+    let http2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [(http(), "HTTP/1.1"), (http2, "HTTP/2")] {
+        let answer = post(&client, gateway, key).unwrap_or_else(|error| {
+            panic!("{version}: the refusal reached the client as an error: {error:?}")
+        });
+        assert_eq!(answer.headers()["retry-after"], "1", "{version}");
+        if version == "HTTP/1.1" {
+            assert_eq!(answer.headers()["connection"], "close", "{version}");
+        }
+        let (status, body) = runtime().block_on(problem(answer));
+        assert_eq!(status, 503, "{version}: {body}");
+        assert_eq!(
+            body["type"], "urn:idempotency-gateway:problem:too-many-connections",
+            "{version}"
+        );
+    }
+}
+
 const DECLARED: usize = 1_000_000;
 
 /// Many uploads that stop one byte short: only what the budget allows is
@@ -194,13 +221,8 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
         sample(&metrics(&admin), "idempotency_gateway_connections_open") == 16.0
     });
     // Over the limit: refused at once, with a reason and a time to retry.
-    let mut late = connect(&gateway);
-    let refused = read_all(&mut late);
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(
-        refused.to_ascii_lowercase().contains("retry-after:"),
-        "{refused}"
-    );
+    assert_refused_by_the_connection_limit(&gateway, "over-the-limit");
+    assert!(upstream.requests().is_empty(), "nothing was forwarded");
     // The header timeout closes every slow connection.
     for stream in &mut crowd {
         let mut byte = [0u8; 1];
@@ -216,6 +238,61 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
     assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);
     let text = metrics(&admin);
     assert!(sample(&text, "idempotency_gateway_connections_refused_total") >= 1.0);
+}
+
+/// Connections over the limit are answered by a bounded number of tasks:
+/// while 32 silent ones wait to send a request (up to a second each), one
+/// more is closed unanswered, and each of the 32 still gets its `503`.
+#[test]
+fn connections_being_refused_are_bounded() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--max-connections", "1"]);
+    let admin = gateway.admin.clone().unwrap();
+    let mut held = connect(&gateway);
+    held.write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        .unwrap();
+    wait_until("the only place is taken", || {
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 1.0
+    });
+    const REQUEST: &[u8] =
+        b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: late\r\nContent-Length: 2\r\n\r\n{}";
+    // Each of the 32 is given a second; a machine that stalls longer than
+    // that frees their places, so such a round proves nothing: run again.
+    for round in 0..5 {
+        let refused_before = sample(
+            &metrics(&admin),
+            "idempotency_gateway_connections_refused_total",
+        );
+        let mut waiting: Vec<TcpStream> = (0..32).map(|_| connect(&gateway)).collect();
+        let mut one_more = connect(&gateway);
+        wait_until("all 33 were accepted and refused", || {
+            sample(
+                &metrics(&admin),
+                "idempotency_gateway_connections_refused_total",
+            ) == refused_before + 33.0
+        });
+        let _ = one_more.write_all(REQUEST);
+        let unanswered = read_all(&mut one_more);
+        let answers: Vec<String> = waiting
+            .iter_mut()
+            .map(|stream| {
+                let _ = stream.write_all(REQUEST);
+                read_all(stream)
+            })
+            .collect();
+        if answers.iter().any(String::is_empty) {
+            eprintln!("round {round}: a waiting connection's second ran out; again");
+            continue;
+        }
+        assert_eq!(unanswered, "", "the 33rd is closed unanswered");
+        for answer in &answers {
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("too-many-connections"), "{answer}");
+        }
+        assert!(upstream.requests().is_empty());
+        return;
+    }
+    panic!("no round ran within a second");
 }
 
 /// Clients that send a forward and hang up at once: each forward goes on
@@ -247,10 +324,7 @@ fn a_forward_whose_client_hung_up_still_counts_against_max_connections() {
         "the forward goes on without its client"
     );
     // No connection is open, but the forward holds the only place.
-    let mut late = connect(&gateway);
-    let refused = read_all(&mut late);
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(refused.contains("too-many-connections"), "{refused}");
+    assert_refused_by_the_connection_limit(&gateway, "while-hung-up");
     release.send(()).unwrap();
     gateway.log_line_with("the client went away before the answer");
     wait_until("the forward is done", || {
@@ -293,20 +367,22 @@ fn a_descriptor_limit_below_max_connections_lowers_it_and_keeps_refusals_prompt(
         .stderr(Stdio::piped());
     let gateway = Gateway::spawn(command);
     let startup = gateway.startup.join("\n");
-    // (160 - 64 kept for the rest) / 2 descriptors per connection.
+    // (160 - 64 kept for the rest - 32 for refusals) / 2 per connection.
     assert!(
-        startup.contains("--max-connections is lowered from 4096 to 48")
+        startup.contains("--max-connections is lowered from 4096 to 32")
             && startup.contains("ulimit -n"),
         "{startup}"
     );
-    assert!(startup.contains("max_connections=48"), "{startup}");
+    assert!(startup.contains("max_connections=32"), "{startup}");
     let admin = gateway.admin.clone().unwrap();
-    let idle: Vec<TcpStream> = (0..48).map(|_| connect(&gateway)).collect();
+    let idle: Vec<TcpStream> = (0..32).map(|_| connect(&gateway)).collect();
     wait_until("the idle crowd holds every connection", || {
-        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 48.0
+        sample(&metrics(&admin), "idempotency_gateway_connections_open") == 32.0
     });
     for _ in 0..150 {
         let mut late = connect(&gateway);
+        late.write_all(b"GET /deployments HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .unwrap();
         let refused = read_all(&mut late);
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
     }

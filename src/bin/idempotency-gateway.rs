@@ -117,7 +117,7 @@ async fn run(args: Args) -> Result<(), String> {
              descriptor for its upstream call, and {} are kept for the rest); raise the limit \
              (`ulimit -n`, systemd's LimitNOFILE=, docker's --ulimit nofile=) to serve more",
             fitted.limits.max_connections,
-            gateway::descriptors::RESERVED,
+            gateway::descriptors::RESERVED + gateway::descriptors::REFUSING,
         );
     }
     tracing::info!(

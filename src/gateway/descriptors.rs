@@ -10,7 +10,7 @@
 //! `--max-connections` the limit of connections is lowered to what it can
 //! hold, with a warning that says how to raise it.
 
-use super::server::Limits;
+use super::server::{Limits, MAX_REFUSING};
 
 /// Descriptors kept for everything but connections: the listeners, stdio,
 /// the runtime's epoll and wake-up descriptors, SQLite's files (the
@@ -22,9 +22,13 @@ pub const RESERVED: u64 = 64;
 /// upstream connection.
 pub const PER_CONNECTION: u64 = 2;
 
+/// Descriptors of connections over `--max-connections` while they are
+/// answered `503` ([`MAX_REFUSING`] at most).
+pub const REFUSING: u64 = MAX_REFUSING as u64;
+
 /// The most connections `descriptors` can serve (at least one).
 pub fn connections_within(descriptors: u64) -> usize {
-    let spare = descriptors.saturating_sub(RESERVED) / PER_CONNECTION;
+    let spare = descriptors.saturating_sub(RESERVED + REFUSING) / PER_CONNECTION;
     usize::try_from(spare).unwrap_or(usize::MAX).max(1)
 }
 
@@ -72,9 +76,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_connection_counts_two_descriptors_beyond_the_reserve() {
-        assert_eq!(connections_within(1024), 480);
-        assert_eq!(connections_within(RESERVED + 2 * 4096), 4096);
+    fn a_connection_counts_two_descriptors_beyond_the_reserve_and_the_refusals() {
+        assert_eq!(connections_within(1024), 464);
+        assert_eq!(connections_within(RESERVED + REFUSING + 2 * 4096), 4096);
         // Too few for even one: still one, so the gateway can serve at all.
         assert_eq!(connections_within(10), 1);
     }
@@ -86,7 +90,7 @@ mod tests {
         assert_eq!(roomy.limits, limits);
         assert_eq!(roomy.lowered_from, None);
         let tight = fit_to(limits, Some(1024));
-        assert_eq!(tight.limits.max_connections, 480);
+        assert_eq!(tight.limits.max_connections, 464);
         assert_eq!(tight.lowered_from, Some(4096));
         assert_eq!(
             Limits {

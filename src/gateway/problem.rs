@@ -40,6 +40,9 @@ pub enum Problem {
     /// `501`: the request's body has a transfer coding besides `chunked`,
     /// which the gateway does not decode; nothing was forwarded.
     TransferCoding,
+    /// `503`: the gateway holds `--max-connections` connections; a new one
+    /// gets this answer to its first request and is closed.
+    TooManyConnections,
 }
 
 impl Problem {
@@ -115,6 +118,11 @@ impl Problem {
                 "store-unavailable",
                 "Idempotency store unavailable",
             ),
+            Problem::TooManyConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-connections",
+                "Too many connections",
+            ),
         }
     }
 
@@ -137,7 +145,10 @@ impl Problem {
         );
         if matches!(
             self,
-            Problem::InFlight | Problem::Overloaded | Problem::UpstreamBusy
+            Problem::InFlight
+                | Problem::Overloaded
+                | Problem::UpstreamBusy
+                | Problem::TooManyConnections
         ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -3,8 +3,10 @@
 //! gracefully.
 //!
 //! Limits, each a flag with a safe default, as mature proxies ship them:
-//! - `--max-connections`: past it, a new connection is answered `503` with
-//!   `Retry-After` and closed; the others go on. A connection's place is
+//! - `--max-connections`: past it, a new connection's first request is
+//!   answered `503` with `Retry-After` and the connection closed (at most
+//!   [`MAX_REFUSING`] at once, each within [`REFUSAL_TIME`]; past that it is
+//!   closed unanswered); the others go on. A connection's place is
 //!   held until it is closed and every forward begun on it is done, so
 //!   forwards whose clients went away count against the limit too (and
 //!   the descriptors reserved for it, one per connection and one per
@@ -24,6 +26,7 @@
 //! forwards whose clients went away still finish and are stored, all within
 //! one deadline (`--shutdown-timeout`).
 
+use super::problem::Problem;
 use super::proxy::{ConnectionSlot, Gateway};
 use super::store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -67,13 +70,18 @@ impl Default for Limits {
     }
 }
 
-/// The answer to a connection over `--max-connections`.
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/problem+json\r\n\
-retry-after: 1\r\n\
-connection: close\r\n\
-content-length: 198\r\n\r\n\
-{\"type\":\"urn:idempotency-gateway:problem:too-many-connections\",\"title\":\"Too many connections\",\"status\":503,\"detail\":\"the gateway has as many connections as it accepts; retry after a moment\"}";
+/// Connections over `--max-connections` being answered at once. Each is
+/// served by hyper, so a client gets the `503` as the answer to its request
+/// (an answer written before the request, or a close with the request
+/// unread, reaches an HTTP client as a transport error); past this many a
+/// new connection over the limit is closed unanswered, so a flood of them
+/// costs a bounded number of descriptors (counted in
+/// `super::descriptors`).
+pub const MAX_REFUSING: usize = 32;
+
+/// The most time a connection over the limit is given to send its request
+/// and take the `503` (less when `--header-timeout` is less).
+pub const REFUSAL_TIME: Duration = Duration::from_secs(1);
 
 /// Serves until `shutdown` completes, then stops accepting, lets open
 /// requests and in-flight forwards finish within `limits.shutdown_timeout`,
@@ -113,6 +121,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let refusal_time = limits.header_timeout.min(REFUSAL_TIME);
+    let refusals = Arc::new(refusal_builder(refusal_time));
     let mut accept_failures = Throttle::default();
     tokio::pin!(shutdown);
     loop {
@@ -134,7 +145,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             gateway.metrics.connection_refused();
-            connections.spawn(refuse(stream));
+            // Without a place to answer from, dropping it closes it.
+            if let Ok(place) = refusing.clone().try_acquire_owned() {
+                let refusals = refusals.clone();
+                connections.spawn(async move {
+                    refuse(stream, &refusals, refusal_time).await;
+                    drop(place);
+                });
+            }
             continue;
         };
         let (builder, app, stopped) = (builder.clone(), gateway.clone(), stopped.clone());
@@ -198,14 +216,35 @@ impl Throttle {
     }
 }
 
-/// Answers a connection over the limit and closes it.
-async fn refuse(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(OVER_CAPACITY).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
+/// How connections over the limit are served: one request each (HTTP/1.1
+/// without keep-alive, so the answer says `Connection: close`), its head
+/// within `time`.
+fn refusal_builder(time: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(time)
+        .keep_alive(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1);
+    builder
+}
+
+/// Answers every request of a connection over the limit with the `503`
+/// problem until it closes, for `time` at most (an HTTP/2 client may keep
+/// its connection open; it has had its answer).
+async fn refuse(stream: TcpStream, builder: &auto::Builder<TokioExecutor>, time: Duration) {
+    let service = hyper::service::service_fn(|_: hyper::Request<hyper::body::Incoming>| async {
+        Ok::<_, std::convert::Infallible>(
+            Problem::TooManyConnections
+                .respond("the gateway has as many connections as it accepts; retry after a moment"),
+        )
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(time, connection).await;
 }
 
 /// What one connection shares with its watchdog. Plain flags and counters
