@@ -53,6 +53,46 @@ fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
+/// body), for a connection the gateway keeps open afterwards; the text.
+fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            _ => return String::from_utf8_lossy(&answer).into_owned(),
+        }
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|length| length.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    let _ = stream.read_exact(&mut body);
+    answer.extend_from_slice(&body);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A client on one HTTP/1.1 connection of its own, driven in the
+/// background: every request sent with it goes over that connection.
+async fn one_connection<B>(address: &str) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// A legitimate POST with `key`, sent by `client`.
 fn post(
     client: &reqwest::Client,
@@ -155,14 +195,14 @@ fn half_sent_bodies_stay_within_the_buffer_budget() {
     assert_eq!(legitimate(&gateway, "legitimate"), 201);
 
     // What an upload over the budget is told (a fresh one that sends only
-    // its head, so nothing unread turns the gateway's close into a reset).
+    // its head: the answer comes before the body).
     let mut probe = connect(&gateway);
     probe
         .write_all(
             format!("POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: probe\r\nContent-Length: {DECLARED}\r\n\r\n").as_bytes(),
         )
         .unwrap();
-    let refused = read_all(&mut probe);
+    let refused = read_answer(&mut probe);
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(
         refused.to_ascii_lowercase().contains("retry-after: 1"),
@@ -195,6 +235,103 @@ fn a_stalled_body_is_408_and_frees_its_budget() {
     let text = metrics(gateway.admin.as_ref().unwrap());
     assert_eq!(sample(&text, "idempotency_gateway_buffered_bytes"), 0.0);
     assert!(upstream.requests().is_empty());
+}
+
+/// A client still uploading when the gateway answers (here a body over
+/// `--max-body`, declared or chunked) reads that answer, not a reset or a
+/// broken pipe: the unread rest of the body is read and thrown away, and
+/// the connection then serves the next request. Nothing is forwarded.
+#[test]
+fn an_upload_answered_before_its_end_still_reads_its_answer() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--max-body", "1MiB"]);
+    let client = http();
+    for n in 0..20 {
+        let body = if n % 2 == 0 {
+            reqwest::Body::from(vec![b'x'; 4_000_000])
+        } else {
+            reqwest::Body::wrap_stream(futures_util::stream::iter(
+                (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 100_000]))),
+            ))
+        };
+        let answer = runtime()
+            .block_on(
+                client
+                    .post(format!("{}/deployments", gateway.url))
+                    .header("idempotency-key", format!("large-{n}"))
+                    .body(body)
+                    .send(),
+            )
+            .unwrap_or_else(|error| panic!("upload {n}: an error, not the answer: {error:?}"));
+        let (status, problem) = runtime().block_on(problem(answer));
+        assert_eq!(status, 413, "upload {n}");
+        assert_eq!(problem["type"], "urn:idempotency-gateway:problem:too-large");
+    }
+    assert!(upstream.requests().is_empty(), "nothing was forwarded");
+    // One connection: the refused upload, then a request that is served
+    // (raw, since a client library may itself close after an early answer).
+    let mut stream = connect(&gateway);
+    let mut writer = stream.try_clone().unwrap();
+    let uploading = std::thread::spawn(move || {
+        writer.write_all(
+            b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: large\r\nContent-Length: 4000000\r\n\r\n",
+        )?;
+        writer.write_all(&vec![b'x'; 4_000_000])
+    });
+    let refused = read_answer(&mut stream);
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    uploading
+        .join()
+        .unwrap()
+        .expect("the whole body was taken, no reset");
+    stream
+        .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: after-the-large-one\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let served = read_answer(&mut stream);
+    assert!(served.starts_with("HTTP/1.1 201"), "{served}");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// A client that is answered before its body and then sends nothing is
+/// not read on forever: its connection is closed `--body-timeout` after
+/// its request's head.
+#[test]
+fn an_answered_upload_that_stops_is_closed_at_the_body_timeout() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--max-body", "1KiB", "--body-timeout", "1s"]);
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: stops\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    let answer = read_answer(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Then the gateway closes (EOF), well before the 30 s read timeout.
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(stream.read(&mut byte), Ok(0)),
+        "the connection was closed by the gateway"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+/// A request head larger than 64 KiB is answered `431` and not forwarded;
+/// one just below it is served. The head bounds each connection's read
+/// buffer.
+#[test]
+fn a_request_head_over_64_kib_is_431() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &[]);
+    for (padding, expected) in [(60 * 1024, "HTTP/1.1 201"), (70 * 1024, "HTTP/1.1 431")] {
+        let mut stream = connect(&gateway);
+        let request = format!(
+            "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: head-{padding}\r\nX-Padding: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+            "a".repeat(padding)
+        );
+        let _ = stream.write_all(request.as_bytes());
+        let answer = read_answer(&mut stream);
+        assert!(answer.starts_with(expected), "{padding}: {answer}");
+    }
+    assert_eq!(upstream.requests().len(), 1, "only the smaller one");
 }
 
 /// Connections that never finish their headers: past `--max-connections`
@@ -637,12 +774,7 @@ fn one_upstream_place_serves_requests_one_after_another() {
     // a second before the first is back in its pool, and the only
     // connection place would refuse it).
     runtime().block_on(async {
-        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let mut sender = one_connection(&address).await;
         let mut send = async |request: hyper::Request<String>| {
             sender.ready().await.unwrap();
             let answer = sender.send_request(request).await.unwrap();

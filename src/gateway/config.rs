@@ -512,6 +512,7 @@ impl Args {
             max_connections: self.max_connections,
             max_streams: self.max_streams,
             shutdown_timeout: self.shutdown_timeout,
+            linger: self.body_timeout,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod fingerprint;
 pub mod hop;
 pub mod jwt;
 pub mod key;
+pub mod linger;
 pub mod log;
 pub mod log_format;
 pub mod metrics;

@@ -17,6 +17,11 @@
 //! - `--idle-timeout`: a connection with no request in progress and no
 //!   bytes moving for that long (sampled: up to half as long again) is
 //!   closed gracefully.
+//! - [`MAX_HEAD`]: the largest HTTP/1.1 request head (`431` past it), which
+//!   also bounds each connection's read buffer.
+//! - an HTTP/1.1 request body answered before its end is read on and
+//!   thrown away until `--body-timeout` (`super::linger`), so the client
+//!   reads the answer rather than a reset.
 //! - `--max-streams`: concurrent HTTP/2 streams per connection; requests in
 //!   flight to the upstream, every stream of every connection together, are
 //!   held to `--max-connections` by the proxy (`super::proxy`).
@@ -26,6 +31,7 @@
 //! forwards whose clients went away still finish and are stored, all within
 //! one deadline (`--shutdown-timeout`).
 
+use super::linger::Lingering;
 use super::problem::Problem;
 use super::proxy::{ConnectionSlot, Gateway};
 use super::store::Store;
@@ -55,6 +61,9 @@ pub struct Limits {
     pub max_streams: usize,
     /// Time open requests and orphaned forwards get on shutdown.
     pub shutdown_timeout: Duration,
+    /// How long an HTTP/1.1 request body answered before its end is read
+    /// on (`--body-timeout`; [`super::linger`]).
+    pub linger: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +75,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_streams: 64,
             shutdown_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +88,12 @@ impl Default for Limits {
 /// costs a bounded number of descriptors (counted in
 /// `super::descriptors`).
 pub const MAX_REFUSING: usize = 32;
+
+/// The largest HTTP/1.1 request head (`431` past it), and so the most a
+/// connection's read buffer holds: hyper's default (about 400 KiB) let
+/// each connection reading a body grow its buffer that far, outside the
+/// `--max-buffered` budget.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The most time a connection over the limit is given to send its request
 /// and take the `503` (less when `--header-timeout` is less).
@@ -115,6 +131,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD)
         .keep_alive(true);
     builder
         .http2()
@@ -329,12 +346,14 @@ async fn serve_connection(
             async move {
                 // The proxy is the whole application: called directly, no
                 // router in between (every path is the upstream's).
-                let response = super::proxy::handle(
-                    axum::extract::State(gateway),
-                    request.map(axum::body::Body::new),
-                    slot,
-                )
-                .await;
+                // HTTP/2 ends an unread stream with RST_STREAM instead.
+                let request = if request.version() <= hyper::Version::HTTP_11 {
+                    request.map(|body| axum::body::Body::new(Lingering::new(body, limits.linger)))
+                } else {
+                    request.map(axum::body::Body::new)
+                };
+                let response =
+                    super::proxy::handle(axum::extract::State(gateway), request, slot).await;
                 drop(guard);
                 Ok::<_, std::convert::Infallible>(response)
             }
