@@ -327,7 +327,7 @@ pub struct Args {
     /// Request body bytes buffered at once, all requests together (503 with Retry-After past it).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED", default_value = "256MiB", value_parser = size)]
     pub max_buffered: usize,
-    /// Time allowed for a request's whole body, from its headers (408 past it).
+    /// Time allowed for a request's whole body, from its headers (408 past it); an HTTP/1.1 body answered before its end is read on and discarded until then.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub body_timeout: Duration,
     /// Time allowed for a request's headers (the connection is closed past it).

@@ -242,6 +242,7 @@ fn refusal_builder(time: Duration) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(time)
+        .max_buf_size(MAX_HEAD)
         .keep_alive(false);
     builder
         .http2()
