@@ -688,6 +688,45 @@ fn http2_streams_are_limited_and_share_the_budget() {
     assert!(upstream.requests().is_empty());
 }
 
+/// HTTP/2 "rapid reset" (CVE-2023-44487): a connection that opens streams
+/// and cancels each at once is closed by the gateway long before it has
+/// opened 20,000, the upstream is not flooded with the cancelled
+/// requests, and everyone else is still served.
+#[test]
+fn an_http2_rapid_reset_flood_is_cut_off() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &[]);
+    let url = gateway.url.clone();
+    let opened = runtime().block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        for n in 0..20_000 {
+            client = match client.ready().await {
+                Ok(client) => client,
+                Err(_) => return n,
+            };
+            let request = axum::http::Request::get(format!("{url}/deployments?{n}"))
+                .body(())
+                .unwrap();
+            match client.send_request(request, false) {
+                Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+                Err(_) => return n,
+            }
+        }
+        20_000
+    });
+    assert!(opened < 20_000, "the flood was never cut off");
+    assert!(
+        upstream.requests().len() < 100,
+        "{} cancelled requests reached the upstream",
+        upstream.requests().len()
+    );
+    assert_eq!(legitimate(&gateway, "after-the-flood"), 201);
+}
+
 /// HTTP/2 lets one connection carry many forwards; upstream requests in
 /// flight, all connections and streams together, stop at
 /// `--max-connections`, so each connection's descriptor has at most one

@@ -136,7 +136,12 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX));
+        .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX))
+        // HTTP/2 "rapid reset" (CVE-2023-44487): a connection whose peer
+        // cancels streams faster than they are served, or that makes the
+        // gateway reset many, gets GOAWAY. h2's own defaults, pinned here.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024);
     let builder = Arc::new(builder);
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let refusal_time = limits.header_timeout.min(REFUSAL_TIME);
