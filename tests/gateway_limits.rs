@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::gateway::{Gateway, http, metrics, problem, rss_kib, runtime, sample, wait_until};
+use support::gateway::{
+    Gateway, http, http2, metrics, problem, rss_kib, runtime, sample, wait_until,
+};
 use support::redis::RedisServer;
 use support::{Reply, Response, Server};
 
@@ -126,11 +128,7 @@ fn refusal(answer: reqwest::Response) -> (String, String) {
 /// reads the `503` problem whole as the answer to its request, with
 /// `Retry-After: 1`, and over HTTP/1.1 `Connection: close`.
 fn assert_refused_by_the_connection_limit(gateway: &Gateway, key: &str) {
-    let http2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let http2 = http2();
     for (client, version) in [(http(), "HTTP/1.1"), (http2, "HTTP/2")] {
         let answer = post(&client, gateway, key).unwrap_or_else(|error| {
             panic!("{version}: the refusal reached the client as an error: {error:?}")
@@ -314,29 +312,52 @@ fn an_answered_upload_that_stops_is_closed_at_the_body_timeout() {
     assert!(upstream.requests().is_empty());
 }
 
-/// A request head larger than 64 KiB is answered `431` and not forwarded;
-/// one just below it is served. The head bounds each connection's read
-/// buffer.
+/// A request head larger than 64 KiB, or with more than 100 header
+/// fields, is answered `431` and not forwarded, over HTTP/1.1 and HTTP/2
+/// alike; one just below the size is served. Over HTTP/1.1 the head also
+/// bounds each connection's read buffer.
 #[test]
 fn a_request_head_over_64_kib_is_431() {
     let upstream = upstream();
     let gateway = start(&upstream, &[]);
-    for (padding, expected) in [(60 * 1024, "HTTP/1.1 201"), (70 * 1024, "HTTP/1.1 431")] {
+    let many: String = (0..101).map(|n| format!("X-Field-{n}: {n}\r\n")).collect();
+    for (extra, expected) in [
+        (
+            format!("X-Padding: {}\r\n", "a".repeat(60 * 1024)),
+            "HTTP/1.1 201",
+        ),
+        (
+            format!("X-Padding: {}\r\n", "a".repeat(70 * 1024)),
+            "HTTP/1.1 431",
+        ),
+        (many, "HTTP/1.1 431"),
+    ] {
         let mut stream = connect(&gateway);
         let request = format!(
-            "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: head-{padding}\r\nX-Padding: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
-            "a".repeat(padding)
+            "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: head-{}\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+            extra.len()
         );
         let _ = stream.write_all(request.as_bytes());
         let answer = read_answer(&mut stream);
-        assert!(answer.starts_with(expected), "{padding}: {answer}");
+        assert!(answer.starts_with(expected), "{}: {answer}", extra.len());
     }
-    assert_eq!(upstream.requests().len(), 1, "only the smaller one");
+    let http2 = http2();
+    for (padding, expected) in [(60 * 1024, 201), (70 * 1024, 431)] {
+        let answer = runtime()
+            .block_on(
+                http2
+                    .post(format!("{}/deployments", gateway.url))
+                    .header("idempotency-key", format!("h2-head-{padding}"))
+                    .header("x-padding", "a".repeat(padding))
+                    .body("{}")
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(answer.status(), expected, "HTTP/2, {padding}");
+    }
+    assert_eq!(upstream.requests().len(), 2, "only the smaller ones");
 }
 
-/// Connections that never finish their headers: past `--max-connections`
-/// new ones are refused with `503`; `--header-timeout` closes the crowd;
-/// then a legitimate request is served.
 #[test]
 fn a_slowloris_crowd_is_refused_then_cut_off() {
     let upstream = upstream();

@@ -17,8 +17,9 @@
 //! - `--idle-timeout`: a connection with no request in progress and no
 //!   bytes moving for that long (sampled: up to half as long again) is
 //!   closed gracefully.
-//! - [`MAX_HEAD`]: the largest HTTP/1.1 request head (`431` past it), which
-//!   also bounds each connection's read buffer.
+//! - [`MAX_HEAD`] and [`MAX_HEADERS`]: the largest request head and the
+//!   most header fields (`431` past them); over HTTP/1.1 the head also
+//!   bounds each connection's read buffer.
 //! - an HTTP/1.1 request body answered before its end is read on and
 //!   thrown away until `--body-timeout` (`super::linger`), so the client
 //!   reads the answer rather than a reset.
@@ -89,11 +90,17 @@ impl Default for Limits {
 /// `super::descriptors`).
 pub const MAX_REFUSING: usize = 32;
 
-/// The largest HTTP/1.1 request head (`431` past it), and so the most a
-/// connection's read buffer holds: hyper's default (about 400 KiB) let
+/// The largest request head (`431` past it): over HTTP/1.1 also the most a
+/// connection's read buffer holds (hyper's default, about 400 KiB, let
 /// each connection reading a body grow its buffer that far, outside the
-/// `--max-buffered` budget.
+/// `--max-buffered` budget); over HTTP/2 the header list size advertised
+/// in `SETTINGS_MAX_HEADER_LIST_SIZE` (hyper's default is 16 KiB), so a
+/// head that passes over one protocol passes over the other.
 pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The most header fields in an HTTP/1.1 request (`431` past it; hyper's
+/// default, pinned).
+pub const MAX_HEADERS: usize = 100;
 
 /// The most time a connection over the limit is given to send its request
 /// and take the `503` (less when `--header-timeout` is less).
@@ -132,11 +139,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(u32::try_from(limits.max_streams).unwrap_or(u32::MAX))
+        .max_header_list_size(MAX_HEAD as u32)
         // HTTP/2 "rapid reset" (CVE-2023-44487): a connection whose peer
         // cancels streams faster than they are served, or that makes the
         // gateway reset many, gets GOAWAY. h2's own defaults, pinned here.

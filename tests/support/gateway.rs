@@ -134,6 +134,17 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// A client that speaks HTTP/2 with prior knowledge (h2c), as the gateway
+/// serves it.
+pub fn http2() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
 /// Sends `request` as raw bytes on a new connection (no client library
 /// that would normalise the target) and returns the whole answer as text,
 /// read until the gateway closes (every request here sends
