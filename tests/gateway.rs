@@ -371,6 +371,30 @@ async fn reset_after_acting_is_outcome_unknown() {
     assert_eq!(upstream.requests().len(), 1);
 }
 
+/// An upstream that answers `101 Switching Protocols` to a request that
+/// asked for no upgrade: had the request, so the outcome is unknown; the
+/// 101 is neither returned nor stored, and a pass-through gets a `502`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_protocol_switch_is_outcome_unknown() {
+    let upstream =
+        Server::start(|_| Reply::Respond(Response::new(101).header("upgrade", "websocket")));
+    let gw = start_memory(&upstream).await;
+    let url = format!("{}/deployments", gw.url);
+    for _ in 0..2 {
+        let (status, body) = problem(post(&url, "switch-1", "{}").await).await;
+        assert_eq!(status, 502);
+        assert_eq!(
+            body["type"],
+            "urn:idempotency-gateway:problem:outcome-unknown"
+        );
+        assert!(body["detail"].as_str().unwrap().contains("101"), "{body}");
+    }
+    assert_eq!(upstream.requests().len(), 1, "never re-sent");
+    let passed = client().get(&url).send().await.unwrap();
+    assert_eq!(passed.status(), 502);
+    assert_eq!(upstream.requests().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502_and_released() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

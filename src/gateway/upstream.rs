@@ -203,6 +203,7 @@ impl Upstream {
         mut conn: Option<&mut Conn>,
     ) -> Result<Answer, Failure> {
         let (head, mut incoming) = response.into_parts();
+        unasked_switch(head.status)?;
         let status = head.status.as_u16();
         let headers = end_to_end(head.headers);
         let mut body = Vec::new();
@@ -253,9 +254,25 @@ impl Upstream {
     pub async fn pass_through(&self, parts: &Parts, body: Body) -> Result<Response<Body>, Failure> {
         let response = self.send(parts, body).await?;
         let (mut head, incoming) = response.into_parts();
+        unasked_switch(head.status)?;
         hop::strip(&mut head.headers);
         Ok(Response::from_parts(head, Body::new(incoming)))
     }
+}
+
+/// A final answer in the 1xx range: hyper passes on only `101 Switching
+/// Protocols`, which no request the gateway sends asks for (`Upgrade` is
+/// hop-by-hop and removed). The upstream had the request, so whether it
+/// acted is unknown; storing or replaying a 101 would hand the client a
+/// switch to a protocol nobody speaks.
+fn unasked_switch(status: axum::http::StatusCode) -> Result<(), Failure> {
+    if status.is_informational() {
+        return Err(Failure::Unknown(format!(
+            "the upstream answered {} without being asked to switch protocols",
+            status.as_u16()
+        )));
+    }
+    Ok(())
 }
 
 /// The answer's end-to-end headers as stored: names and raw values, in order.
