@@ -55,7 +55,16 @@ fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
+/// Whether a read saw the peer close (EOF or a reset), not the 30 s
+/// safety timeout.
+fn closed_by_peer(read: std::io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => n == 0,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Reads one HTTP/1.1 answer/// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
 /// body), for a connection the gateway keeps open afterwards; the text.
 fn read_answer(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
@@ -384,9 +393,8 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
     // The header timeout closes every slow connection.
     for stream in &mut crowd {
         let mut byte = [0u8; 1];
-        assert_eq!(
-            stream.read(&mut byte).unwrap_or(0),
-            0,
+        assert!(
+            closed_by_peer(stream.read(&mut byte)),
             "closed by the gateway"
         );
     }
@@ -451,6 +459,52 @@ fn connections_being_refused_are_bounded() {
         return;
     }
     panic!("no round ran within a second");
+}
+
+/// The admin listener has limits of its own: 16 connections at most (the
+/// 17th is closed at once), and a half-sent request head is cut off by
+/// `--header-timeout`; then it serves again.
+#[test]
+fn the_admin_listener_is_limited_too() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--header-timeout", "3s"]);
+    let admin = gateway.admin.clone().unwrap();
+    let connect_admin = || {
+        let stream = TcpStream::connect(&admin).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    };
+    let mut crowd: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let mut stream = connect_admin();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Each of the 16 is being served (it has sent part of a head), so a
+    // 17th has no place: closed before it can send anything.
+    let mut late = connect_admin();
+    let _ = late.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n");
+    assert_eq!(read_all(&mut late), "", "the 17th is closed unanswered");
+    // The header timeout closes every half-sent head.
+    for stream in &mut crowd {
+        let mut byte = [0u8; 1];
+        assert!(
+            closed_by_peer(stream.read(&mut byte)),
+            "closed by the gateway"
+        );
+    }
+    drop(crowd);
+    wait_until("the admin listener serves again", || {
+        let mut stream = connect_admin();
+        let _ =
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        read_all(&mut stream).starts_with("HTTP/1.1 200")
+    });
 }
 
 /// Clients that send a forward and hang up at once: each forward goes on

@@ -15,7 +15,8 @@ use super::server::{Limits, MAX_REFUSING};
 /// Descriptors kept for everything but connections: the listeners, stdio,
 /// the runtime's epoll and wake-up descriptors, SQLite's files (the
 /// writer's and the checkpointer's), a PostgreSQL pool of 16, JWKS
-/// fetches.
+/// fetches, and the admin listener's 16 connections
+/// (`super::admin::MAX_CONNECTIONS`).
 pub const RESERVED: u64 = 64;
 
 /// Descriptors one client connection may need: its own, and its forward's

@@ -178,7 +178,7 @@ impl Default for Metrics {
         let refused = Counter::default();
         registry.register(
             "connections_refused",
-            "Connections answered 503 over --max-connections",
+            "Connections over --max-connections: answered 503, or closed unanswered while 32 are being answered",
             refused.clone(),
         );
         let open = Gauge::default();

@@ -120,16 +120,12 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(None::<Instant>);
     let sweeper = tokio::spawn(sweep(gateway.clone(), stopped.clone()));
     let admin = admin.map(|listener| {
-        let router = super::admin::router(gateway.clone());
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            let until_stopped = async move {
-                let _ = stopped.wait_for(Option::is_some).await;
-            };
-            axum::serve(listener, router)
-                .with_graceful_shutdown(until_stopped)
-                .await
-        })
+        tokio::spawn(super::admin::serve(
+            listener,
+            gateway.clone(),
+            stopped.clone(),
+            limits.header_timeout,
+        ))
     });
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
