@@ -45,6 +45,12 @@ pub async fn serve(
 ) {
     let service = TowerToHyperService::new(router(gateway));
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD);
+    let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
             _ = stopped.wait_for(Option::is_some) => return,
@@ -59,13 +65,8 @@ pub async fn serve(
         let Ok(place) = places.clone().try_acquire_owned() else {
             continue;
         };
-        let service = service.clone();
+        let (service, builder) = (service.clone(), builder.clone());
         tokio::spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             if tokio::time::timeout(CONNECTION_TIME, connection.as_mut())
