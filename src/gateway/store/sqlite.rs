@@ -549,24 +549,24 @@ impl Store for SqliteStore {
         let (id, fingerprint, token) = (id.clone(), *fingerprint, *token);
         let row = self
             .run(move |c| {
-                // Replays and conflicts only read: a live record answers
-                // without a write transaction. The INSERT below still decides
-                // every race for an absent or expired record.
-                if let Some(row) = read(c, &id)?
-                    && row.expires_at.is_none_or(|expires| expires > ms(now))
-                {
-                    // Our own claim, written by a call whose answer was lost.
-                    if row.token.as_deref() == Some(&token[..]) {
-                        return Ok(None);
-                    }
-                    return Ok(Some(row));
-                }
+                // The insert first: it decides every race for an absent or
+                // expired record, and a fresh key (every forward) then needs
+                // no lookup of its own. A live record makes it change
+                // nothing, and is read.
                 let inserted = c.prepare_cached("INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (caller, key) DO UPDATE SET
                         fingerprint = excluded.fingerprint, token = excluded.token,
                         lease_until = excluded.lease_until, expires_at = NULL, outcome = NULL
                      WHERE records.expires_at IS NOT NULL AND records.expires_at <= ?6")?.execute(params![&id.caller[..], &id.key, &fingerprint[..], &token[..], ms(lease_until), ms(now)])?;
-                if inserted == 1 { Ok(None) } else { read(c, &id) }
+                if inserted == 1 {
+                    return Ok(None);
+                }
+                let row = read(c, &id)?;
+                // Our own claim, written by a call whose answer was lost.
+                if row.as_ref().is_some_and(|row| row.token.as_deref() == Some(&token[..])) {
+                    return Ok(None);
+                }
+                Ok(row)
             })
             .await?;
         match row {
