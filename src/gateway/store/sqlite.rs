@@ -15,7 +15,9 @@
 //! call's error undoes only its own changes. A call's answer is given only
 //! after its batch committed, so a claim is durable before the forward
 //! starts, exactly as with a commit of its own; a failed commit fails every
-//! call of the batch.
+//! call of the batch, and a transaction SQLite rolls back by itself (a full
+//! disk, an I/O error) fails the calls it held, the rest of the batch then
+//! running in a new one.
 //!
 //! At the default durability a call is a few tens of microseconds (a
 //! commit is a write into the OS page cache), less than handing it to
@@ -136,35 +138,58 @@ fn statement(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
 
 /// Runs `batch` in one transaction, a savepoint each, commits, then
 /// delivers each answer.
+///
+/// SQLite itself rolls the whole transaction back on some errors (a full
+/// disk, an I/O error, no memory). A call after which no transaction is
+/// open therefore lost the writes of every call before it in the batch:
+/// those calls are answered with an error, and the rest of the batch runs
+/// in a new transaction (a savepoint opened outside a transaction would
+/// otherwise commit each later call on its own, behind an error answer).
 fn run_batch(c: &mut Connection, batch: Vec<Job>) {
-    if let Err(error) = statement(c, "BEGIN IMMEDIATE") {
-        // Each call on its own then, as a transaction of its own: its
-        // answer is its own success or failure.
-        tracing::warn!(%error, "SQLite could not begin a batch; running its calls one by one");
-        for job in batch {
-            let (_, deliver) = (job.run)(c);
-            deliver(Ok(()));
-        }
-        return;
-    }
-    let mut deliveries = Vec::with_capacity(batch.len());
-    for job in batch {
-        let savepoint = statement(c, "SAVEPOINT call");
-        let (ok, deliver) = (job.run)(c);
-        if savepoint.is_ok() {
-            if !ok {
-                let _ = statement(c, "ROLLBACK TO call");
+    let mut jobs = batch.into_iter();
+    while jobs.len() > 0 {
+        if let Err(error) = statement(c, "BEGIN IMMEDIATE") {
+            // Each call on its own then, as a transaction of its own: its
+            // answer is its own success or failure.
+            tracing::warn!(%error, "SQLite could not begin a batch; running its calls one by one");
+            for job in jobs {
+                let (_, deliver) = (job.run)(c);
+                deliver(Ok(()));
             }
-            let _ = statement(c, "RELEASE call");
+            return;
         }
-        deliveries.push(deliver);
-    }
-    let committed = statement(c, "COMMIT").map(drop).map_err(StoreError::from);
-    if committed.is_err() {
-        let _ = statement(c, "ROLLBACK");
-    }
-    for deliver in deliveries {
-        deliver(committed.clone());
+        let mut deliveries = Vec::with_capacity(jobs.len());
+        let mut rolled_back = false;
+        for job in jobs.by_ref() {
+            let savepoint = statement(c, "SAVEPOINT call");
+            let (ok, deliver) = (job.run)(c);
+            deliveries.push(deliver);
+            if c.is_autocommit() {
+                rolled_back = true;
+                break;
+            }
+            if savepoint.is_ok() {
+                if !ok {
+                    let _ = statement(c, "ROLLBACK TO call");
+                }
+                let _ = statement(c, "RELEASE call");
+            }
+        }
+        let committed = if rolled_back {
+            Err(StoreError(
+                "SQLite rolled the batch's transaction back after an error; nothing of it was written"
+                    .to_owned(),
+            ))
+        } else {
+            let committed = statement(c, "COMMIT").map(drop).map_err(StoreError::from);
+            if committed.is_err() {
+                let _ = statement(c, "ROLLBACK");
+            }
+            committed
+        };
+        for deliver in deliveries {
+            deliver(committed.clone());
+        }
     }
 }
 
@@ -728,6 +753,44 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(claim.await.unwrap().unwrap(), Claimed::Won);
         holder.join().unwrap();
+    }
+
+    /// What SQLite does on a full disk or an I/O error, simulated: the
+    /// second call ends the transaction. The first call's write is undone
+    /// and both are answered so; the third runs in a transaction of its
+    /// own, and its answer says it was written.
+    #[test]
+    fn calls_after_sqlite_rolled_the_batch_back_run_in_a_new_transaction() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        let insert = |n: i64| {
+            move |c: &mut Connection| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
+        };
+        let (first, mut first_answer) = queued_job(insert(1), false);
+        let (lost, mut lost_answer) = queued_job(
+            |c: &mut Connection| {
+                c.execute_batch("ROLLBACK")?;
+                Err::<(), _>(rusqlite::Error::InvalidQuery)
+            },
+            false,
+        );
+        let (after, mut after_answer) = queued_job(insert(3), false);
+        run_batch(&mut c, vec![first, lost, after]);
+        assert!(
+            first_answer.try_recv().unwrap().is_err(),
+            "its write was undone"
+        );
+        assert!(lost_answer.try_recv().unwrap().is_err());
+        assert!(after_answer.try_recv().unwrap().is_ok());
+        let rows: Vec<i64> = c
+            .prepare("SELECT n FROM t")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [3]);
+        assert!(c.is_autocommit(), "no transaction left open");
     }
 
     /// Where a call ran: its thread's id and name.
