@@ -11,8 +11,9 @@
 //! finds no one draining the queue drains it, and the queue is drained in
 //! batches: each batch (every call queued at that moment, at most 128) is
 //! one transaction (group commit: one commit, one WAL append and at most
-//! one fsync for the batch), each call in a savepoint of its own so one
-//! call's error undoes only its own changes. A call's answer is given only
+//! one fsync for the batch), in which one call's error undoes only its own
+//! changes: a call of one writing statement is undone by SQLite itself, any
+//! other runs in a savepoint of its own. A call's answer is given only
 //! after its batch committed, so a claim is durable before the forward
 //! starts, exactly as with a commit of its own; a failed commit fails every
 //! call of the batch, and a transaction SQLite rolls back by itself (a full
@@ -51,10 +52,26 @@ struct Job {
     /// Only the writer thread runs it: the sweep's batches, which take
     /// milliseconds where a request's call takes microseconds.
     writer_only: bool,
+    /// Whether it runs in a savepoint of its own.
+    writes: Writes,
     /// Runs on the connection inside the batch's transaction, says whether
     /// it succeeded, and hands back how to deliver its answer once the
     /// batch's commit is known.
     run: Run,
+}
+
+/// What a call can leave behind when it fails, which says whether it needs
+/// a savepoint of its own inside its batch's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// At most one writing statement, with nothing that can fail after a
+    /// write that succeeded: a failed call wrote nothing, since SQLite
+    /// undoes a failed statement itself (or the whole transaction, which
+    /// [`run_batch`] handles). No savepoint.
+    One,
+    /// Anything else: a savepoint of its own, rolled back if it fails, so
+    /// that one call's error undoes only its own changes.
+    Any,
 }
 
 /// What a queued call runs (see [`Job::run`]).
@@ -161,14 +178,14 @@ fn run_batch(c: &mut Connection, batch: Vec<Job>) {
         let mut deliveries = Vec::with_capacity(jobs.len());
         let mut rolled_back = false;
         for job in jobs.by_ref() {
-            let savepoint = statement(c, "SAVEPOINT call");
+            let savepoint = job.writes == Writes::Any && statement(c, "SAVEPOINT call").is_ok();
             let (ok, deliver) = (job.run)(c);
             deliveries.push(deliver);
             if c.is_autocommit() {
                 rolled_back = true;
                 break;
             }
-            if savepoint.is_ok() {
+            if savepoint {
                 if !ok {
                     let _ = statement(c, "ROLLBACK TO call");
                 }
@@ -347,12 +364,21 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the connection, in a batch with whatever else is
-    /// queued (see the module documentation).
+    /// queued (see the module documentation), in a savepoint of its own.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.run_queued(f, false).await
+        self.run_queued(f, false, Writes::Any).await
+    }
+
+    /// [`Self::run`] for an `f` that keeps [`Writes::One`]'s promise: no
+    /// savepoint, which is two statements fewer per call.
+    async fn run_one<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_queued(f, false, Writes::One).await
     }
 
     /// Drains the queue on this runtime thread if the connection is free,
@@ -402,8 +428,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
         writer_only: bool,
+        writes: Writes,
     ) -> Result<T, StoreError> {
-        let (job, answered) = queued_job(f, writer_only);
+        let (job, answered) = queued_job(f, writer_only, writes);
         let start = {
             let mut pending = lock_pending(&self.pending);
             pending.jobs.push(job);
@@ -454,10 +481,12 @@ type Answer<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
 fn queued_job<T: Send + 'static>(
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     writer_only: bool,
+    writes: Writes,
 ) -> (Job, Answer<T>) {
     let (answer, answered) = tokio::sync::oneshot::channel();
     let job = Job {
         writer_only,
+        writes,
         run: Box::new(move |connection| {
             let result = f(connection);
             let ok = result.is_ok();
@@ -573,7 +602,7 @@ impl Store for SqliteStore {
     ) -> Result<Claimed, StoreError> {
         let (id, fingerprint, token) = (id.clone(), *fingerprint, *token);
         let row = self
-            .run(move |c| {
+            .run_one(move |c| {
                 // The insert first: it decides every race for an absent or
                 // expired record, and a fresh key (every forward) then needs
                 // no lookup of its own. A live record makes it change
@@ -607,7 +636,7 @@ impl Store for SqliteStore {
         lease_until: u64,
     ) -> Result<bool, StoreError> {
         let (id, token) = (id.clone(), *token);
-        self.run(move |c| {
+        self.run_one(move |c| {
             c.prepare_cached(
                 "UPDATE records SET lease_until = ?4 WHERE caller = ?1 AND key = ?2 AND token = ?3",
             )?
@@ -631,13 +660,15 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let (id, token, outcome) = (id.clone(), *token, encode_outcome(outcome));
-        self.run(move |c| settle(c, FINISH, &id, &token, &outcome, expires_at, now).map(|n| n == 1))
-            .await
+        self.run_one(move |c| {
+            settle(c, FINISH, &id, &token, &outcome, expires_at, now).map(|n| n == 1)
+        })
+        .await
     }
 
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
         let (id, token) = (id.clone(), *token);
-        self.run(move |c| {
+        self.run_one(move |c| {
             c.prepare_cached("DELETE FROM records WHERE caller = ?1 AND key = ?2 AND token = ?3")?
                 .execute(params![&id.caller[..], &id.key, &token[..]])
                 .map(|n| n == 1)
@@ -664,7 +695,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.run_one(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
@@ -693,6 +725,7 @@ impl Store for SqliteStore {
                                 }
                             },
                             true,
+                            Writes::One,
                         )
                         .await?;
                     Ok(n as u64)
@@ -766,15 +799,16 @@ mod tests {
         let insert = |n: i64| {
             move |c: &mut Connection| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
         };
-        let (first, mut first_answer) = queued_job(insert(1), false);
+        let (first, mut first_answer) = queued_job(insert(1), false, Writes::Any);
         let (lost, mut lost_answer) = queued_job(
             |c: &mut Connection| {
                 c.execute_batch("ROLLBACK")?;
                 Err::<(), _>(rusqlite::Error::InvalidQuery)
             },
             false,
+            Writes::Any,
         );
-        let (after, mut after_answer) = queued_job(insert(3), false);
+        let (after, mut after_answer) = queued_job(insert(3), false, Writes::Any);
         run_batch(&mut c, vec![first, lost, after]);
         assert!(
             first_answer.try_recv().unwrap().is_err(),
@@ -791,6 +825,38 @@ mod tests {
             .unwrap();
         assert_eq!(rows, [3]);
         assert!(c.is_autocommit(), "no transaction left open");
+    }
+
+    /// A call without a savepoint ([`Writes::One`]) whose one statement
+    /// fails half-way (its first row written, its second refused) leaves
+    /// nothing of itself, and the calls around it in the batch commit.
+    #[test]
+    fn a_failed_one_statement_call_undoes_itself_without_a_savepoint() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)")
+            .unwrap();
+        let insert = |n: i64| {
+            move |c: &mut Connection| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
+        };
+        let (before, mut before_answer) = queued_job(insert(1), false, Writes::One);
+        let (half, mut half_answer) = queued_job(
+            |c: &mut Connection| c.execute("INSERT INTO t VALUES (2), (1)", []).map(drop),
+            false,
+            Writes::One,
+        );
+        let (after, mut after_answer) = queued_job(insert(3), false, Writes::One);
+        run_batch(&mut c, vec![before, half, after]);
+        assert!(before_answer.try_recv().unwrap().is_ok());
+        assert!(half_answer.try_recv().unwrap().is_err());
+        assert!(after_answer.try_recv().unwrap().is_ok());
+        let rows: Vec<i64> = c
+            .prepare("SELECT n FROM t ORDER BY n")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [1, 3], "the half-done statement left nothing");
     }
 
     /// Where a call ran: its thread's id and name.
@@ -839,7 +905,7 @@ mod tests {
                     let store = &store;
                     Box::pin(async move {
                         if writer_only {
-                            store.run_queued(here, true).await
+                            store.run_queued(here, true, Writes::Any).await
                         } else {
                             store.run(here).await
                         }
@@ -971,6 +1037,7 @@ mod tests {
                         Ok(n)
                     },
                     false,
+                    Writes::Any,
                 ))
             })
             .collect();
