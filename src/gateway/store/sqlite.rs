@@ -788,6 +788,16 @@ mod tests {
         holder.join().unwrap();
     }
 
+    /// The numbers in test table `t`, in order.
+    fn rows(c: &Connection) -> Vec<i64> {
+        c.prepare("SELECT n FROM t ORDER BY n")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// What SQLite does on a full disk or an I/O error, simulated: the
     /// second call ends the transaction. The first call's write is undone
     /// and both are answered so; the third runs in a transaction of its
@@ -816,14 +826,7 @@ mod tests {
         );
         assert!(lost_answer.try_recv().unwrap().is_err());
         assert!(after_answer.try_recv().unwrap().is_ok());
-        let rows: Vec<i64> = c
-            .prepare("SELECT n FROM t")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [3]);
+        assert_eq!(rows(&c), [3]);
         assert!(c.is_autocommit(), "no transaction left open");
     }
 
@@ -849,14 +852,7 @@ mod tests {
         assert!(before_answer.try_recv().unwrap().is_ok());
         assert!(half_answer.try_recv().unwrap().is_err());
         assert!(after_answer.try_recv().unwrap().is_ok());
-        let rows: Vec<i64> = c
-            .prepare("SELECT n FROM t ORDER BY n")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [1, 3], "the half-done statement left nothing");
+        assert_eq!(rows(&c), [1, 3], "the half-done statement left nothing");
     }
 
     /// Where a call ran: its thread's id and name.
