@@ -178,7 +178,10 @@ impl Default for Metrics {
         let refused = Counter::default();
         registry.register(
             "connections_refused",
-            "Connections over --max-connections: answered 503, or closed unanswered while 32 are being answered",
+            format!(
+                "Connections over --max-connections: answered 503, or closed unanswered while {} are being answered",
+                super::server::MAX_REFUSING
+            ),
             refused.clone(),
         );
         let open = Gauge::default();

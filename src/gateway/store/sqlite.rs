@@ -153,8 +153,8 @@ fn statement(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute([])
 }
 
-/// Runs `batch` in one transaction, a savepoint each, commits, then
-/// delivers each answer.
+/// Runs `batch` in one transaction (each [`Writes::Any`] call in a
+/// savepoint of its own), commits, then delivers each answer.
 ///
 /// SQLite itself rolls the whole transaction back on some errors (a full
 /// disk, an I/O error, no memory). A call after which no transaction is
@@ -798,6 +798,11 @@ mod tests {
             .unwrap()
     }
 
+    /// A call that puts `n` into test table `t`.
+    fn insert(n: i64) -> impl FnOnce(&mut Connection) -> rusqlite::Result<()> + Send + 'static {
+        move |c| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
+    }
+
     /// What SQLite does on a full disk or an I/O error, simulated: the
     /// second call ends the transaction. The first call's write is undone
     /// and both are answered so; the third runs in a transaction of its
@@ -806,9 +811,6 @@ mod tests {
     fn calls_after_sqlite_rolled_the_batch_back_run_in_a_new_transaction() {
         let mut c = Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
-        let insert = |n: i64| {
-            move |c: &mut Connection| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
-        };
         let (first, mut first_answer) = queued_job(insert(1), false, Writes::Any);
         let (lost, mut lost_answer) = queued_job(
             |c: &mut Connection| {
@@ -838,9 +840,6 @@ mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE t (n INTEGER UNIQUE)")
             .unwrap();
-        let insert = |n: i64| {
-            move |c: &mut Connection| c.execute("INSERT INTO t VALUES (?1)", [n]).map(drop)
-        };
         let (before, mut before_answer) = queued_job(insert(1), false, Writes::One);
         let (half, mut half_answer) = queued_job(
             |c: &mut Connection| c.execute("INSERT INTO t VALUES (2), (1)", []).map(drop),
