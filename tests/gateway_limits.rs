@@ -64,7 +64,7 @@ fn closed_by_peer(read: std::io::Result<usize>) -> bool {
     }
 }
 
-/// Reads one HTTP/1.1 answer/// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
+/// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
 /// body), for a connection the gateway keeps open afterwards; the text.
 fn read_answer(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
@@ -667,6 +667,51 @@ fn an_idle_keep_alive_connection_is_closed() {
             "idempotency_gateway_connections_open",
         ) == 0.0
     });
+}
+
+/// Ten thousand idle keep-alive connections, scaled down: the crowd holds
+/// memory while it is open (each connection its read and write buffers),
+/// and once it has gone that memory goes back to the system within
+/// seconds, rather than staying at the crowd's peak for the life of the
+/// process.
+#[test]
+fn a_crowd_of_idle_connections_gives_its_memory_back_when_it_leaves() {
+    let crowd: u32 = 1000;
+    // The test's own end of every connection, beside the other tests'.
+    rlimit::increase_nofile_limit(u64::from(4 * crowd)).unwrap();
+    let upstream = upstream();
+    let gateway = start(&upstream, &[]);
+    let admin = gateway.admin.clone().unwrap();
+    let open = || sample(&metrics(&admin), "idempotency_gateway_connections_open");
+    assert_eq!(legitimate(&gateway, "warm-up"), 201);
+    let before = rss_kib(gateway.child.id());
+
+    let connections: Vec<TcpStream> = (0..crowd)
+        .map(|_| {
+            let mut stream = connect(&gateway);
+            stream
+                .write_all(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                .unwrap();
+            let answer = read_answer(&mut stream);
+            assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+            stream
+        })
+        .collect();
+    wait_until("the crowd holds its connections", || {
+        open() == f64::from(crowd)
+    });
+    let held = rss_kib(gateway.child.id()).saturating_sub(before);
+    assert!(
+        held > 8 * 1024,
+        "the crowd held {held} KiB, too little to tell whether it comes back"
+    );
+
+    drop(connections);
+    wait_until("the crowd's connections are gone", || open() == 0.0);
+    wait_until("the crowd's memory is back with the system", || {
+        rss_kib(gateway.child.id()) < before + held / 4
+    });
+    assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);
 }
 
 /// HTTP/2 (prior knowledge): the gateway advertises `--max-streams`, and
