@@ -229,6 +229,33 @@ async fn same_key_for_another_request_is_422() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_with_another_content_coding_are_another_request() {
+    // Bytes sent as gzip and the same bytes sent plain are two payloads: the
+    // retry must not be given the first one's answer.
+    let (upstream, calls) = counting();
+    let gw = start_memory(&upstream).await;
+    let url = format!("{}/deployments", gw.url);
+    let send = |coding: Option<&'static str>| {
+        let mut request = client()
+            .post(&url)
+            .header("idempotency-key", "k-coding")
+            .header("authorization", "Bearer alice")
+            .body(&b"\x1f\x8b\x08\x00"[..]);
+        if let Some(coding) = coding {
+            request = request.header("content-encoding", coding);
+        }
+        request.send()
+    };
+    assert_eq!(send(Some("gzip")).await.unwrap().status(), 201);
+    assert_eq!(send(Some("gzip")).await.unwrap().status(), 201, "a replay");
+    let (status, _) = problem(send(None).await.unwrap()).await;
+    assert_eq!(status, 422);
+    let (status, _) = problem(send(Some("br")).await.unwrap()).await;
+    assert_eq!(status, 422);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_keys_are_400_and_nothing_is_forwarded() {
     let (upstream, calls) = counting();
     let gw = start_memory(&upstream).await;

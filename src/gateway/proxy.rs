@@ -682,7 +682,7 @@ fn respond(stored: &StoredResponse) -> Response {
 /// `422`: the key was used for another request.
 fn mismatch() -> (RequestOutcome, Response) {
     let detail = "this Idempotency-Key was used for a different request (method, path, query, \
-                  content type or body); use a new key for a new request";
+                  content type, body or content coding); use a new key for a new request";
     (RequestOutcome::Mismatch, Problem::Mismatch.respond(detail))
 }
 
