@@ -275,6 +275,41 @@ fn redis_down_is_503_and_nothing_is_forwarded() {
 }
 
 #[test]
+fn redis_back_after_an_outage_serves_again_without_a_restart() {
+    let mut redis = RedisServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(&upstream, &["--store", &redis.url()]);
+    let post = |key: &'static str| {
+        post_in_background(gateway.url.clone(), key)
+            .join()
+            .unwrap()
+            .unwrap()
+            .0
+    };
+    assert_eq!(post("before"), 201);
+    redis.stop();
+    assert_eq!(post("during"), 503);
+    redis.restart();
+    // The store's connection comes back on its own (polled: nothing signals
+    // it); until it has, requests are refused with nothing forwarded.
+    let mut after = post("after");
+    for _ in 0..100 {
+        if after != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        after = post("after");
+    }
+    assert_eq!(after, 201, "the gateway serves again once Redis is back");
+    assert_eq!(post("after"), 201, "and replays what it stored since");
+    let forwarded = upstream.requests().len();
+    assert_eq!(
+        forwarded, 2,
+        "before and after; nothing while Redis was down"
+    );
+}
+
+#[test]
 fn admin_endpoints_report_health_and_metrics() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let gateway = Gateway::start(

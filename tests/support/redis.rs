@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 pub struct RedisServer {
     pub port: u16,
     child: Child,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -21,19 +22,29 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let child = Self::spawn(port, &extra);
+        let server = Self { port, child, extra };
+        server.wait_until_ready();
+        server
+    }
+
+    fn spawn(port: u16, extra: &[String]) -> Child {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect(
-                "redis-server must be installed for these tests (apt-get install redis-server)",
-            );
-        let server = Self { port, child };
-        server.wait_until_ready();
-        server
+            .expect("redis-server must be installed for these tests (apt-get install redis-server)")
+    }
+
+    /// Starts a stopped server again on its port, empty (no persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.port, &self.extra);
+        self.wait_until_ready();
     }
 
     pub fn url(&self) -> String {
