@@ -613,6 +613,23 @@ fn a_descriptor_limit_below_max_connections_lowers_it_and_keeps_refusals_prompt(
     }
 }
 
+/// Sends `head` a byte every 100 ms (a slowloris); whether the gateway
+/// closed the connection before the last byte.
+fn trickle(stream: &mut TcpStream, head: &[u8]) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    for byte in head {
+        if stream.write_all(&[*byte]).is_err() {
+            return true;
+        }
+        let mut buffer = [0u8; 64];
+        if matches!(stream.read(&mut buffer), Ok(0)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// A slowloris that trickles header bytes is not kept alive by them: the
 /// header timeout counts from the start of the head.
 #[test]
@@ -621,23 +638,9 @@ fn trickled_headers_do_not_outlast_the_header_timeout() {
     let gateway = start(&upstream, &["--header-timeout", "1s"]);
     let mut stream = connect(&gateway);
     let head = b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    stream.set_nonblocking(true).unwrap();
     // One byte every 100 ms would take 11 s; the gateway must close first.
-    let mut closed = false;
-    for byte in head {
-        if stream.write_all(&[*byte]).is_err() {
-            closed = true;
-            break;
-        }
-        let mut buffer = [0u8; 64];
-        if matches!(stream.read(&mut buffer), Ok(0)) {
-            closed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
-        closed,
+        trickle(&mut stream, head),
         "the trickling connection outlived the header timeout"
     );
 }
@@ -667,6 +670,48 @@ fn an_idle_keep_alive_connection_is_closed() {
             "idempotency_gateway_connections_open",
         ) == 0.0
     });
+}
+
+/// The wait between two requests of a keep-alive connection is
+/// `--idle-timeout`'s, and a later request head still has `--header-timeout`
+/// from its first byte. (hyper's header timer ran from the end of each
+/// request, so idle connections were closed after the header timeout.)
+#[test]
+fn a_keep_alive_connection_waits_by_the_idle_timeout_and_a_later_head_by_the_header_timeout() {
+    let upstream = upstream();
+    let gateway = start(
+        &upstream,
+        &["--header-timeout", "1s", "--idle-timeout", "20s"],
+    );
+    let request = b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\n";
+    let mut stream = connect(&gateway);
+    stream.write_all(request).unwrap();
+    assert!(read_answer(&mut stream).starts_with("HTTP/1.1 201"));
+    // Three header timeouts of silence: the connection must still be open.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = stream.read(&mut byte);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "closed while idle, before --idle-timeout: {waited:?}"
+    );
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    assert!(
+        read_answer(&mut stream).starts_with("HTTP/1.1 201"),
+        "the same connection serves its next request"
+    );
+    // A later head trickled a byte every 100 ms (about 6 s in all, bytes
+    // moving all along, so never idle) is cut off 1 s after its first byte.
+    let head = b"GET /status HTTP/1.1\r\nHost: gateway\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaa";
+    assert!(
+        trickle(&mut stream, head),
+        "the trickled later head outlived the header timeout"
+    );
 }
 
 /// Ten thousand idle keep-alive connections, scaled down: the crowd holds

@@ -330,10 +330,10 @@ pub struct Args {
     /// Time allowed for a request's whole body, from its headers (408 past it); an HTTP/1.1 body answered before its end is read on and discarded until then.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_BODY_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub body_timeout: Duration,
-    /// Time allowed for a request's headers (the connection is closed past it).
+    /// Time allowed for a request's headers: the first request's from the connection's start, each later one's from its first byte (the connection is closed past it).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
-    /// How long a connection may sit idle between requests.
+    /// How long a connection may sit idle between requests (closed gracefully after one to one and a half times it).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
     /// Open client connections at most (a request on one more is answered 503 with Retry-After and its connection closed), and upstream requests in flight at most; lowered at start-up to what the descriptor limit holds.

@@ -4,7 +4,8 @@
 //!
 //! One module per concern: [`config`] (the flags), [`server`] (the
 //! listener and its connection limits; [`descriptors`] fits them to the
-//! process's descriptor limit), [`proxy`] (the service: claim, forward,
+//! process's descriptor limit, [`head_timer`] times a request head from
+//! its first byte), [`proxy`] (the service: claim, forward,
 //! record, replay; [`unsplit`] keeps a claim, its forward and its record
 //! one unit when the client goes away), with [`target`] (the request
 //! target, checked and forwarded byte for byte), [`hop`] (hop-by-hop
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod descriptors;
 pub mod fingerprint;
+pub mod head_timer;
 pub mod hop;
 pub mod jwt;
 pub mod key;

@@ -13,10 +13,12 @@
 //!   upstream connection, stay enough for HTTP/1.1).
 //! - `--header-timeout`: a connection that has not sent a whole request
 //!   head within it of being accepted (a slowloris) is closed; for HTTP/1.1
-//!   hyper applies the same limit to every request head.
+//!   hyper applies the same limit to every request head, counted from the
+//!   head's first byte (`super::head_timer`).
 //! - `--idle-timeout`: a connection with no request in progress and no
 //!   bytes moving for that long (sampled: up to half as long again) is
-//!   closed gracefully.
+//!   closed gracefully; it is what bounds the wait between the requests of
+//!   a keep-alive connection.
 //! - [`MAX_HEAD`] and [`MAX_HEADERS`]: the largest request head and the
 //!   most header fields (`431` past them); over HTTP/1.1 the head also
 //!   bounds each connection's read buffer.
@@ -32,6 +34,7 @@
 //! forwards whose clients went away still finish and are stored, all within
 //! one deadline (`--shutdown-timeout`).
 
+use super::head_timer::{HeadTimer, Reads};
 use super::linger::Lingering;
 use super::problem::Problem;
 use super::proxy::{ConnectionSlot, Gateway};
@@ -306,24 +309,38 @@ impl Drop for InFlight {
 /// `--header-timeout` of being accepted is dropped; one that moved no byte
 /// and had no request in progress for two samples half `--idle-timeout`
 /// apart (so idle for between one and one and a half `--idle-timeout`) is
-/// closed gracefully.
+/// closed gracefully. The samples are taken every half `--idle-timeout`
+/// from the accept, beside the header check rather than after it, so that
+/// bound holds for the wait after the first request too.
 async fn watchdog(activity: Arc<Activity>, limits: Limits) {
-    tokio::time::sleep(limits.header_timeout).await;
-    if activity.begun.load(Ordering::Relaxed) == 0 {
-        activity.drop_now.store(true, Ordering::Relaxed);
-        activity.verdict.notify_one();
-        return;
-    }
+    let header = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(header);
+    let mut header_checked = false;
     let sample = (limits.idle_timeout / 2).max(Duration::from_millis(1));
+    let mut samples = tokio::time::interval_at(Instant::now() + sample, sample);
+    // A late tick must not be followed at once by another: each sample has
+    // to span half `--idle-timeout`.
+    samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_samples = 0;
     loop {
-        tokio::time::sleep(sample).await;
-        let moved = activity.moved.swap(false, Ordering::Relaxed);
-        let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
-        idle_samples = if moved || busy { 0 } else { idle_samples + 1 };
-        if idle_samples >= 2 {
-            activity.verdict.notify_one();
-            return;
+        tokio::select! {
+            () = &mut header, if !header_checked => {
+                header_checked = true;
+                if activity.begun.load(Ordering::Relaxed) == 0 {
+                    activity.drop_now.store(true, Ordering::Relaxed);
+                    activity.verdict.notify_one();
+                    return;
+                }
+            }
+            _ = samples.tick() => {
+                let moved = activity.moved.swap(false, Ordering::Relaxed);
+                let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
+                idle_samples = if moved || busy { 0 } else { idle_samples + 1 };
+                if idle_samples >= 2 {
+                    activity.verdict.notify_one();
+                    return;
+                }
+            }
         }
     }
 }
@@ -343,10 +360,16 @@ async fn serve_connection(
         verdict: Notify::new(),
         drop_now: AtomicBool::new(false),
     });
+    let reads = Arc::new(Reads::default());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+        reads: reads.clone(),
     });
+    // The shared builder's settings, with a header timer of this
+    // connection's own: it starts at a head's first byte.
+    let mut builder = builder.clone();
+    builder.http1().timer(HeadTimer::new(reads));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -397,10 +420,12 @@ async fn serve_connection(
     watching.abort();
 }
 
-/// A stream that flags when bytes move.
+/// A stream that flags when bytes move, and counts the reads that return
+/// some (for the header timer).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    reads: Arc<Reads>,
 }
 
 impl AsyncRead for Watched {
@@ -413,6 +438,7 @@ impl AsyncRead for Watched {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.moved.store(true, Ordering::Relaxed);
+            self.reads.count();
         }
         result
     }
