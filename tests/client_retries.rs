@@ -277,9 +277,9 @@ fn client_errors_are_final_and_outputs_are_written() {
     assert!(start < body_at && body_at < resume, "{log}");
 }
 
-#[test]
-fn retryable_status_until_attempts_run_out_exits_1() {
-    let server = Server::start(scripted(vec![Response::new(502)]));
+/// Two attempts, both answered `response`: exit 1; the outputs.
+fn until_attempts_run_out(response: Response) -> std::collections::HashMap<String, String> {
+    let server = Server::start(scripted(vec![response]));
     let dir = tempfile::tempdir().unwrap();
     client()
         .envs(github_env(dir.path()))
@@ -287,11 +287,35 @@ fn retryable_status_until_attempts_run_out_exits_1() {
         .args(FAST)
         .assert()
         .code(1);
-    let out = read_outputs(dir.path());
+    read_outputs(dir.path())
+}
+
+#[test]
+fn retryable_status_until_attempts_run_out_exits_1() {
+    let out = until_attempts_run_out(Response::new(502));
     assert_eq!(out["status"], "502");
     assert_eq!(out["attempts"], "2");
     assert!(
         out["error"].contains("Re-running the job is safe"),
+        "{}",
+        out["error"]
+    );
+    assert!(
+        !out["error"].contains("still in progress"),
+        "{}",
+        out["error"]
+    );
+}
+
+/// 409s until the attempts run out: the error says what a 409 to a keyed
+/// request means (the first request with the key still in progress).
+#[test]
+fn a_409_until_attempts_run_out_says_the_first_request_may_be_in_progress() {
+    let out = until_attempts_run_out(Response::new(409).header("retry-after", "0"));
+    assert_eq!(out["status"], "409");
+    assert!(
+        out["error"].contains("an earlier request with this key is still in progress")
+            && out["error"].contains("Re-running the job is safe"),
         "{}",
         out["error"]
     );

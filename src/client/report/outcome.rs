@@ -68,6 +68,15 @@ fn failure_message(
         (None, Some(f)) => f.reason.clone(),
         (None, None) => "no response".to_owned(),
     };
+    // Retried 409s that ran out: the first request with this key is most
+    // likely still being processed, which changes what to do.
+    let in_flight = if response.is_some_and(|r| r.status.as_u16() == 409) {
+        " A 409 is how a server that honours idempotency keys says an earlier request with this \
+         key is still in progress (idempotency-gateway answers so while it forwards the first); \
+         once that request completes its answer is stored, and the same key gets it."
+    } else {
+        ""
+    };
     match (finished.stop, failure.map(|f| f.kind)) {
         (Some(StopReason::FinalStatus), _) => (
             format!(
@@ -94,7 +103,7 @@ fn failure_message(
             "Request gave up: deadline".to_owned(),
             format!(
                 "After {n} attempt(s) {what}; the next wait ({}) would pass the deadline. \
-                 Raise `deadline` to wait longer.{rerun}",
+                 Raise `deadline` to wait longer.{in_flight}{rerun}",
                 show(wait)
             ),
         ),
@@ -135,7 +144,7 @@ fn failure_message(
             ),
             format!(
                 "After {n} attempt(s) {what}; max-attempts is used up. Raise `max-attempts` or \
-                 `deadline` to keep trying.{rerun}"
+                 `deadline` to keep trying.{in_flight}{rerun}"
             ),
         ),
     }
