@@ -75,6 +75,49 @@ fn targets_that_could_leave_the_prefix_are_refused() {
     assert!(upstream.requests().is_empty());
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without a `Host`, or any request
+/// with two or a malformed one, is `400`, forwarded or passed through alike;
+/// the upstream always gets `--upstream`'s authority.
+#[test]
+fn a_missing_repeated_or_malformed_host_is_refused() {
+    let (upstream, calls) = counting();
+    let gateway = Gateway::spawn(Gateway::command_for(
+        &upstream.url("/"),
+        &["--store", "memory"],
+    ));
+    for (n, hosts) in [
+        "",
+        "Host: a.example\r\nHost: b.example\r\n",
+        "Host: a.example\r\nHost: a.example\r\n",
+        "Host: user@a.example\r\n",
+        "Host: a.example:port\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for method in ["POST", "GET"] {
+            let answer = raw(
+                &gateway.url,
+                &format!(
+                    "{method} /deployments HTTP/1.1\r\n{hosts}Idempotency-Key: host-{n}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                ),
+            );
+            assert_eq!(status_of(&answer), 400, "{method} {hosts:?}: {answer}");
+            assert!(answer.contains("Host header"), "{answer}");
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was forwarded");
+    let answer = raw_post(&gateway, "POST", "/deployments", "host-ok");
+    assert_eq!(status_of(&answer), 201, "{answer}");
+    let own = upstream.url("");
+    let own = own.trim_start_matches("http://").trim_end_matches('/');
+    assert_eq!(
+        upstream.requests()[0].header("host"),
+        Some(own),
+        "the upstream's own authority, not the client's"
+    );
+}
+
 #[test]
 fn the_target_reaches_the_upstream_exactly_as_sent_under_the_prefix() {
     let (upstream, _) = counting();

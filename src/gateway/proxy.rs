@@ -201,6 +201,9 @@ impl Gateway {
         if let Err(refusal) = target::check(parts.uri.path()) {
             return invalid(None, refusal.detail());
         }
+        if let Err(detail) = target::check_host(parts.version, &parts.headers) {
+            return invalid(None, detail);
+        }
         if hop::has_unsupported_transfer_coding(&parts.headers) {
             let detail = "the request's Transfer-Encoding applies a coding besides chunked, which the gateway \
                           does not decode, so the upstream would read the coded bytes as the body; send the body \

@@ -14,8 +14,8 @@
 //! nothing re-encoded (hyper's client sends the `Uri` it is given; `url`
 //! would re-encode `"`, `{`, `}` and remove `/./`).
 
-use axum::http::Uri;
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{HeaderMap, Uri, Version, header};
 
 /// Why a target was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,9 +188,89 @@ impl Base {
     }
 }
 
+/// Checks the `Host` header as RFC 9112 §3.2 asks of a server: an
+/// HTTP/1.1 request without one, any request with more than one, and a
+/// value that is not `host[:port]` are refused (`400`), so the gateway does
+/// not guard a request whose origin another hop would read differently. It
+/// is not forwarded either way: the upstream gets `--upstream`'s authority.
+/// An empty value is allowed: RFC 9112 has a client send one for a target
+/// URI without an authority.
+pub fn check_host(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host header (RFC 9112 §3.2); nothing was forwarded")
+        }
+        (Some(_), Some(_)) => {
+            Err("the request has more than one Host header (RFC 9112 §3.2); nothing was forwarded")
+        }
+        (Some(host), None) if !host.is_empty() && !is_host_and_port(host.as_bytes()) => Err(
+            "the request's Host header is not a host and optional port (RFC 9112 §3.2); nothing was forwarded",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2): an authority without user-info
+/// whose port, if any, is digits. (`Authority` also takes user-info, and
+/// leaves the port unchecked until it is asked for.)
+fn is_host_and_port(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let Ok(authority) = Authority::try_from(text) else {
+        return false;
+    };
+    if text.contains('@') {
+        return false;
+    }
+    let rest = &text[authority.host().len()..];
+    rest.is_empty()
+        || rest
+            .strip_prefix(':')
+            .is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_header_must_be_there_once_and_well_formed() {
+        use crate::gateway::test_headers::headers;
+        let one = headers(&[("host", "api.example:8080")]);
+        assert_eq!(check_host(Version::HTTP_11, &one), Ok(()));
+        assert_eq!(
+            check_host(Version::HTTP_11, &headers(&[("host", "")])),
+            Ok(())
+        );
+        assert_eq!(check_host(Version::HTTP_10, &headers(&[])), Ok(()));
+        assert_eq!(check_host(Version::HTTP_2, &headers(&[])), Ok(()));
+        let missing = check_host(Version::HTTP_11, &headers(&[])).unwrap_err();
+        assert!(missing.contains("needs a Host header"), "{missing}");
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            let two = headers(&[("host", "a.example"), ("host", "b.example")]);
+            let error = check_host(version, &two).unwrap_err();
+            assert!(error.contains("more than one"), "{error}");
+        }
+        for good in ["[::1]:8080", "[::1]", "127.0.0.1", "a.example:"] {
+            assert_eq!(
+                check_host(Version::HTTP_11, &headers(&[("host", good)])),
+                Ok(()),
+                "{good}"
+            );
+        }
+        for bad in [
+            "a b",
+            "a.example/path",
+            "user@a.example",
+            "a.example:port",
+            "a.example:80:80",
+        ] {
+            let error = check_host(Version::HTTP_11, &headers(&[("host", bad)])).expect_err(bad);
+            assert!(error.contains("not a host"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn dot_segments_backslashes_and_nuls_are_refused_in_every_spelling() {
