@@ -143,6 +143,31 @@ fn retry_after_past_the_deadline_gives_up_at_once() {
     );
 }
 
+/// A `Retry-After` beyond any deadline (past `u64` seconds, or a date in
+/// the year 9999) is shown as "more than a year", not as the twenty-digit
+/// count of seconds it saturates to.
+#[test]
+fn an_absurd_retry_after_is_shown_in_words() {
+    for retry_after in ["99999999999999999999", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let server = Server::start(scripted(vec![
+            Response::new(503).header("retry-after", retry_after),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        client()
+            .envs(github_env(dir.path()))
+            .args(["--url", &server.url("/")])
+            .assert()
+            .code(1);
+        let out = read_outputs(dir.path());
+        assert!(
+            out["error"].contains("the next wait (more than a year) would pass the deadline")
+                && !out["error"].contains("18446744073709551615"),
+            "{}",
+            out["error"]
+        );
+    }
+}
+
 #[test]
 fn lost_response_after_commit_is_retried_and_replayed_once() {
     let toy = Arc::new(Toy::default());

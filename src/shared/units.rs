@@ -69,17 +69,30 @@ pub fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
         .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
 }
 
-/// Formats a duration for log lines: `250ms`, `1.5s`, `90s`.
+/// Formats a duration for log lines: `250ms`, `1.5s`, `90s`, `2.5h`,
+/// `3 days`; anything from a year on (a hostile `Retry-After`, say) as
+/// `more than a year`, never as a twenty-digit number of seconds.
 pub fn show(duration: Duration) -> String {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let secs = duration.as_secs();
+    let with_tenths = |tenths: u128, unit: &str| {
+        if tenths.is_multiple_of(10) {
+            format!("{}{unit}", tenths / 10)
+        } else {
+            format!("{}.{}{unit}", tenths / 10, tenths % 10)
+        }
+    };
     if duration < Duration::from_secs(1) {
         format!("{}ms", duration.as_millis())
+    } else if secs < HOUR {
+        with_tenths(duration.as_millis().div_ceil(100), "s")
+    } else if secs < 2 * DAY {
+        with_tenths(u128::from(secs.div_ceil(HOUR / 10)), "h")
+    } else if secs < 365 * DAY {
+        format!("{} days", secs / DAY)
     } else {
-        let tenths = duration.as_millis().div_ceil(100);
-        if tenths.is_multiple_of(10) {
-            format!("{}s", tenths / 10)
-        } else {
-            format!("{}.{}s", tenths / 10, tenths % 10)
-        }
+        "more than a year".to_owned()
     }
 }
 
@@ -134,6 +147,12 @@ mod tests {
         assert_eq!(show(Duration::from_millis(250)), "250ms");
         assert_eq!(show(Duration::from_millis(1500)), "1.5s");
         assert_eq!(show(Duration::from_secs(90)), "90s");
+        assert_eq!(show(Duration::from_secs(3599)), "3599s");
+        assert_eq!(show(Duration::from_secs(3600)), "1h");
+        assert_eq!(show(Duration::from_secs(5400)), "1.5h");
+        assert_eq!(show(Duration::from_secs(3 * 86_400 + 5)), "3 days");
+        assert_eq!(show(Duration::from_secs(u64::MAX)), "more than a year");
+        assert_eq!(show(Duration::MAX), "more than a year");
     }
 
     #[test]
