@@ -476,6 +476,47 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
+/// A JWKS URL that sends without end (chunked, no length) is read to
+/// 1 MiB and no further: the gateway refuses to start, promptly, rather
+/// than filling its memory for the fetch's 10 s.
+#[test]
+fn an_endless_jwks_is_cut_off_at_one_mebibyte() {
+    use std::io::{Read, Write};
+    let (upstream, _) = counting();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 4096];
+        let _ = stream.read(&mut head);
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+        while stream.write_all(chunk.as_bytes()).is_ok() {
+            counter.fetch_add(0x10000, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--upstream", &upstream.url("")])
+        .args(["--store", "memory", "--jwt-jwks-url", &jwks_url])
+        .args(["--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("larger than 1 MiB"), "{stderr}");
+    // What the socket buffers held beyond the limit, not gigabytes.
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes were sent before it stopped reading"
+    );
+}
+
 /// With the default `--scope-headers auto`, every common way of
 /// authenticating is a caller of its own: another caller with the same key
 /// is forwarded, never replayed the first caller's answer or cookie.

@@ -288,14 +288,27 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, 
                     response.status().as_u16()
                 ));
             }
-            let bytes = response.bytes().await.map_err(|e| {
+            // Read to the limit and no further: a JWKS endpoint that sends
+            // without end must not fill the gateway's memory.
+            let too_large = || format!("the JWKS at {shown} is larger than 1 MiB");
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_JWKS_BYTES)
+            {
+                return Err(too_large());
+            }
+            let mut response = response;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| {
                 format!(
                     "the JWKS from {shown} broke off: {}",
                     crate::shared::http_error::error_chain(&e)
                 )
-            })?;
-            if bytes.len() as u64 > MAX_JWKS_BYTES {
-                return Err(format!("the JWKS at {shown} is larger than 1 MiB"));
+            })? {
+                if (bytes.len() + chunk.len()) as u64 > MAX_JWKS_BYTES {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
             }
             parse(&bytes).map_err(|e| format!("the JWKS at {shown}: {e}"))
         }
