@@ -404,6 +404,17 @@ fn oidc_without_permission_is_a_clear_error_and_nothing_is_sent() {
     assert_eq!(target.connections(), 0);
 }
 
+/// The client against a token service that answers `body`: exit 2 and
+/// nothing sent to the target; the log.
+fn refused_token_answer(body: String) -> String {
+    let service = Server::start(move |_| Reply::Respond(Response::new(200).body(body.clone())));
+    let (target, _) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let assert = oidc_client(dir.path(), &service, &target).assert().code(2);
+    assert_eq!(target.connections(), 0, "nothing was sent");
+    stdout(&assert)
+}
+
 /// A token that could not be sent as a header value (a control
 /// character, a space, a line break, or nothing) is refused before
 /// anything is sent, without being quoted.
@@ -416,19 +427,24 @@ fn an_unusable_oidc_token_is_refused_and_nothing_is_sent() {
         r"Zq9\u007fXw",
         "",
     ] {
-        let body = format!(r#"{{"value":"{value}"}}"#);
-        let service = Server::start(move |_| Reply::Respond(Response::new(200).body(body.clone())));
-        let (target, _) = target();
-        let dir = tempfile::tempdir().unwrap();
-        let assert = oidc_client(dir.path(), &service, &target).assert().code(2);
-        let log = stdout(&assert);
+        let log = refused_token_answer(format!(r#"{{"value":"{value}"}}"#));
         assert!(
             log.contains("the OIDC token service answered with an unusable token"),
             "{value}: {log}"
         );
         assert!(!log.contains("Zq9"), "{value}: the token was quoted: {log}");
-        assert_eq!(target.connections(), 0, "{value}");
     }
+}
+
+/// A token service answer larger than a token could be (here 1 MiB) is
+/// refused at 64 KiB, before anything is sent.
+#[test]
+fn an_oversized_oidc_answer_is_refused_and_nothing_is_sent() {
+    let log = refused_token_answer(format!(r#"{{"value":"{}"}}"#, "a".repeat(1 << 20)));
+    assert!(
+        log.contains("the OIDC token response: it is larger than the 65536 bytes allowed"),
+        "{log}"
+    );
 }
 
 /// A token service that mints numbered JWT-shaped tokens expiring

@@ -19,6 +19,7 @@
 //! stream of fetches. A read that fails keeps the keys already loaded.
 
 use super::config::{JwksSource, JwtSettings};
+use crate::shared::bounded_body::read_at_most;
 use crate::shared::framing::FramedHasher;
 use crate::shared::regular_file::read_regular;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
@@ -290,26 +291,9 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, 
             }
             // Read to the limit and no further: a JWKS endpoint that sends
             // without end must not fill the gateway's memory.
-            let too_large = || format!("the JWKS at {shown} is larger than 1 MiB");
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_JWKS_BYTES)
-            {
-                return Err(too_large());
-            }
-            let mut response = response;
-            let mut bytes = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| {
-                format!(
-                    "the JWKS from {shown} broke off: {}",
-                    crate::shared::http_error::error_chain(&e)
-                )
-            })? {
-                if (bytes.len() + chunk.len()) as u64 > MAX_JWKS_BYTES {
-                    return Err(too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            let bytes = read_at_most(response, MAX_JWKS_BYTES)
+                .await
+                .map_err(|e| format!("the JWKS at {shown}: {e}"))?;
             parse(&bytes).map_err(|e| format!("the JWKS at {shown}: {e}"))
         }
     }

@@ -6,9 +6,14 @@
 //! derived, so it never feeds the key. [`Renewer`] fetches a fresh one
 //! before a retry when the current one is about to expire.
 
+use crate::shared::bounded_body::read_at_most;
 use crate::shared::env::Env;
 use base64::Engine as _;
 use std::time::{Duration, SystemTime};
+
+/// The most of a token service's answer that is read (a GitHub OIDC token
+/// is 1–2 KiB).
+const MAX_TOKEN_RESPONSE: u64 = 64 << 10;
 
 const PERMISSION_HINT: &str = "add `permissions: id-token: write` to the job (or the workflow)";
 
@@ -44,13 +49,12 @@ pub async fn token(client: &reqwest::Client, env: &Env, audience: &str) -> Resul
     struct TokenResponse {
         value: String,
     }
-    let body: TokenResponse = serde_json::from_slice(
-        &response
-            .bytes()
-            .await
-            .map_err(|e| format!("the OIDC token response broke off: {}", e.without_url()))?,
-    )
-    .map_err(|_| "the OIDC token service did not answer with a token".to_owned())?;
+    // A token is a few KiB; a service that sends without end is cut off.
+    let bytes = read_at_most(response, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|e| format!("the OIDC token response: {e}"))?;
+    let body: TokenResponse = serde_json::from_slice(&bytes)
+        .map_err(|_| "the OIDC token service did not answer with a token".to_owned())?;
     // A JWT is visible ASCII; anything else could not be sent as a header
     // value (or would split it).
     if body.value.is_empty() || !body.value.bytes().all(|b| b.is_ascii_graphic()) {

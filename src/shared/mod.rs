@@ -10,8 +10,10 @@
 //! [`protocol`] (replay headers, the gateway's problem types, delta-seconds),
 //! [`secret_names`] (which header and query names carry credentials),
 //! [`cli_error`] (command-line errors that never quote a value),
-//! [`regular_file`] (opening a named file without blocking on a FIFO).
+//! [`regular_file`] (opening a named file without blocking on a FIFO),
+//! [`bounded_body`] (a small response body read up to a limit).
 
+pub mod bounded_body;
 pub mod cli_error;
 pub mod env;
 pub mod framing;
