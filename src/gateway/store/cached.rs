@@ -6,8 +6,9 @@
 //! in-flight records), so a copy taken once stays right for every gateway
 //! replica, and the copy's expiry is checked on every read. In-flight
 //! records are never cached: their state changes. The cache is bounded in
-//! entries (least recently used goes first) and in body size, so it holds
-//! at most [`ENTRIES`] × [`MAX_BODY`] of bodies.
+//! entries (least recently used goes first) and in each answer's size
+//! (headers and body: an upstream's headers alone may take hundreds of
+//! KiB), so it holds at most [`ENTRIES`] × [`MAX_ANSWER`] of answers.
 
 use super::{Claimed, Outcome, Record, RecordId, Store, StoreError, Token};
 use lru::LruCache;
@@ -17,8 +18,9 @@ use std::sync::Mutex;
 /// How many done records are kept.
 pub const ENTRIES: usize = 1024;
 
-/// Larger bodies are always read from the store.
-pub const MAX_BODY: usize = 64 * 1024;
+/// Larger answers (header names and values and the body together) are
+/// always read from the store.
+pub const MAX_ANSWER: usize = 64 * 1024;
 
 /// A store with a cache of done records in front of its claims.
 pub struct Cached<S> {
@@ -64,7 +66,14 @@ impl<S> Cached<S> {
             Record::Done {
                 outcome: Outcome::Response(response),
                 ..
-            } => response.body.len() <= MAX_BODY,
+            } => {
+                let headers: usize = response
+                    .headers
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len())
+                    .sum();
+                response.body.len() + headers <= MAX_ANSWER
+            }
             Record::Done { .. } => true,
             Record::InFlight { .. } => false,
         };
@@ -212,7 +221,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn in_flight_records_and_large_bodies_always_reach_the_store() {
+    async fn in_flight_records_and_large_answers_always_reach_the_store() {
         let store = Cached::new(MemoryStore::default());
         let holder = [1; 16];
         store
@@ -226,9 +235,30 @@ mod tests {
         assert!(store.release(&id("busy"), &holder).await.unwrap());
         assert_eq!(claim(&store, "busy", 2).await, Claimed::Won);
 
-        done(&store, "big", &body(MAX_BODY + 1), 1000).await;
+        done(&store, "big", &body(MAX_ANSWER + 1), 1000).await;
+        // A small body under large headers is a large answer too.
+        let big_headers = Outcome::Response(StoredResponse {
+            status: 201,
+            headers: vec![("set-cookie".to_owned(), vec![b'c'; MAX_ANSWER])],
+            body: b"{}".to_vec(),
+        });
+        done(&store, "big-headers", &big_headers, 1000).await;
+        let fits = Outcome::Response(StoredResponse {
+            status: 201,
+            headers: vec![("set-cookie".to_owned(), vec![b'c'; 1000])],
+            body: vec![b'x'; MAX_ANSWER - 1010],
+        });
+        done(&store, "fits", &fits, 1000).await;
         forget_behind_the_cache(&store).await;
         assert_eq!(claim(&store, "big", 2).await, Claimed::Won);
+        assert_eq!(claim(&store, "big-headers", 2).await, Claimed::Won);
+        assert!(
+            matches!(
+                claim(&store, "fits", 2).await,
+                Claimed::Existing(Record::Done { .. })
+            ),
+            "64 KiB of headers and body together is cached"
+        );
     }
 
     #[tokio::test]
