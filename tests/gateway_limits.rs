@@ -1006,6 +1006,77 @@ fn one_upstream_place_serves_requests_one_after_another() {
     assert_eq!(upstream.requests().len(), 6);
 }
 
+/// Replays of a large stored answer to clients that do not read it: each
+/// holds its answer's bytes against `--max-buffered` until they are
+/// written, so past the budget a replay is `503` with `Retry-After`, and the
+/// budget comes back when those clients go. (Before, 150 such replays of an
+/// 8 MiB answer held 1.2 GB.)
+#[test]
+fn replays_to_clients_that_do_not_read_stay_within_the_buffer_budget() {
+    const ANSWER: usize = 4 << 20;
+    let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("a".repeat(ANSWER))));
+    let gateway = start(
+        &upstream,
+        &["--max-body", "5MiB", "--max-buffered", "10MiB"],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    // Status, replay marker and body length of one whole answer.
+    let whole = || {
+        runtime().block_on(async {
+            let answer = http()
+                .post(format!("{}/deployments", gateway.url))
+                .header("idempotency-key", "large")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let replayed = answer.headers().contains_key("idempotent-replayed");
+            (
+                answer.status().as_u16(),
+                replayed,
+                answer.bytes().await.unwrap().len(),
+            )
+        })
+    };
+    assert_eq!(whole(), (201, false, ANSWER));
+    let request = "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: large\r\nContent-Length: 2\r\n\r\n{}";
+    let mut statuses = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        // A small receive window, never read: the answer stays unwritten.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let address: std::net::SocketAddr = address(&gateway).parse().unwrap();
+        socket.connect(&address.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut status = [0u8; 12];
+        stream.read_exact(&mut status).unwrap();
+        statuses.push(String::from_utf8_lossy(&status[9..]).into_owned());
+        readers.push(stream);
+    }
+    assert_eq!(
+        statuses,
+        ["201", "201", "503", "503"],
+        "two answers fit in 10 MiB"
+    );
+    assert!(sample(&metrics(&admin), "idempotency_gateway_buffered_bytes") >= (2 * ANSWER) as f64);
+    drop(readers);
+    wait_until("the unread answers' budget is back", || {
+        sample(&metrics(&admin), "idempotency_gateway_buffered_bytes") == 0.0
+    });
+    assert_eq!(whole(), (201, true, ANSWER));
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "every other answer was a replay"
+    );
+}
+
 /// A flood of fresh keys against the memory store: once its records reach
 /// `--memory-max-bytes`, new keys get a `503` problem and are not
 /// forwarded, and the keys already stored are still replayed.

@@ -4,7 +4,10 @@
 //! buffering at once (`503` with `Retry-After`), so a crowd of half-sent
 //! uploads, over many connections or many HTTP/2 streams, cannot exhaust
 //! the gateway's memory. A body's share of the budget is held until its
-//! request is done with it ([`Held`]).
+//! request is done with it ([`Held`]). Replayed answers take their share
+//! of the same budget until they are written ([`held_bytes`]), so clients
+//! that ask for a large stored answer and do not read it cannot exhaust it
+//! either.
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
@@ -67,6 +70,14 @@ impl Budget {
         Ok(())
     }
 
+    /// Takes `bytes` from the budget for an answer about to be written
+    /// (a replay), or refuses with [`Refusal::Busy`] when they are not free.
+    pub fn hold(&self, bytes: usize) -> Result<Held, Refusal> {
+        let mut held = None;
+        self.take(&mut held, bytes)?;
+        Ok(Held { _permit: held })
+    }
+
     /// Reads `body` whole. `declared` is its `Content-Length`, when given:
     /// a body declared too large is refused before a byte is read, and a
     /// declared size is taken from the budget at once.
@@ -112,6 +123,24 @@ impl Budget {
     }
 }
 
+/// `bytes` as one `Bytes` that carries `held`: the share is returned when
+/// the last reference is dropped, which for an answer is when hyper has
+/// written all of it (or its connection is gone), not when hyper takes it
+/// from the response body into its write queue.
+pub fn held_bytes(bytes: Vec<u8>, held: Held) -> Bytes {
+    struct Owned {
+        bytes: Vec<u8>,
+        // Kept, not read: dropping it returns the share.
+        _held: Held,
+    }
+    impl AsRef<[u8]> for Owned {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    Bytes::from_owner(Owned { bytes, _held: held })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +164,21 @@ mod tests {
         assert_eq!(refused.err(), Some(Refusal::Busy));
         drop(held);
         assert_eq!(budget.available(), 10);
+    }
+
+    #[test]
+    fn an_answer_holds_its_share_until_its_last_bytes_are_dropped() {
+        let budget = Budget::new(10);
+        let held = budget.hold(6).unwrap();
+        assert_eq!(budget.hold(5).err(), Some(Refusal::Busy));
+        let bytes = held_bytes(b"012345".to_vec(), held);
+        let tail = bytes.slice(3..);
+        drop(bytes);
+        assert_eq!(budget.available(), 4, "a slice still holds it");
+        assert_eq!(&tail[..], b"345");
+        drop(tail);
+        assert_eq!(budget.available(), 10);
+        assert!(budget.hold(0).is_ok());
     }
 
     #[tokio::test]

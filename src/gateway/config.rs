@@ -324,7 +324,7 @@ pub struct Args {
     /// Largest request body accepted (413 past it), and largest answer stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BODY", default_value = "10MiB", value_parser = size)]
     pub max_body: usize,
-    /// Request body bytes buffered at once, all requests together (503 with Retry-After past it).
+    /// Request body bytes buffered, and replayed answers' bytes not yet written, all requests together (503 with Retry-After past it).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED", default_value = "256MiB", value_parser = size)]
     pub max_buffered: usize,
     /// Time allowed for a request's whole body, from its headers (408 past it); an HTTP/1.1 body answered before its end is read on and discarded until then.

@@ -10,8 +10,8 @@
 //! - `idempotency_gateway_forwards_in_flight`: claims being forwarded and
 //!   recorded now, those whose client went away included (each holds its
 //!   connection's place under `--max-connections` until it is done).
-//! - `idempotency_gateway_buffered_bytes`: request-body bytes held now
-//!   against `--max-buffered`.
+//! - `idempotency_gateway_buffered_bytes`: request-body bytes and replayed
+//!   answers' bytes not yet written, held now against `--max-buffered`.
 //! - `idempotency_gateway_memory_store_bytes`: with `--store memory`, the
 //!   records' estimated size now, against `--memory-max-bytes` (0 with
 //!   other stores).
@@ -199,7 +199,7 @@ impl Default for Metrics {
         let buffered = Gauge::default();
         registry.register(
             "buffered_bytes",
-            "Request-body bytes held now against --max-buffered",
+            "Request-body bytes and unwritten replayed-answer bytes held now against --max-buffered",
             buffered.clone(),
         );
         let memory_store = Gauge::default();

@@ -36,7 +36,7 @@
 //! same token, which finds its own record and proceeds, and failing that the
 //! claim is released in the background, so the key is never left stuck.
 
-use super::body::{Budget, Held, Refusal};
+use super::body::{Budget, Held, Refusal, held_bytes};
 use super::caller::{self, CallerRule};
 use super::clock::Clock;
 use super::fingerprint::{fingerprint, key_hash};
@@ -304,7 +304,7 @@ impl Gateway {
         }) = self.store.recall(&id, now)
         {
             let (outcome, response) = if stored == fingerprint {
-                replay(outcome, stored_at, now)
+                replay(outcome, stored_at, now, &self.budget)
             } else {
                 mismatch()
             };
@@ -377,7 +377,7 @@ impl Gateway {
             match record {
                 Record::Done {
                     outcome, stored_at, ..
-                } => return replay(outcome, stored_at, now),
+                } => return replay(outcome, stored_at, now, &self.budget),
                 Record::InFlight { lease_until, .. } if lease_until > now => return in_flight(),
                 Record::InFlight { token: holder, .. } => {
                     let unknown = Outcome::Unknown(LAPSED_LEASE_DETAIL.to_owned());
@@ -393,7 +393,7 @@ impl Gateway {
                         Ok(Some(Record::Done {
                             outcome, stored_at, ..
                         })) => {
-                            return replay(outcome, stored_at, now);
+                            return replay(outcome, stored_at, now, &self.budget);
                         }
                         Ok(Some(Record::InFlight { .. })) => return in_flight(),
                         Ok(None) => continue,
@@ -666,9 +666,14 @@ fn body_problem(refusal: Refusal, settings: &Settings) -> Response {
 
 /// Builds the client's answer from a stored (or just received) response.
 fn respond(stored: &StoredResponse) -> Response {
+    respond_with(stored, Body::from(stored.body.clone()))
+}
+
+/// The answer `stored` describes, with `body` for its body.
+fn respond_with(stored: &StoredResponse, body: Body) -> Response {
     let mut response = Response::builder()
         .status(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::BAD_GATEWAY))
-        .body(Body::from(stored.body.clone()))
+        .body(body)
         .expect("a status and a body make a response");
     let headers = response.headers_mut();
     for (name, value) in &stored.headers {
@@ -702,10 +707,28 @@ const AGE_MAX: u64 = 1 << 31;
 /// A stored outcome, marked as a replay; a stored answer keeps its `Date`
 /// and gets one `Age`, as an HTTP cache does: the upstream's own `Age`
 /// (when it sent a valid one) plus the whole seconds since it was stored.
-fn replay(outcome: Outcome, stored_at: Option<u64>, now: u64) -> (RequestOutcome, Response) {
+/// Its body takes its share of `budget` until it is written; when the
+/// share is not free the answer is `503` with `Retry-After` (the record is
+/// untouched, so the retry gets it).
+fn replay(
+    outcome: Outcome,
+    stored_at: Option<u64>,
+    now: u64,
+    budget: &Budget,
+) -> (RequestOutcome, Response) {
     let (outcome, mut response) = match outcome {
-        Outcome::Response(stored) => {
-            let mut response = respond(&stored);
+        Outcome::Response(mut stored) => {
+            let Ok(held) = budget.hold(stored.body.len()) else {
+                return (
+                    RequestOutcome::Overloaded,
+                    Problem::Overloaded.respond(
+                        "the gateway is holding as many request bodies and replayed answers as it buffers \
+                         at once; the answer is stored, retry after a moment",
+                    ),
+                );
+            };
+            let body = held_bytes(std::mem::take(&mut stored.body), held);
+            let mut response = respond_with(&stored, Body::from(body));
             if let Some(stored_at) = stored_at {
                 let resident = now.saturating_sub(stored_at) / 1000;
                 let received = response
