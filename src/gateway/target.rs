@@ -217,7 +217,8 @@ pub fn check_host(version: Version, headers: &HeaderMap) -> Result<(), &'static 
 /// Checked byte by byte: `http`'s `Authority` would allocate a copy on
 /// every request, and it takes user-info and leaves the port unchecked.
 fn is_host_and_port(value: &[u8]) -> bool {
-    let (host, rest) = if value.first() == Some(&b'[') {
+    // What follows the host: nothing, or `:` and the port.
+    let rest = if value.first() == Some(&b'[') {
         let Some(end) = value.iter().position(|&b| b == b']') else {
             return false;
         };
@@ -229,7 +230,7 @@ fn is_host_and_port(value: &[u8]) -> bool {
         if !literal_ok {
             return false;
         }
-        (&value[..=end], &value[end + 1..])
+        &value[end + 1..]
     } else {
         let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
         let name = &value[..end];
@@ -240,9 +241,8 @@ fn is_host_and_port(value: &[u8]) -> bool {
         if !name_ok {
             return false;
         }
-        (name, &value[end..])
+        &value[end..]
     };
-    debug_assert!(!host.is_empty());
     match rest.split_first() {
         None => true,
         Some((b':', port)) => port.iter().all(u8::is_ascii_digit),
