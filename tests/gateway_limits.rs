@@ -1007,26 +1007,35 @@ fn one_upstream_place_serves_requests_one_after_another() {
 }
 
 /// Replays of a large stored answer to clients that do not read it: each
-/// holds its answer's bytes against `--max-buffered` until they are
-/// written, so past the budget a replay is `503` with `Retry-After`, and the
-/// budget comes back when those clients go. (Before, 150 such replays of an
-/// 8 MiB answer held 1.2 GB.)
+/// holds its answer's bytes against a `--max-buffered` of their own until
+/// they are written, so past it a replay is `503` with `Retry-After`, while
+/// uploads, which have their own, go on; and a connection whose answer does
+/// not move is dropped after `--idle-timeout` (twice), which gives the
+/// budget back without the client's help. (Before, 150 such replays of an
+/// 8 MiB answer held 1.2 GB, and each connection was held for good.)
 #[test]
-fn replays_to_clients_that_do_not_read_stay_within_the_buffer_budget() {
+fn replays_to_clients_that_do_not_read_stay_within_their_budget_and_are_dropped() {
     const ANSWER: usize = 4 << 20;
     let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("a".repeat(ANSWER))));
     let gateway = start(
         &upstream,
-        &["--max-body", "5MiB", "--max-buffered", "10MiB"],
+        &[
+            "--max-body",
+            "5MiB",
+            "--max-buffered",
+            "10MiB",
+            "--idle-timeout",
+            "1s",
+        ],
     );
     let admin = gateway.admin.clone().unwrap();
-    // Status, replay marker and body length of one whole answer.
-    let whole = || {
+    // Status, replay marker and body length of one whole answer to `body`.
+    let whole = |key: &str, body: Vec<u8>| {
         runtime().block_on(async {
             let answer = http()
                 .post(format!("{}/deployments", gateway.url))
-                .header("idempotency-key", "large")
-                .body("{}")
+                .header("idempotency-key", key)
+                .body(body)
                 .send()
                 .await
                 .unwrap();
@@ -1038,7 +1047,7 @@ fn replays_to_clients_that_do_not_read_stay_within_the_buffer_budget() {
             )
         })
     };
-    assert_eq!(whole(), (201, false, ANSWER));
+    assert_eq!(whole("large", b"{}".to_vec()), (201, false, ANSWER));
     let request = "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: large\r\nContent-Length: 2\r\n\r\n{}";
     let mut statuses = Vec::new();
     let mut readers = Vec::new();
@@ -1064,17 +1073,28 @@ fn replays_to_clients_that_do_not_read_stay_within_the_buffer_budget() {
         ["201", "201", "503", "503"],
         "two answers fit in 10 MiB"
     );
-    assert!(sample(&metrics(&admin), "idempotency_gateway_buffered_bytes") >= (2 * ANSWER) as f64);
-    drop(readers);
-    wait_until("the unread answers' budget is back", || {
-        sample(&metrics(&admin), "idempotency_gateway_buffered_bytes") == 0.0
+    let text = metrics(&admin);
+    assert!(sample(&text, "idempotency_gateway_replaying_bytes") >= (2 * ANSWER) as f64);
+    assert_eq!(sample(&text, "idempotency_gateway_buffered_bytes"), 0.0);
+    // An upload as large as the unread answers left room for is not
+    // refused: request bodies have a budget of their own.
+    assert_eq!(whole("upload", vec![b'u'; ANSWER]), (201, false, ANSWER));
+    // The readers stay open and read nothing; the gateway lets them go.
+    wait_until("the unread answers' connections are dropped", || {
+        let text = metrics(&admin);
+        sample(&text, "idempotency_gateway_replaying_bytes") == 0.0
+            && sample(&text, "idempotency_gateway_connections_open") == 0.0
     });
-    assert_eq!(whole(), (201, true, ANSWER));
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "every other answer was a replay"
-    );
+    for mut reader in readers {
+        let mut rest = Vec::new();
+        let end = reader.read_to_end(&mut rest);
+        assert!(
+            end.is_err() || rest.len() < ANSWER,
+            "the unread answer was cut off"
+        );
+    }
+    assert_eq!(whole("large", b"{}".to_vec()), (201, true, ANSWER));
+    assert_eq!(upstream.requests().len(), 2, "the upload and the first");
 }
 
 /// A flood of fresh keys against the memory store: once its records reach

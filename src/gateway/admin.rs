@@ -99,6 +99,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     gateway.metrics.set_buffered(gateway.buffered_bytes());
+    gateway.metrics.set_replaying(gateway.replaying_bytes());
     gateway.metrics.set_forwards(gateway.forwards.len());
     if let AnyStore::Memory(store) = gateway.store() {
         gateway.metrics.set_memory_store(store.held_bytes());

@@ -4,10 +4,10 @@
 //! buffering at once (`503` with `Retry-After`), so a crowd of half-sent
 //! uploads, over many connections or many HTTP/2 streams, cannot exhaust
 //! the gateway's memory. A body's share of the budget is held until its
-//! request is done with it ([`Held`]). Replayed answers take their share
-//! of the same budget until they are written ([`held_bytes`]), so clients
-//! that ask for a large stored answer and do not read it cannot exhaust it
-//! either.
+//! request is done with it ([`Held`]). Replayed answers are held against a
+//! budget of this kind too, their own, until they are written
+//! ([`held_bytes`]), so clients that ask for a large stored answer and do
+//! not read it cannot exhaust the gateway's memory either.
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};

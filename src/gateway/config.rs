@@ -324,7 +324,7 @@ pub struct Args {
     /// Largest request body accepted (413 past it), and largest answer stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BODY", default_value = "10MiB", value_parser = size)]
     pub max_body: usize,
-    /// Request body bytes buffered, and replayed answers' bytes not yet written, all requests together (503 with Retry-After past it).
+    /// Request body bytes buffered at once, all requests together, and as much again for replayed answers not yet written (503 with Retry-After past either).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED", default_value = "256MiB", value_parser = size)]
     pub max_buffered: usize,
     /// Time allowed for a request's whole body, from its headers (408 past it); an HTTP/1.1 body answered before its end is read on and discarded until then.
@@ -333,7 +333,7 @@ pub struct Args {
     /// Time allowed for a request's headers: the first request's from the connection's start, each later one's from its first byte (the connection is closed past it).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub header_timeout: Duration,
-    /// How long a connection may sit idle between requests (closed gracefully after one to one and a half times it).
+    /// How long a connection may sit idle between requests, or with an answer its client does not read (closed gracefully after one to one and a half times it; dropped if an answer still moves no byte for as long again).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
     /// Open client connections at most (a request on one more is answered 503 with Retry-After and its connection closed), and upstream requests in flight at most; lowered at start-up to what the descriptor limit holds.

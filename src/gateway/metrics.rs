@@ -10,8 +10,10 @@
 //! - `idempotency_gateway_forwards_in_flight`: claims being forwarded and
 //!   recorded now, those whose client went away included (each holds its
 //!   connection's place under `--max-connections` until it is done).
-//! - `idempotency_gateway_buffered_bytes`: request-body bytes and replayed
-//!   answers' bytes not yet written, held now against `--max-buffered`.
+//! - `idempotency_gateway_buffered_bytes`: request-body bytes held now
+//!   against `--max-buffered`.
+//! - `idempotency_gateway_replaying_bytes`: replayed answers' bytes not yet
+//!   written, held now against their own `--max-buffered`.
 //! - `idempotency_gateway_memory_store_bytes`: with `--store memory`, the
 //!   records' estimated size now, against `--memory-max-bytes` (0 with
 //!   other stores).
@@ -146,6 +148,7 @@ pub struct Metrics {
     refused: Counter,
     open: Gauge,
     buffered: Gauge,
+    replaying: Gauge,
     memory_store: Gauge,
     forwards: Gauge,
 }
@@ -199,8 +202,14 @@ impl Default for Metrics {
         let buffered = Gauge::default();
         registry.register(
             "buffered_bytes",
-            "Request-body bytes and unwritten replayed-answer bytes held now against --max-buffered",
+            "Request-body bytes held now against --max-buffered",
             buffered.clone(),
+        );
+        let replaying = Gauge::default();
+        registry.register(
+            "replaying_bytes",
+            "Replayed answers' bytes not yet written, held now against their own --max-buffered",
+            replaying.clone(),
         );
         let memory_store = Gauge::default();
         registry.register(
@@ -228,6 +237,7 @@ impl Default for Metrics {
             refused,
             open,
             buffered,
+            replaying,
             memory_store,
             forwards,
         }
@@ -254,6 +264,11 @@ impl Metrics {
     /// Sets the request-body bytes held now.
     pub fn set_buffered(&self, bytes: usize) {
         self.buffered.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the replayed answers' bytes not yet written.
+    pub fn set_replaying(&self, bytes: usize) {
+        self.replaying.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Sets the number of forwards in flight now.

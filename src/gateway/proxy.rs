@@ -122,7 +122,12 @@ pub struct Gateway {
     store: AnyStore,
     clock: Arc<dyn Clock>,
     upstream: Upstream,
+    /// Request bodies being read (`--max-buffered`).
     budget: Budget,
+    /// Replayed answers not yet written: a budget of the same size of their
+    /// own, so clients that ask for replays and do not read them cannot
+    /// starve uploads.
+    answers: Budget,
     /// Places for upstream requests in flight (`max_upstream_requests`).
     upstream_slots: Arc<tokio::sync::Semaphore>,
     /// Request and store metrics.
@@ -148,6 +153,7 @@ impl Gateway {
         let upstream = Upstream::new(&settings.upstream, settings.upstream_timeout)?;
         Ok(Self {
             budget: Budget::new(settings.max_buffered),
+            answers: Budget::new(settings.max_buffered),
             upstream_slots: Arc::new(tokio::sync::Semaphore::new(
                 settings
                     .max_upstream_requests
@@ -179,10 +185,20 @@ impl Gateway {
 
     /// Request-body bytes held now against `--max-buffered`.
     pub fn buffered_bytes(&self) -> usize {
+        self.held(&self.budget)
+    }
+
+    /// Replayed answers' bytes not yet written, held against their own
+    /// `--max-buffered`.
+    pub fn replaying_bytes(&self) -> usize {
+        self.held(&self.answers)
+    }
+
+    fn held(&self, budget: &Budget) -> usize {
         self.settings
             .max_buffered
             .min(tokio::sync::Semaphore::MAX_PERMITS)
-            .saturating_sub(self.budget.available())
+            .saturating_sub(budget.available())
     }
 
     async fn timed<T>(
@@ -304,7 +320,7 @@ impl Gateway {
         }) = self.store.recall(&id, now)
         {
             let (outcome, response) = if stored == fingerprint {
-                replay(outcome, stored_at, now, &self.budget)
+                replay(outcome, stored_at, now, &self.answers)
             } else {
                 mismatch()
             };
@@ -377,7 +393,7 @@ impl Gateway {
             match record {
                 Record::Done {
                     outcome, stored_at, ..
-                } => return replay(outcome, stored_at, now, &self.budget),
+                } => return replay(outcome, stored_at, now, &self.answers),
                 Record::InFlight { lease_until, .. } if lease_until > now => return in_flight(),
                 Record::InFlight { token: holder, .. } => {
                     let unknown = Outcome::Unknown(LAPSED_LEASE_DETAIL.to_owned());
@@ -393,7 +409,7 @@ impl Gateway {
                         Ok(Some(Record::Done {
                             outcome, stored_at, ..
                         })) => {
-                            return replay(outcome, stored_at, now, &self.budget);
+                            return replay(outcome, stored_at, now, &self.answers);
                         }
                         Ok(Some(Record::InFlight { .. })) => return in_flight(),
                         Ok(None) => continue,
@@ -722,8 +738,8 @@ fn replay(
                 return (
                     RequestOutcome::Overloaded,
                     Problem::Overloaded.respond(
-                        "the gateway is holding as many request bodies and replayed answers as it buffers \
-                         at once; the answer is stored, retry after a moment",
+                        "the gateway is holding as many replayed answers as it buffers at once (answers \
+                         that clients are slow to read); the answer is stored, retry after a moment",
                     ),
                 );
             };

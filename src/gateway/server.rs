@@ -290,7 +290,8 @@ struct Activity {
     /// The watchdog's verdict, to the connection.
     verdict: Notify,
     /// What the verdict is: `true` to drop the connection at once (no
-    /// request head yet), `false` to close it gracefully (idle).
+    /// request head yet, or an answer that does not move after the close
+    /// was asked), `false` to close it gracefully (idle).
     drop_now: AtomicBool,
 }
 
@@ -312,6 +313,11 @@ impl Drop for InFlight {
 /// closed gracefully. The samples are taken every half `--idle-timeout`
 /// from the accept, beside the header check rather than after it, so that
 /// bound holds for the wait after the first request too.
+///
+/// A graceful close waits for the answer being written, and an answer its
+/// client does not read is never written: so if no byte moves for two more
+/// samples after the close was asked, the connection is dropped, and with
+/// it its place under `--max-connections` and what its answer holds.
 async fn watchdog(activity: Arc<Activity>, limits: Limits) {
     let header = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(header);
@@ -322,6 +328,7 @@ async fn watchdog(activity: Arc<Activity>, limits: Limits) {
     // to span half `--idle-timeout`.
     samples.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_samples = 0;
+    let mut close_asked = false;
     loop {
         tokio::select! {
             () = &mut header, if !header_checked => {
@@ -337,8 +344,14 @@ async fn watchdog(activity: Arc<Activity>, limits: Limits) {
                 let busy = activity.in_flight.load(Ordering::Relaxed) > 0;
                 idle_samples = if moved || busy { 0 } else { idle_samples + 1 };
                 if idle_samples >= 2 {
+                    if close_asked {
+                        activity.drop_now.store(true, Ordering::Relaxed);
+                        activity.verdict.notify_one();
+                        return;
+                    }
                     activity.verdict.notify_one();
-                    return;
+                    close_asked = true;
+                    idle_samples = 0;
                 }
             }
         }
@@ -406,14 +419,18 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = verdict.as_mut(), if !closing => {
+            () = verdict.as_mut() => {
                 if activity.drop_now.load(Ordering::Relaxed) {
-                    // Never sent a request head: a slowloris, or a client
-                    // that connected and forgot. Nothing to finish.
+                    // Never sent a request head (a slowloris, or a client
+                    // that connected and forgot), or an answer that has not
+                    // moved since the close was asked: nothing to finish.
                     break;
                 }
-                connection.as_mut().graceful_shutdown();
-                closing = true;
+                if !closing {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                verdict.set(activity.verdict.notified());
             }
         }
     }
