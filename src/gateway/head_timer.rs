@@ -10,6 +10,13 @@
 //! accept to the first head, `--header-timeout`; between requests,
 //! `--idle-timeout`. Written here because hyper has no such setting; its
 //! `Timer` trait is the seam it offers.
+//!
+//! "First byte" is the first read after hyper armed the timer. A head whose
+//! first bytes came in one read with the request before it (pipelined)
+//! starts its timer at its next byte; until then nothing moves, so the
+//! idle watchdog bounds it by `--idle-timeout`, as it bounds an idle
+//! connection. Holding a connection that way costs a client what holding
+//! an idle one does.
 
 use hyper::rt::{Sleep, Timer};
 use std::future::Future;
