@@ -714,6 +714,31 @@ fn a_keep_alive_connection_waits_by_the_idle_timeout_and_a_later_head_by_the_hea
     );
 }
 
+/// A partial head that came in one write with the request before it
+/// (pipelined) is not held open for good: with no byte moving, the idle
+/// watchdog closes its connection, after the earlier request is answered.
+#[test]
+fn a_pipelined_partial_head_is_closed_by_the_idle_timeout() {
+    let upstream = upstream();
+    let gateway = start(
+        &upstream,
+        &["--header-timeout", "1s", "--idle-timeout", "2s"],
+    );
+    let mut stream = connect(&gateway);
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: gateway\r\n\r\nGET /partial HTTP/1.1\r\nHo")
+        .unwrap();
+    let answer = read_all(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    wait_until("the connection is closed", || {
+        sample(
+            &metrics(gateway.admin.as_ref().unwrap()),
+            "idempotency_gateway_connections_open",
+        ) == 0.0
+    });
+}
+
 /// Ten thousand idle keep-alive connections, scaled down: the crowd holds
 /// memory while it is open (each connection its read and write buffers),
 /// and once it has gone that memory goes back to the system within
