@@ -64,6 +64,14 @@ fn closed_by_peer(read: std::io::Result<usize>) -> bool {
     }
 }
 
+/// Waits until the gateway counts `open` open connections.
+fn wait_until_open(gateway: &Gateway, open: f64, what: &str) {
+    let admin = gateway.admin.as_ref().unwrap();
+    wait_until(what, || {
+        sample(&metrics(admin), "idempotency_gateway_connections_open") == open
+    });
+}
+
 /// Reads one HTTP/1.1 answer (its head and `Content-Length` bytes of
 /// body), for a connection the gateway keeps open afterwards; the text.
 fn read_answer(stream: &mut TcpStream) -> String {
@@ -664,12 +672,7 @@ fn an_idle_keep_alive_connection_is_closed() {
         rest.contains("deployment"),
         "the answer arrived whole: {rest}"
     );
-    wait_until("the idle connection is closed", || {
-        sample(
-            &metrics(gateway.admin.as_ref().unwrap()),
-            "idempotency_gateway_connections_open",
-        ) == 0.0
-    });
+    wait_until_open(&gateway, 0.0, "the idle connection is closed");
 }
 
 /// The wait between two requests of a keep-alive connection is
@@ -731,12 +734,7 @@ fn a_pipelined_partial_head_is_closed_by_the_idle_timeout() {
     let answer = read_all(&mut stream);
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
-    wait_until("the connection is closed", || {
-        sample(
-            &metrics(gateway.admin.as_ref().unwrap()),
-            "idempotency_gateway_connections_open",
-        ) == 0.0
-    });
+    wait_until_open(&gateway, 0.0, "the connection is closed");
 }
 
 /// Ten thousand idle keep-alive connections, scaled down: the crowd holds
