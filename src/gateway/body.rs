@@ -20,6 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone)]
 pub struct Budget {
     bytes: Arc<Semaphore>,
+    /// What the semaphore started with.
+    size: usize,
 }
 
 /// A body's share of the budget; returned when dropped.
@@ -43,14 +45,21 @@ pub enum Refusal {
 impl Budget {
     /// A budget of `bytes` (at most what a semaphore counts).
     pub fn new(bytes: usize) -> Self {
+        let size = bytes.min(Semaphore::MAX_PERMITS);
         Self {
-            bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+            bytes: Arc::new(Semaphore::new(size)),
+            size,
         }
     }
 
     /// Bytes not held by any request now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.size.saturating_sub(self.available())
     }
 
     fn take(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> Result<(), Refusal> {
@@ -162,8 +171,10 @@ mod tests {
             .read(body(b"0123"), Some(4), 8, Duration::from_secs(5))
             .await;
         assert_eq!(refused.err(), Some(Refusal::Busy));
+        assert_eq!(budget.held(), 7);
         drop(held);
         assert_eq!(budget.available(), 10);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

@@ -185,20 +185,13 @@ impl Gateway {
 
     /// Request-body bytes held now against `--max-buffered`.
     pub fn buffered_bytes(&self) -> usize {
-        self.held(&self.budget)
+        self.budget.held()
     }
 
     /// Replayed answers' bytes not yet written, held against their own
     /// `--max-buffered`.
     pub fn replaying_bytes(&self) -> usize {
-        self.held(&self.answers)
-    }
-
-    fn held(&self, budget: &Budget) -> usize {
-        self.settings
-            .max_buffered
-            .min(tokio::sync::Semaphore::MAX_PERMITS)
-            .saturating_sub(budget.available())
+        self.answers.held()
     }
 
     async fn timed<T>(
