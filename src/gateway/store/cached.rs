@@ -66,14 +66,7 @@ impl<S> Cached<S> {
             Record::Done {
                 outcome: Outcome::Response(response),
                 ..
-            } => {
-                let headers: usize = response
-                    .headers
-                    .iter()
-                    .map(|(name, value)| name.len() + value.len())
-                    .sum();
-                response.body.len() + headers <= MAX_ANSWER
-            }
+            } => response.size() <= MAX_ANSWER,
             Record::Done { .. } => true,
             Record::InFlight { .. } => false,
         };

@@ -114,14 +114,7 @@ fn footprint(id: &RecordId, record: &Record) -> usize {
     let answer = match record {
         Record::InFlight { .. } => 0,
         Record::Done { outcome, .. } => match outcome {
-            Outcome::Response(stored) => {
-                stored.body.len()
-                    + stored
-                        .headers
-                        .iter()
-                        .map(|(name, value)| name.len() + value.len() + HEADER_OVERHEAD)
-                        .sum::<usize>()
-            }
+            Outcome::Response(stored) => stored.size() + stored.headers.len() * HEADER_OVERHEAD,
             Outcome::Unknown(detail) | Outcome::NotStored(detail) => detail.len(),
         },
     };
