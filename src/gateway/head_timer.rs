@@ -105,17 +105,14 @@ impl Future for HeadSleep {
     /// polls it after each read of the head that left it incomplete, and
     /// the connection's readiness wakes hyper for that read.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.running.is_none() {
-            if self.reads.now() == self.armed_at {
-                return Poll::Pending;
-            }
-            let timeout = self.timeout;
-            self.running = Some(Box::pin(tokio::time::sleep(timeout)));
+        if self.running.is_none() && self.reads.now() == self.armed_at {
+            return Poll::Pending;
         }
-        match self.running.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+        let timeout = self.timeout;
+        self.running
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)))
+            .as_mut()
+            .poll(cx)
     }
 }
 

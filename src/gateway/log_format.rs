@@ -60,7 +60,7 @@ fn write_stamp(
     out: &mut impl fmt::Write,
 ) -> fmt::Result {
     let secs = since_epoch.as_secs();
-    if second.0 != secs || second.1.is_empty() {
+    if second.0 != secs {
         let time = i64::try_from(secs)
             .ok()
             .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))

@@ -222,23 +222,13 @@ fn is_host_and_port(value: &[u8]) -> bool {
         let Some(end) = value.iter().position(|&b| b == b']') else {
             return false;
         };
-        let literal = &value[1..end];
-        let literal_ok = !literal.is_empty()
-            && literal
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b":.-_~!$&'()*+,;=".contains(&b));
-        if !literal_ok {
+        if !made_of(&value[1..end], b":.-_~!$&'()*+,;=") {
             return false;
         }
         &value[end + 1..]
     } else {
         let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-        let name = &value[..end];
-        let name_ok = !name.is_empty()
-            && name
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
-        if !name_ok {
+        if !made_of(&value[..end], b"-._~%!$&'()*+,;=") {
             return false;
         }
         &value[end..]
@@ -248,6 +238,14 @@ fn is_host_and_port(value: &[u8]) -> bool {
         Some((b':', port)) => port.iter().all(u8::is_ascii_digit),
         Some(_) => false,
     }
+}
+
+/// Whether `part` is not empty and holds only letters, digits and `extra`.
+fn made_of(part: &[u8], extra: &[u8]) -> bool {
+    !part.is_empty()
+        && part
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(b))
 }
 
 #[cfg(test)]
