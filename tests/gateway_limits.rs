@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::gateway::{
-    Gateway, http, http2, metrics, problem, rss_kib, runtime, sample, wait_until,
+    Gateway, http, http2, metrics, peak_rss_kib, problem, rss_kib, runtime, sample, wait_until,
 };
 use support::redis::RedisServer;
 use support::{Reply, Response, Server};
@@ -31,6 +31,26 @@ fn start(upstream: &Server, limits: &[&str]) -> Gateway {
     let mut args = vec!["--store", "memory", "--admin-listen", "127.0.0.1:0"];
     args.extend_from_slice(limits);
     Gateway::start(upstream, &args)
+}
+
+/// Status, replay marker and body length of one whole answer to a POST of
+/// `body` with `key`.
+fn whole(gateway: &Gateway, key: &str, body: Vec<u8>) -> (u16, bool, usize) {
+    runtime().block_on(async {
+        let answer = http()
+            .post(format!("{}/deployments", gateway.url))
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = answer.headers().contains_key("idempotent-replayed");
+        (
+            answer.status().as_u16(),
+            replayed,
+            answer.bytes().await.unwrap().len(),
+        )
+    })
 }
 
 fn address(gateway: &Gateway) -> String {
@@ -1052,24 +1072,7 @@ fn replays_to_clients_that_do_not_read_stay_within_their_budget_and_are_dropped(
         ],
     );
     let admin = gateway.admin.clone().unwrap();
-    // Status, replay marker and body length of one whole answer to `body`.
-    let whole = |key: &str, body: Vec<u8>| {
-        runtime().block_on(async {
-            let answer = http()
-                .post(format!("{}/deployments", gateway.url))
-                .header("idempotency-key", key)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let replayed = answer.headers().contains_key("idempotent-replayed");
-            (
-                answer.status().as_u16(),
-                replayed,
-                answer.bytes().await.unwrap().len(),
-            )
-        })
-    };
+    let whole = |key: &str, body: Vec<u8>| whole(&gateway, key, body);
     assert_eq!(whole("large", b"{}".to_vec()), (201, false, ANSWER));
     let request = "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: large\r\nContent-Length: 2\r\n\r\n{}";
     let mut statuses = Vec::new();
@@ -1118,6 +1121,111 @@ fn replays_to_clients_that_do_not_read_stay_within_their_budget_and_are_dropped(
     }
     assert_eq!(whole("large", b"{}".to_vec()), (201, true, ANSWER));
     assert_eq!(upstream.requests().len(), 2, "the upload and the first");
+}
+
+/// A crowd that asks at once for the replay of a large stored answer: the
+/// answer is read from the store only once its room in the replayed
+/// answers' budget is held, so the gateway's peak memory grows by about
+/// that budget, not by the answer once per request. (Before, a claim read
+/// the whole record first: 400 such replays of an 8 MiB answer took the
+/// gateway on SQLite to a peak of 3.3 GB, with the default budget.)
+#[test]
+fn a_crowd_of_replays_of_a_large_answer_reads_it_within_the_budget() {
+    const ANSWER: usize = 4 << 20;
+    const CROWD: usize = 200;
+    let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("a".repeat(ANSWER))));
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("records.db").display());
+    let gateway = Gateway::start(
+        &upstream,
+        &[
+            "--store",
+            &store,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--max-body",
+            "5MiB",
+            "--max-buffered",
+            "9MiB",
+        ],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let request = "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: large\r\nContent-Length: 2\r\n\r\n{}";
+    // The forward, then one replay read whole: the answer's own copies.
+    for replayed in [false, true] {
+        let mut stream = connect(&gateway);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut head = vec![0u8; 4096];
+        let n = stream.read(&mut head).unwrap();
+        let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+        assert!(head.starts_with("http/1.1 201"), "{head}");
+        assert_eq!(head.contains("idempotent-replayed: true"), replayed);
+    }
+    let before = peak_rss_kib(gateway.child.id());
+    // The crowd: every request sent before any answer is read, and then
+    // none read (a small receive window), so answers stay held.
+    let mut crowd: Vec<TcpStream> = (0..CROWD)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let address: std::net::SocketAddr = address(&gateway).parse().unwrap();
+            socket.connect(&address.into()).unwrap();
+            let stream: TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+        })
+        .collect();
+    for stream in &mut crowd {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for stream in &mut crowd {
+        let mut status = [0u8; 12];
+        stream.read_exact(&mut status).unwrap();
+        *statuses
+            .entry(String::from_utf8_lossy(&status[9..]).into_owned())
+            .or_insert(0) += 1;
+    }
+    // Two answers (and their headers) fit in the 9 MiB budget at a time;
+    // the rest are told to come back.
+    assert_eq!(statuses.get("201"), Some(&2), "{statuses:?}");
+    assert_eq!(statuses.get("503"), Some(&(CROWD - 2)), "{statuses:?}");
+    let grown = peak_rss_kib(gateway.child.id()).saturating_sub(before);
+    assert!(
+        grown < 64 << 10,
+        "the crowd raised the gateway's peak resident size by {grown} KiB"
+    );
+    drop(crowd);
+    wait_until("the held answers are let go", || {
+        sample(&metrics(&admin), "idempotency_gateway_replaying_bytes") == 0.0
+    });
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+/// The largest answer that can be stored, with its headers, is replayed
+/// when `--max-buffered` is no larger than `--max-body`: its room is the
+/// body's, which the budget always holds.
+#[test]
+fn an_answer_as_large_as_max_body_is_replayed_with_max_buffered_at_that_size() {
+    const ANSWER: usize = 1 << 20;
+    let upstream = Server::start(|_| {
+        Reply::Respond(
+            Response::new(201)
+                .header("x-padding", &"p".repeat(8 << 10))
+                .body("a".repeat(ANSWER)),
+        )
+    });
+    let gateway = start(&upstream, &["--max-body", "1MiB", "--max-buffered", "1MiB"]);
+    for replayed in [false, true] {
+        assert_eq!(
+            whole(&gateway, "largest", b"{}".to_vec()),
+            (201, replayed, ANSWER)
+        );
+    }
+    assert_eq!(upstream.requests().len(), 1);
 }
 
 /// A flood of fresh keys against the memory store: once its records reach

@@ -10,7 +10,7 @@ use idempotent_request::gateway::store::postgres::PostgresStore;
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
-    Claimed, Outcome, Record, RecordId, Store, StoredResponse,
+    Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoredResponse,
 };
 use std::sync::Arc;
 
@@ -160,6 +160,77 @@ async fn expired_records_are_never_replayed<S: Store>(store: &S) {
             .unwrap(),
         Claimed::Won
     );
+}
+
+/// A done record whose outcome is larger than `INLINE_OUTCOME` comes back
+/// from a claim by its fingerprint and size only, and `load` reads it
+/// whole while it lives; small ones still come whole from the claim.
+async fn large_outcomes_are_claimed_by_size_and_loaded_whole<S: Store>(store: &S) {
+    let (a, b) = ([1; 16], [2; 16]);
+    let body = "b".repeat(INLINE_OUTCOME + 1);
+    let large = response(&body);
+    assert_eq!(store.load(&id("big"), NOW).await.unwrap(), None);
+    store
+        .claim(&id("big"), &FP, &a, NOW + 60_000, NOW)
+        .await
+        .unwrap();
+    let in_flight = store.load(&id("big"), NOW).await.unwrap();
+    assert!(
+        matches!(in_flight, Some(Record::InFlight { token, .. }) if token == a),
+        "{in_flight:?}"
+    );
+    store
+        .finish(&id("big"), &a, &large, NOW + 1000, NOW)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        match store
+            .claim(&id("big"), &FP, &b, NOW + 60_000, NOW)
+            .await
+            .unwrap()
+        {
+            Claimed::Large { fingerprint, size } => {
+                assert_eq!(fingerprint, FP);
+                assert!(
+                    (body.len()..body.len() + 1024).contains(&size),
+                    "size {size} for a body of {}",
+                    body.len()
+                );
+            }
+            other => panic!("a large record was claimed as {other:?}"),
+        }
+        assert_eq!(
+            store.load(&id("big"), NOW + 999).await.unwrap(),
+            Some(Record::Done {
+                fingerprint: FP,
+                outcome: large.clone(),
+                expires_at: NOW + 1000,
+                stored_at: Some(NOW),
+            })
+        );
+    }
+    assert_eq!(store.load(&id("big"), NOW + 1000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .claim(&id("big"), &FP, &b, NOW + 1000 + 60_000, NOW + 1000)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+    // At the bound, the outcome still comes with the claim.
+    let small = response(&"s".repeat(INLINE_OUTCOME / 2));
+    store
+        .claim(&id("small"), &FP, &a, NOW + 60_000, NOW)
+        .await
+        .unwrap();
+    store
+        .finish(&id("small"), &a, &small, NOW + 1000, NOW)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.claim(&id("small"), &FP, &b, NOW + 60_000, NOW).await.unwrap(),
+        Claimed::Existing(Record::Done { outcome, .. }) if outcome == small
+    ));
 }
 
 async fn sweep_removes_expired_records<S: Store>(store: &S, sweeps: bool) {
@@ -317,6 +388,7 @@ async fn contract<S: Store>(store: Arc<S>, sweeps: bool) {
     finish_stores_once_and_only_for_the_holder(&*store).await;
     release_lets_the_next_claim_win(&*store).await;
     expired_records_are_never_replayed(&*store).await;
+    large_outcomes_are_claimed_by_size_and_loaded_whole(&*store).await;
     sweep_removes_expired_records(&*store, sweeps).await;
     the_same_token_claims_again(&*store).await;
     if sweeps {

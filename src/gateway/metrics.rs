@@ -20,7 +20,7 @@
 //! - `idempotency_gateway_upstream_duration_seconds`: time to the upstream's
 //!   complete answer (histogram).
 //! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
-//!   (`claim`, `finish`, `release`, `renew`, `expire_lease`) (histogram).
+//!   (`claim`, `finish`, `release`, `renew`, `expire_lease`, `load`) (histogram).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -101,16 +101,19 @@ pub enum StoreOperation {
     Renew,
     /// `expire_lease`: a lapsed claim turned into "outcome unknown".
     ExpireLease,
+    /// `load`: a large stored answer read for its replay.
+    Load,
 }
 
 impl StoreOperation {
     /// Every operation, in the order of their histograms.
-    pub const ALL: [StoreOperation; 5] = [
+    pub const ALL: [StoreOperation; 6] = [
         StoreOperation::Claim,
         StoreOperation::Finish,
         StoreOperation::Release,
         StoreOperation::Renew,
         StoreOperation::ExpireLease,
+        StoreOperation::Load,
     ];
 
     /// The label value.
@@ -121,6 +124,7 @@ impl StoreOperation {
             StoreOperation::Release => "release",
             StoreOperation::Renew => "renew",
             StoreOperation::ExpireLease => "expire_lease",
+            StoreOperation::Load => "load",
         }
     }
 }

@@ -313,7 +313,7 @@ impl Gateway {
         }) = self.store.recall(&id, now)
         {
             let (outcome, response) = if stored == fingerprint {
-                replay(outcome, stored_at, now, &self.answers)
+                replay(outcome, stored_at, now, Room::Take(&self.answers))
             } else {
                 mismatch()
             };
@@ -379,6 +379,39 @@ impl Gateway {
                     );
                 }
                 Ok(Claimed::Existing(record)) => record,
+                Ok(Claimed::Large {
+                    fingerprint: stored,
+                    size,
+                }) => {
+                    if stored != fingerprint {
+                        return mismatch();
+                    }
+                    // Room first, then the answer: a crowd of replays of a
+                    // large answer reads it no faster than it is written.
+                    // A stored body is at most --max-body, which the budget
+                    // always holds; the size also counts headers.
+                    let room = size.min(self.settings.max_body);
+                    let Ok(held) = self.answers.hold(room) else {
+                        return replay_refused();
+                    };
+                    let load = self.store.load(&id, now);
+                    match self.timed(StoreOperation::Load, load).await {
+                        Err(e) => return store_failed(&e),
+                        Ok(Some(Record::Done {
+                            fingerprint: stored,
+                            outcome,
+                            stored_at,
+                            ..
+                        })) => {
+                            if stored != fingerprint {
+                                return mismatch();
+                            }
+                            return replay(outcome, stored_at, now, Room::Held(held));
+                        }
+                        // Expired, or claimed afresh after expiring: look again.
+                        Ok(_) => continue,
+                    }
+                }
             };
             if *record.fingerprint() != fingerprint {
                 return mismatch();
@@ -386,7 +419,7 @@ impl Gateway {
             match record {
                 Record::Done {
                     outcome, stored_at, ..
-                } => return replay(outcome, stored_at, now, &self.answers),
+                } => return replay(outcome, stored_at, now, Room::Take(&self.answers)),
                 Record::InFlight { lease_until, .. } if lease_until > now => return in_flight(),
                 Record::InFlight { token: holder, .. } => {
                     let unknown = Outcome::Unknown(LAPSED_LEASE_DETAIL.to_owned());
@@ -402,7 +435,7 @@ impl Gateway {
                         Ok(Some(Record::Done {
                             outcome, stored_at, ..
                         })) => {
-                            return replay(outcome, stored_at, now, &self.answers);
+                            return replay(outcome, stored_at, now, Room::Take(&self.answers));
                         }
                         Ok(Some(Record::InFlight { .. })) => return in_flight(),
                         Ok(None) => continue,
@@ -451,7 +484,7 @@ impl Gateway {
         token: Token,
         error: &StoreError,
     ) -> (RequestOutcome, Response) {
-        tracing::warn!(%error, "store unavailable; request not forwarded");
+        let answer = store_failed(error);
         let gateway = self.clone();
         let id = id.clone();
         self.forwards.spawn(async move {
@@ -465,12 +498,7 @@ impl Gateway {
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
         });
-        let detail =
-            "the idempotency store is unavailable, so the request was not forwarded; retry later";
-        (
-            RequestOutcome::StoreError,
-            Problem::StoreUnavailable.respond(detail),
-        )
+        answer
     }
 
     async fn forward_claimed(
@@ -713,28 +741,56 @@ fn in_flight() -> (RequestOutcome, Response) {
 /// sum overflows).
 const AGE_MAX: u64 = 1 << 31;
 
+/// A store call that failed before anything was forwarded.
+fn store_failed(error: &StoreError) -> (RequestOutcome, Response) {
+    tracing::warn!(%error, "store unavailable; request not forwarded");
+    let detail =
+        "the idempotency store is unavailable, so the request was not forwarded; retry later";
+    (
+        RequestOutcome::StoreError,
+        Problem::StoreUnavailable.respond(detail),
+    )
+}
+
+/// Where a replay's body finds its room in the budget of replayed answers.
+enum Room<'a> {
+    /// Taken from it now.
+    Take(&'a Budget),
+    /// Taken before the answer was read from the store.
+    Held(Held),
+}
+
+/// A replay refused for want of room: its answer stays stored.
+fn replay_refused() -> (RequestOutcome, Response) {
+    (
+        RequestOutcome::Overloaded,
+        Problem::Overloaded.respond(
+            "the gateway is holding as many replayed answers as it buffers at once (answers \
+             that clients are slow to read); the answer is stored, retry after a moment",
+        ),
+    )
+}
+
 /// A stored outcome, marked as a replay; a stored answer keeps its `Date`
 /// and gets one `Age`, as an HTTP cache does: the upstream's own `Age`
 /// (when it sent a valid one) plus the whole seconds since it was stored.
-/// Its body takes its share of `budget` until it is written; when the
-/// share is not free the answer is `503` with `Retry-After` (the record is
-/// untouched, so the retry gets it).
+/// Its body takes its share of the replayed answers' budget (`room`) until
+/// it is written; when the share is not free the answer is `503` with
+/// `Retry-After` (the record is untouched, so the retry gets it).
 fn replay(
     outcome: Outcome,
     stored_at: Option<u64>,
     now: u64,
-    budget: &Budget,
+    room: Room<'_>,
 ) -> (RequestOutcome, Response) {
     let (outcome, mut response) = match outcome {
         Outcome::Response(mut stored) => {
-            let Ok(held) = budget.hold(stored.body.len()) else {
-                return (
-                    RequestOutcome::Overloaded,
-                    Problem::Overloaded.respond(
-                        "the gateway is holding as many replayed answers as it buffers at once (answers \
-                         that clients are slow to read); the answer is stored, retry after a moment",
-                    ),
-                );
+            let held = match room {
+                Room::Held(held) => held,
+                Room::Take(budget) => match budget.hold(stored.body.len()) {
+                    Ok(held) => held,
+                    Err(_) => return replay_refused(),
+                },
             };
             let body = held_bytes(std::mem::take(&mut stored.body), held);
             let mut response = respond_with(&stored, Body::from(body));

@@ -26,7 +26,7 @@
 //! the upstream has acted, so the store may pass the bound by the answers
 //! of the forwards under way, at most `--max-body` each.
 
-use super::{Claimed, Outcome, Record, RecordId, Store, StoreError, Token};
+use super::{Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -210,9 +210,15 @@ impl MemoryStore {
             .find(hash, |slot| slot.id == *id)
             .map(|slot| &slot.record)
         {
-            Some(record @ Record::Done { expires_at, .. }) if *expires_at > now => {
-                Some(record.clone())
-            }
+            // A larger answer is copied only by `load`, once the caller has
+            // room for it.
+            Some(
+                record @ Record::Done {
+                    expires_at,
+                    outcome,
+                    ..
+                },
+            ) if *expires_at > now && outcome.size() <= INLINE_OUTCOME => Some(record.clone()),
             _ => None,
         }
     }
@@ -235,6 +241,14 @@ impl Store for MemoryStore {
             let decided = match entry.get() {
                 Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
                 Some(Record::InFlight { token: held, .. }) if held == token => Some(Claimed::Won),
+                Some(Record::Done {
+                    fingerprint,
+                    outcome,
+                    ..
+                }) if outcome.size() > INLINE_OUTCOME => Some(Claimed::Large {
+                    fingerprint: *fingerprint,
+                    size: outcome.size(),
+                }),
                 Some(existing) => Some(Claimed::Existing(existing.clone())),
                 None => None,
             };
@@ -332,6 +346,19 @@ impl Store for MemoryStore {
             }
             entry.get().cloned()
         }))
+    }
+
+    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        let (hash, shard) = self.shard(id);
+        Ok(
+            match shard
+                .find(hash, |slot| slot.id == *id)
+                .map(|slot| &slot.record)
+            {
+                Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
+                record => record.cloned(),
+            },
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,6 +18,11 @@
 //! - `sweep` deletes expired done records and turns lapsed claims (their
 //!   gateway died) into "outcome unknown" records with the normal TTL, in
 //!   bounded batches, so the store cannot grow without bound.
+//! - A claim that finds a done record whose stored outcome is larger than
+//!   [`INLINE_OUTCOME`] bytes returns its fingerprint and size without the
+//!   outcome ([`Claimed::Large`]); `load` reads it whole. So a crowd of
+//!   replays of a large answer reads it into memory only as fast as the
+//!   caller makes room for it, not once per request before any check.
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
 //! tests control the clock.
@@ -79,6 +84,17 @@ pub enum Outcome {
     NotStored(String),
 }
 
+impl Outcome {
+    /// About the bytes it holds: an answer's [`StoredResponse::size`], or a
+    /// detail's text.
+    pub fn size(&self) -> usize {
+        match self {
+            Outcome::Response(response) => response.size(),
+            Outcome::Unknown(detail) | Outcome::NotStored(detail) => detail.len(),
+        }
+    }
+}
+
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -114,13 +130,29 @@ impl Record {
     }
 }
 
+/// Done records whose stored outcome is larger than this many bytes come
+/// back from a claim without it ([`Claimed::Large`]). The same bound as the
+/// cache of replayed records ([`cached::MAX_ANSWER`]): what a claim returns
+/// whole, the cache may keep.
+pub const INLINE_OUTCOME: usize = cached::MAX_ANSWER;
+
 /// The result of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
     /// This caller won and must forward.
     Won,
-    /// A record exists (in flight, or done and not expired).
+    /// A record exists (in flight, or done and not expired, with an outcome
+    /// of at most [`INLINE_OUTCOME`] bytes).
     Existing(Record),
+    /// A done record, not expired, whose outcome is larger than
+    /// [`INLINE_OUTCOME`] bytes: read it with [`Store::load`].
+    Large {
+        /// The request's fingerprint.
+        fingerprint: [u8; 32],
+        /// The stored outcome's size in bytes (as the store keeps it: about
+        /// the answer's body and headers), to make room for before loading.
+        size: usize,
+    },
     /// No record exists and the store holds as much as it may, so none was
     /// written (the memory store's `--memory-max-bytes`).
     Full,
@@ -213,13 +245,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// If `id` is still in flight under `token` and its lease ran out before
-    /// `now`, stores `outcome` in its place. Returns the record as it now is.
+    /// `now`, stores `outcome` in its place. Returns the record as it now is,
+    /// whole: the outcome just stored, or, rarely (its holder finished after
+    /// its lease lapsed), the holder's.
     fn expire_lease(
         &self,
         id: &RecordId,
         token: &Token,
         outcome: &Outcome,
         expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// The live record of `id` with its whole outcome (a done record that
+    /// expired before `now` counts as absent): what a claim answered with
+    /// [`Claimed::Large`] reads.
+    fn load(
+        &self,
+        id: &RecordId,
         now: u64,
     ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
@@ -313,6 +356,9 @@ impl Store for AnyStore {
         now: u64,
     ) -> Result<Option<Record>, StoreError> {
         dispatch!(self, s => s.expire_lease(id, token, outcome, expires_at, now))
+    }
+    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        dispatch!(self, s => s.load(id, now))
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping())

@@ -21,7 +21,8 @@
 //! replicas starting at once apply each migration once.
 
 use super::{
-    Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
+    Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
+    encode_outcome,
 };
 use crate::shared::regular_file::read_regular;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -57,8 +58,10 @@ CREATE INDEX idempotency_gateway_records_lease ON idempotency_gateway_records (l
 const MIGRATION_LOCK: i64 = 0x6964_656d_6777;
 
 /// Claims the row unless a live record holds it; then returns the row as
-/// it was before (`won` false) — or nothing, when it was inserted by a
-/// claim that committed after this statement's snapshot.
+/// it was before (`won` false), its outcome only when it holds at most $7
+/// bytes, and the outcome's size (`octet_length` reads a TOASTed value's
+/// size without fetching it) — or nothing, when it was inserted by a claim
+/// that committed after this statement's snapshot.
 const CLAIM: &str = "WITH claimed AS (
     INSERT INTO idempotency_gateway_records (caller, key, fingerprint, token, lease_until)
     VALUES ($1, $2, $3, $4, $5)
@@ -68,7 +71,9 @@ const CLAIM: &str = "WITH claimed AS (
     WHERE idempotency_gateway_records.expires_at IS NOT NULL AND idempotency_gateway_records.expires_at <= $6
     RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM claimed) AS won, r.fingerprint, r.token, r.lease_until, r.expires_at, r.outcome, r.stored_at
+SELECT EXISTS (SELECT 1 FROM claimed) AS won, r.fingerprint, r.token, r.lease_until, r.expires_at,
+    CASE WHEN octet_length(r.outcome) <= $7::bigint THEN r.outcome END, r.stored_at,
+    octet_length(r.outcome)::bigint
 FROM (SELECT 1) AS one
 LEFT JOIN idempotency_gateway_records r ON r.caller = $1 AND r.key = $2";
 
@@ -369,8 +374,11 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
 
 /// The record in `row`, whose columns from `first` on are `fingerprint,
 /// token, lease_until, expires_at, outcome, stored_at`.
+fn corrupt() -> StoreError {
+    StoreError("corrupt record in PostgreSQL".to_owned())
+}
+
 fn record(row: &tokio_postgres::Row, first: usize) -> Result<Record, StoreError> {
-    let corrupt = || StoreError("corrupt record in PostgreSQL".to_owned());
     let get = |i: usize| first + i;
     let fingerprint: Vec<u8> = row.try_get(get(0)).map_err(|_| corrupt())?;
     let fingerprint: [u8; 32] = fingerprint.try_into().map_err(|_| corrupt())?;
@@ -418,6 +426,7 @@ impl Store for PostgresStore {
                         &&token[..],
                         &ms(lease_until),
                         &ms(now),
+                        &i64::try_from(INLINE_OUTCOME).unwrap_or(i64::MAX),
                     ],
                 )
                 .await?;
@@ -427,9 +436,20 @@ impl Store for PostgresStore {
             if row.get::<_, bool>(0) {
                 return Ok(Claimed::Won);
             }
-            let present: Option<Vec<u8>> = row.get(1);
-            if present.is_none() {
+            let present: Option<Vec<u8>> = row.try_get(1).map_err(|_| corrupt())?;
+            let Some(present) = present else {
                 continue;
+            };
+            let size: Option<i64> = row.try_get(7).map_err(|_| corrupt())?;
+            let expires_at: Option<i64> = row.try_get(4).map_err(|_| corrupt())?;
+            let outcome: Option<&[u8]> = row.try_get(5).map_err(|_| corrupt())?;
+            if let (Some(expires_at), None, Some(size)) = (expires_at, outcome, size) {
+                if u64::try_from(expires_at).is_ok_and(|at| at <= now) {
+                    continue;
+                }
+                let fingerprint: [u8; 32] = present.try_into().map_err(|_| corrupt())?;
+                let size = usize::try_from(size).map_err(|_| corrupt())?;
+                return Ok(Claimed::Large { fingerprint, size });
             }
             let existing = record(row, 1)?;
             if matches!(existing, Record::Done { expires_at, .. } if expires_at <= now) {
@@ -495,6 +515,13 @@ impl Store for PostgresStore {
         self.settle(EXPIRE_LEASE, id, token, outcome, expires_at, now)
             .await?;
         self.read(id).await
+    }
+
+    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        Ok(match self.read(id).await? {
+            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
+            record => record,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -15,7 +15,8 @@
 //! case clocks differ.
 
 use super::{
-    Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
+    Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
+    encode_outcome,
 };
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
@@ -38,8 +39,10 @@ struct Scripts {
 }
 
 /// KEYS[1] record; ARGV: token, fingerprint, lease_until, now, the claim
-/// key's Redis expiry (ms). Returns 1 when claimed (also when the in-flight
-/// record is this token's own), else the existing hash.
+/// key's Redis expiry (ms), the largest outcome returned whole. Returns 1
+/// when claimed (also when the in-flight record is this token's own), else
+/// the existing hash; for a larger outcome, the hash without it and with
+/// its `outcome_size`.
 const CLAIM: &str = r"
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'done' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= tonumber(ARGV[4]) then
@@ -47,6 +50,13 @@ if state == 'done' and tonumber(redis.call('HGET', KEYS[1], 'expires_at')) <= to
   state = false
 end
 if state == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then return 1 end
+if state == 'done' then
+  local size = redis.call('HSTRLEN', KEYS[1], 'outcome')
+  if size > tonumber(ARGV[6]) then
+    local kept = redis.call('HMGET', KEYS[1], 'fingerprint', 'expires_at')
+    return {'state', 'done', 'fingerprint', kept[1], 'expires_at', kept[2], 'outcome_size', tostring(size)}
+  end
+end
 if state then return redis.call('HGETALL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'state', 'inflight', 'token', ARGV[1], 'fingerprint', ARGV[2], 'lease_until', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -158,7 +168,7 @@ impl RedisStore {
     }
 }
 
-fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a [u8]> {
     fields
         .iter()
         .find(|(n, _)| n == name.as_bytes())
@@ -169,43 +179,84 @@ fn number(bytes: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(bytes?).ok()?.parse().ok()
 }
 
-/// Decodes an `HGETALL` reply; `None` for an empty hash.
-fn decode_hash(value: Value) -> Result<Option<Record>, StoreError> {
-    let corrupt = || StoreError("corrupt record in Redis".to_owned());
+fn corrupt() -> StoreError {
+    StoreError("corrupt record in Redis".to_owned())
+}
+
+/// A hash's field names and values, in the order Redis gave them.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The field names and values of an `HGETALL` reply (moved, not copied:
+/// an outcome can be megabytes).
+fn hash_fields(value: Value) -> Result<Fields, StoreError> {
     let items = match value {
         Value::Array(items) => items,
         Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
         _ => return Err(corrupt()),
     };
-    if items.is_empty() {
-        return Ok(None);
+    if items.len() % 2 != 0 {
+        return Err(corrupt());
     }
-    let bytes = |v: &Value| match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+    let bytes = |v: Value| match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     };
-    let fields: Vec<(Vec<u8>, Vec<u8>)> = items
-        .chunks(2)
-        .map(|pair| Some((bytes(pair.first()?)?, bytes(pair.get(1)?)?)))
-        .collect::<Option<_>>()
-        .ok_or_else(corrupt)?;
-    let fingerprint: [u8; 32] = field(&fields, "fingerprint")
+    let mut fields = Vec::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(name), Some(value)) = (items.next(), items.next()) {
+        fields.push((
+            bytes(name).ok_or_else(corrupt)?,
+            bytes(value).ok_or_else(corrupt)?,
+        ));
+    }
+    Ok(fields)
+}
+
+fn fingerprint_field(fields: &Fields) -> Result<[u8; 32], StoreError> {
+    field(fields, "fingerprint")
         .and_then(|f| f.try_into().ok())
-        .ok_or_else(corrupt)?;
-    match field(&fields, "state") {
+        .ok_or_else(corrupt)
+}
+
+/// Decodes the claim script's reply for an existing record: a large done
+/// record comes as its fingerprint, expiry and `outcome_size`.
+fn decode_claimed(value: Value) -> Result<Claimed, StoreError> {
+    let fields = hash_fields(value)?;
+    if let Some(size) = number(field(&fields, "outcome_size")) {
+        return Ok(Claimed::Large {
+            fingerprint: fingerprint_field(&fields)?,
+            size: usize::try_from(size).map_err(|_| corrupt())?,
+        });
+    }
+    decode_fields(&fields)?
+        .map(Claimed::Existing)
+        .ok_or_else(|| StoreError("Redis returned an empty record for a claim".to_owned()))
+}
+
+/// Decodes an `HGETALL` reply; `None` for an empty hash.
+fn decode_hash(value: Value) -> Result<Option<Record>, StoreError> {
+    decode_fields(&hash_fields(value)?)
+}
+
+fn decode_fields(fields: &Fields) -> Result<Option<Record>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let fingerprint = fingerprint_field(fields)?;
+    match field(fields, "state") {
         Some(b"inflight") => Ok(Some(Record::InFlight {
             fingerprint,
-            token: field(&fields, "token")
+            token: field(fields, "token")
                 .and_then(|t| t.try_into().ok())
                 .ok_or_else(corrupt)?,
-            lease_until: number(field(&fields, "lease_until")).ok_or_else(corrupt)?,
+            lease_until: number(field(fields, "lease_until")).ok_or_else(corrupt)?,
         })),
         Some(b"done") => Ok(Some(Record::Done {
             fingerprint,
-            outcome: decode_outcome(field(&fields, "outcome").ok_or_else(corrupt)?)?,
-            expires_at: number(field(&fields, "expires_at")).ok_or_else(corrupt)?,
-            stored_at: number(field(&fields, "stored_at")),
+            outcome: decode_outcome(field(fields, "outcome").ok_or_else(corrupt)?)?,
+            expires_at: number(field(fields, "expires_at")).ok_or_else(corrupt)?,
+            stored_at: number(field(fields, "stored_at")),
         })),
         _ => Err(corrupt()),
     }
@@ -251,6 +302,7 @@ impl Store for RedisStore {
     ) -> Result<Claimed, StoreError> {
         let expiry = self.claim_expiry(lease_until, now);
         let (lease, now) = (lease_until.to_string(), now.to_string());
+        let inline = INLINE_OUTCOME.to_string();
         let reply = self
             .invoke(
                 &self.scripts.claim,
@@ -261,15 +313,14 @@ impl Store for RedisStore {
                     lease.as_bytes(),
                     now.as_bytes(),
                     expiry.as_bytes(),
+                    inline.as_bytes(),
                 ],
             )
             .await?;
         if is_one(&reply) {
             return Ok(Claimed::Won);
         }
-        decode_hash(reply)?
-            .map(Claimed::Existing)
-            .ok_or_else(|| StoreError("Redis returned an empty record for a claim".to_owned()))
+        decode_claimed(reply)
     }
 
     async fn renew(
@@ -350,6 +401,19 @@ impl Store for RedisStore {
         ];
         let reply = self.invoke(&self.scripts.expire_lease, id, &args).await?;
         decode_hash(reply)
+    }
+
+    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        let mut connection = self.connection.clone();
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(redis_key(id))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| StoreError(format!("Redis: {e}")))?;
+        Ok(match decode_hash(reply)? {
+            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
+            record => record,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

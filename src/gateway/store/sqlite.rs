@@ -41,7 +41,8 @@
 mod checkpoint;
 
 use super::{
-    Claimed, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome, encode_outcome,
+    Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
+    encode_outcome,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -529,13 +530,21 @@ fn settle(
     ])
 }
 
-fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRow>> {
+/// The record of `id`, its outcome only when it holds at most `inline`
+/// bytes (`length()` reads a blob's size without its overflow pages).
+fn read(connection: &Connection, id: &RecordId, inline: usize) -> rusqlite::Result<Option<RawRow>> {
     connection
         .prepare_cached(
-            "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at FROM records WHERE caller = ?1 AND key = ?2",
+            "SELECT fingerprint, token, lease_until, expires_at,
+                CASE WHEN length(outcome) <= ?3 THEN outcome END, stored_at, length(outcome)
+             FROM records WHERE caller = ?1 AND key = ?2",
         )?
         .query_row(
-            params![&id.caller[..], &id.key],
+            params![
+                &id.caller[..],
+                &id.key,
+                i64::try_from(inline).unwrap_or(i64::MAX)
+            ],
             |row| {
                 Ok(RawRow {
                     fingerprint: row.get(0)?,
@@ -544,6 +553,7 @@ fn read(connection: &Connection, id: &RecordId) -> rusqlite::Result<Option<RawRo
                     expires_at: row.get(3)?,
                     outcome: row.get(4)?,
                     stored_at: row.get(5)?,
+                    outcome_size: row.get(6)?,
                 })
             },
         )
@@ -557,11 +567,27 @@ struct RawRow {
     expires_at: Option<i64>,
     outcome: Option<Vec<u8>>,
     stored_at: Option<i64>,
+    outcome_size: Option<i64>,
+}
+
+fn corrupt() -> StoreError {
+    StoreError("corrupt record in the SQLite store".to_owned())
 }
 
 impl RawRow {
+    /// What a claim that found this row answers: a done record read
+    /// without its outcome by its size.
+    fn into_claimed(self) -> Result<Claimed, StoreError> {
+        match (self.expires_at, &self.outcome, self.outcome_size) {
+            (Some(_), None, Some(size)) => Ok(Claimed::Large {
+                fingerprint: self.fingerprint.try_into().map_err(|_| corrupt())?,
+                size: usize::try_from(size).map_err(|_| corrupt())?,
+            }),
+            _ => self.into_record().map(Claimed::Existing),
+        }
+    }
+
     fn into_record(self) -> Result<Record, StoreError> {
-        let corrupt = || StoreError("corrupt record in the SQLite store".to_owned());
         let fingerprint: [u8; 32] = self.fingerprint.try_into().map_err(|_| corrupt())?;
         match (self.token, self.lease_until, self.expires_at, self.outcome) {
             (Some(token), Some(lease), None, None) => Ok(Record::InFlight {
@@ -615,7 +641,7 @@ impl Store for SqliteStore {
                 if inserted == 1 {
                     return Ok(None);
                 }
-                let row = read(c, &id)?;
+                let row = read(c, &id, INLINE_OUTCOME)?;
                 // Our own claim, written by a call whose answer was lost.
                 if row.as_ref().is_some_and(|row| row.token.as_deref() == Some(&token[..])) {
                     return Ok(None);
@@ -625,7 +651,7 @@ impl Store for SqliteStore {
             .await?;
         match row {
             None => Ok(Claimed::Won),
-            Some(row) => Ok(Claimed::Existing(row.into_record()?)),
+            Some(row) => row.into_claimed(),
         }
     }
 
@@ -688,10 +714,19 @@ impl Store for SqliteStore {
         let row = self
             .run(move |c| {
                 settle(c, EXPIRE_LEASE, &id, &token, &outcome, expires_at, now)?;
-                read(c, &id)
+                read(c, &id, usize::MAX)
             })
             .await?;
         row.map(RawRow::into_record).transpose()
+    }
+
+    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        let id = id.clone();
+        let row = self.run_one(move |c| read(c, &id, usize::MAX)).await?;
+        Ok(match row.map(RawRow::into_record).transpose()? {
+            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
+            record => record,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
