@@ -33,6 +33,12 @@
 //! the writer thread for most calls, and the yield cuts the commits per
 //! call under load (docs/performance.md).
 //!
+//! Large answers ([`Store::load`]) are read on a connection of their own,
+//! one at a time, on tokio's blocking pool: an 8 MiB answer is thousands of
+//! 1 KiB overflow pages, which neither the writer's queue (every claim would
+//! wait behind it) nor a runtime thread should spend milliseconds on. WAL
+//! lets it read what the writer committed without waiting for it.
+//!
 //! WAL checkpoints, the slow part of SQLite, never run on this connection:
 //! see `sqlite/checkpoint.rs`. New databases use 1 KiB pages, which cuts
 //! the bytes written per forward by about 3.4 times against 4 KiB (records
@@ -242,10 +248,23 @@ pub struct SqliteStore {
     pending: Arc<Mutex<Pending>>,
     /// Hands the draining to the writer thread ([`write_batches`]).
     wake: std::sync::mpsc::Sender<()>,
+    /// Reads large answers for [`Store::load`], one at a time (`reading`).
+    reader: Arc<Mutex<Connection>>,
+    /// A load's turn on `reader`, waited for without holding a thread.
+    reading: tokio::sync::Semaphore,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Checkpointer,
 }
 
+/// The records: a table with a rowid, found by the unique index on
+/// (caller, key), its stored answer the last column. The index's entries
+/// are small, so a search compares keys inside its pages; and a finish
+/// rewrites a row that its claim appended at the table's end, a page that
+/// the other calls of its batch share. The first layout (`WITHOUT ROWID`,
+/// the row itself the key) did neither: every search that met a row whose
+/// answer had spilled onto overflow pages read that whole row to compare
+/// keys (a claim next to an 8 MiB answer took 10 ms), and claim and finish
+/// each dirtied a random leaf ([`rebuild_first_layout`] moves such a table).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     caller      BLOB NOT NULL,
@@ -254,25 +273,50 @@ CREATE TABLE IF NOT EXISTS records (
     token       BLOB,
     lease_until INTEGER,
     expires_at  INTEGER,
-    outcome     BLOB,
     stored_at   INTEGER,
-    PRIMARY KEY (caller, key)
-) WITHOUT ROWID;
+    outcome     BLOB
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records (caller, key);
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_lease ON records (lease_until) WHERE lease_until IS NOT NULL;
 ";
 
-/// Added after the first schema: `stored_at` (for `Age`) and an index that
-/// lets the sweep find lapsed claims. Each step runs only where needed.
-fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+/// Creates the schema, first moving a table of the first layout into it.
+fn prepare_schema(connection: &Connection) -> rusqlite::Result<()> {
+    let table: Option<String> = connection
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if table.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        rebuild_first_layout(connection)?;
+    }
+    connection.execute_batch(SCHEMA)
+}
+
+/// Moves every record of a first-layout table (`WITHOUT ROWID`; the
+/// earliest also without `stored_at`) into [`SCHEMA`]'s, in one
+/// transaction: a crash midway leaves the old table as it was.
+fn rebuild_first_layout(connection: &Connection) -> rusqlite::Result<()> {
+    tracing::info!("moving the SQLite records into the current table layout (once)");
     let has_stored_at = connection
         .prepare("SELECT 1 FROM pragma_table_info('records') WHERE name = 'stored_at'")?
         .exists([])?;
-    if !has_stored_at {
-        connection.execute_batch("ALTER TABLE records ADD COLUMN stored_at INTEGER")?;
-    }
-    connection.execute_batch(
-        "CREATE INDEX IF NOT EXISTS records_lease ON records (lease_until) WHERE lease_until IS NOT NULL",
-    )
+    let stored_at = if has_stored_at { "stored_at" } else { "NULL" };
+    let transaction = connection.unchecked_transaction()?;
+    transaction.execute_batch(&format!(
+        "DROP INDEX IF EXISTS records_expiry;
+         DROP INDEX IF EXISTS records_lease;
+         ALTER TABLE records RENAME TO records_first_layout;
+         {SCHEMA}
+         INSERT INTO records (caller, key, fingerprint, token, lease_until, expires_at, stored_at, outcome)
+             SELECT caller, key, fingerprint, token, lease_until, expires_at, {stored_at}, outcome
+             FROM records_first_layout;
+         DROP TABLE records_first_layout;"
+    ))?;
+    transaction.commit()
 }
 
 /// Creates the database file readable and writable by its owner only,
@@ -328,9 +372,9 @@ impl SqliteStore {
         let prepared = connection
             .execute_batch(&format!(
                 "PRAGMA page_size = {PAGE_SIZE}; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000; {SCHEMA}"
+                 PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = 5000;"
             ))
-            .and_then(|()| migrate(&connection))
+            .and_then(|()| prepare_schema(&connection))
             .and_then(|()| connection.query_row("PRAGMA page_size", [], |row| row.get(0)))
             .and_then(|page_size: u32| {
                 let limits = checkpoint::Limits::for_page_size(page_size);
@@ -345,6 +389,17 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot prepare `{}`: {e}", path.display())))?;
         // Room for every statement of the store and the writer's batches.
         connection.set_prepared_statement_cache_capacity(64);
+        let reader = Connection::open(path)
+            .and_then(|reader| {
+                reader.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+                Ok(reader)
+            })
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot open the SQLite database `{}` for reading: {e}",
+                    path.display()
+                ))
+            })?;
         let writer = Arc::new(Mutex::new(connection));
         let (wake, wakes) = std::sync::mpsc::channel();
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -358,6 +413,8 @@ impl SqliteStore {
         Ok(Self {
             _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits)?,
             writer,
+            reader: Arc::new(Mutex::new(reader)),
+            reading: tokio::sync::Semaphore::new(1),
             inline: durability == Durability::Process,
             pending,
             wake,
@@ -607,13 +664,13 @@ impl RawRow {
 }
 
 /// One batch of expired done records.
-const SWEEP_EXPIRED: &str = "DELETE FROM records WHERE (caller, key) IN
-    (SELECT caller, key FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 100)";
+const SWEEP_EXPIRED: &str = "DELETE FROM records WHERE rowid IN
+    (SELECT rowid FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT 100)";
 
 /// One batch of lapsed claims, turned into "outcome unknown".
 const SWEEP_LAPSED: &str = "UPDATE records SET token = NULL, lease_until = NULL, expires_at = ?2, outcome = ?3, stored_at = ?1
-    WHERE (caller, key) IN
-    (SELECT caller, key FROM records WHERE lease_until IS NOT NULL AND lease_until <= ?1 LIMIT 100)";
+    WHERE rowid IN
+    (SELECT rowid FROM records WHERE lease_until IS NOT NULL AND lease_until <= ?1 LIMIT 100)";
 
 use super::sql_ms as ms;
 
@@ -721,8 +778,17 @@ impl Store for SqliteStore {
     }
 
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        let id = id.clone();
-        let row = self.run_one(move |c| read(c, &id, usize::MAX)).await?;
+        // A claim's answer is given after its batch committed, so the
+        // record it found large is there for this connection to read.
+        let _turn = self.reading.acquire().await.map_err(StoreError::from)?;
+        let (reader, id) = (self.reader.clone(), id.clone());
+        let row = tokio::task::spawn_blocking(move || {
+            let reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+            read(&reader, &id, usize::MAX)
+        })
+        .await
+        .map_err(StoreError::from)?
+        .map_err(StoreError::from)?;
         Ok(match row.map(RawRow::into_record).transpose()? {
             Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
             record => record,
@@ -821,6 +887,141 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(claim.await.unwrap().unwrap(), Claimed::Won);
         holder.join().unwrap();
+    }
+
+    /// A large answer is read beside the writer's connection: a claim
+    /// never waits behind the thousands of pages of someone's replay, and
+    /// the replay never waits for the writer's batches.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_answer_is_loaded_while_the_writer_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap();
+        let id = RecordId {
+            caller: [1; 32],
+            key: "large".to_owned(),
+        };
+        let large = Outcome::Response(super::super::StoredResponse {
+            status: 201,
+            headers: vec![],
+            body: vec![b'x'; INLINE_OUTCOME * 4],
+        });
+        assert_eq!(
+            store.claim(&id, &[0; 32], &[1; 16], 10, 0).await.unwrap(),
+            Claimed::Won
+        );
+        assert!(store.finish(&id, &[1; 16], &large, 1000, 0).await.unwrap());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = std::sync::mpsc::channel();
+        let let_go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = store.writer.clone();
+        let holder = std::thread::spawn({
+            let let_go = let_go.clone();
+            move || {
+                let _busy = writer.lock().unwrap();
+                holding.send(()).unwrap();
+                // Released by the test, or after a long time, so a load
+                // that waits for the writer fails, not hangs.
+                let _ = released.recv_timeout(Duration::from_secs(30));
+                let_go.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        held.recv().unwrap();
+        let loaded = store.load(&id, 1).await.unwrap();
+        assert!(
+            !let_go.load(std::sync::atomic::Ordering::SeqCst),
+            "the load waited for the writer's connection"
+        );
+        assert!(matches!(loaded, Some(Record::Done { outcome, .. }) if outcome == large));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+    }
+
+    /// A database of the first layout (`WITHOUT ROWID`; the earliest also
+    /// without `stored_at` and the lease index) is moved into the current
+    /// one at start-up with every record as it was, once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn records_of_the_first_layout_are_moved_and_kept() {
+        const NOW: u64 = 1_700_000_000_000;
+        let answer = Outcome::Response(super::super::StoredResponse {
+            status: 201,
+            headers: vec![("set-cookie".to_owned(), b"a=1".to_vec())],
+            body: b"{}".to_vec(),
+        });
+        for earliest in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            {
+                let c = Connection::open(&path).unwrap();
+                let stored_at = if earliest { "" } else { ", stored_at INTEGER" };
+                c.execute_batch(&format!(
+                    "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL;
+                     CREATE TABLE records (caller BLOB NOT NULL, key TEXT NOT NULL,
+                        fingerprint BLOB NOT NULL, token BLOB, lease_until INTEGER,
+                        expires_at INTEGER, outcome BLOB{stored_at},
+                        PRIMARY KEY (caller, key)) WITHOUT ROWID;
+                     CREATE INDEX records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;"
+                ))
+                .unwrap();
+                if !earliest {
+                    c.execute_batch("CREATE INDEX records_lease ON records (lease_until) WHERE lease_until IS NOT NULL")
+                        .unwrap();
+                }
+                c.execute(
+                    "INSERT INTO records (caller, key, fingerprint, expires_at, outcome) VALUES (?1, 'done', ?2, ?3, ?4)",
+                    params![&[1u8; 32][..], &[7u8; 32][..], ms(NOW + 1000), encode_outcome(&answer)],
+                )
+                .unwrap();
+                if !earliest {
+                    c.execute("UPDATE records SET stored_at = ?1", params![ms(NOW)])
+                        .unwrap();
+                }
+                c.execute(
+                    "INSERT INTO records (caller, key, fingerprint, token, lease_until) VALUES (?1, 'busy', ?2, ?3, ?4)",
+                    params![&[1u8; 32][..], &[7u8; 32][..], &[5u8; 16][..], ms(NOW + 60_000)],
+                )
+                .unwrap();
+            }
+            for _ in 0..2 {
+                let store = SqliteStore::open(&path, Durability::Process).unwrap();
+                let id = |key: &str| RecordId {
+                    caller: [1; 32],
+                    key: key.to_owned(),
+                };
+                assert_eq!(
+                    store
+                        .claim(&id("done"), &[7; 32], &[2; 16], NOW + 60_000, NOW)
+                        .await
+                        .unwrap(),
+                    Claimed::Existing(Record::Done {
+                        fingerprint: [7; 32],
+                        outcome: answer.clone(),
+                        expires_at: NOW + 1000,
+                        stored_at: (!earliest).then_some(NOW),
+                    })
+                );
+                assert_eq!(
+                    store
+                        .claim(&id("busy"), &[7; 32], &[2; 16], NOW + 60_000, NOW)
+                        .await
+                        .unwrap(),
+                    Claimed::Existing(Record::InFlight {
+                        fingerprint: [7; 32],
+                        token: [5; 16],
+                        lease_until: NOW + 60_000,
+                    })
+                );
+                let c = store.writer.lock().unwrap();
+                let tables: Vec<String> = c
+                    .prepare("SELECT sql FROM sqlite_master WHERE type = 'table'")
+                    .unwrap()
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(tables.len(), 1, "{tables:?}");
+                assert!(!tables[0].contains("WITHOUT ROWID"), "{tables:?}");
+            }
+        }
     }
 
     /// The numbers in test table `t`, in order.
