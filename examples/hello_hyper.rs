@@ -1,6 +1,8 @@
 //! A bare hyper hello-world on 127.0.0.1 for the gateway benchmark: the
 //! baseline the replay path is compared with, and a fast upstream for the
-//! forward path. Answers every request `201 {"id":1}`. Prints its URL.
+//! forward path. Answers every request `201 {"id":1}`, or with
+//! `HELLO_BODY_BYTES=N` a JSON object of N bytes (`{"id":1,"pad":"xx…"}`,
+//! for answers of a realistic size). Prints its URL.
 //! `cargo run --release --example hello_hyper`
 
 use hyper::server::conn::http1;
@@ -9,8 +11,23 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 
+/// The answer's body: `{"id":1}`, padded to `HELLO_BODY_BYTES` bytes.
+fn body() -> bytes::Bytes {
+    const PLAIN: &str = "{\"id\":1}";
+    let padded = std::env::var("HELLO_BODY_BYTES")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > PLAIN.len() + 9);
+    match padded {
+        // `{"id":1,"pad":""}` is 17 bytes; the padding fills the rest.
+        Some(n) => format!("{{\"id\":1,\"pad\":\"{}\"}}", "x".repeat(n - 17)).into(),
+        None => PLAIN.into(),
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    let body = body();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a loopback port");
@@ -19,17 +36,19 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let body = body.clone();
         tokio::spawn(async move {
-            let service = service_fn(|_: Request<hyper::body::Incoming>| async {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .status(201)
-                        .header("content-type", "application/json")
-                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                            b"{\"id\":1}",
-                        )))
-                        .expect("a response"),
-                )
+            let service = service_fn(move |_: Request<hyper::body::Incoming>| {
+                let body = body.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(201)
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(body))
+                            .expect("a response"),
+                    )
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
