@@ -250,8 +250,10 @@ pub struct SqliteStore {
     wake: std::sync::mpsc::Sender<()>,
     /// Reads large answers for [`Store::load`], one at a time (`reading`).
     reader: Arc<Mutex<Connection>>,
-    /// A load's turn on `reader`, waited for without holding a thread.
-    reading: tokio::sync::Semaphore,
+    /// A load's turn on `reader`, waited for without holding a thread, and
+    /// held by the read itself: a load whose caller went away still has
+    /// it until its read ends, so at most one blocking thread ever waits.
+    reading: Arc<tokio::sync::Semaphore>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Checkpointer,
 }
@@ -414,7 +416,7 @@ impl SqliteStore {
             _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits)?,
             writer,
             reader: Arc::new(Mutex::new(reader)),
-            reading: tokio::sync::Semaphore::new(1),
+            reading: Arc::new(tokio::sync::Semaphore::new(1)),
             inline: durability == Durability::Process,
             pending,
             wake,
@@ -780,9 +782,11 @@ impl Store for SqliteStore {
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
         // A claim's answer is given after its batch committed, so the
         // record it found large is there for this connection to read.
-        let _turn = self.reading.acquire().await.map_err(StoreError::from)?;
+        let turn = self.reading.clone().acquire_owned().await;
+        let turn = turn.map_err(StoreError::from)?;
         let (reader, id) = (self.reader.clone(), id.clone());
         let row = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let reader = reader.lock().unwrap_or_else(|p| p.into_inner());
             read(&reader, &id, usize::MAX)
         })
