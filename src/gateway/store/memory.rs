@@ -239,7 +239,7 @@ impl Store for MemoryStore {
     ) -> Result<Claimed, StoreError> {
         self.with(id, |entry| {
             let decided = match entry.get() {
-                Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
+                Some(record) if !record.is_live(now) => None,
                 Some(Record::InFlight { token: held, .. }) if held == token => Some(Claimed::Won),
                 Some(Record::Done {
                     fingerprint,
@@ -350,15 +350,11 @@ impl Store for MemoryStore {
 
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
         let (hash, shard) = self.shard(id);
-        Ok(
-            match shard
-                .find(hash, |slot| slot.id == *id)
-                .map(|slot| &slot.record)
-            {
-                Some(Record::Done { expires_at, .. }) if *expires_at <= now => None,
-                record => record.cloned(),
-            },
-        )
+        Ok(shard
+            .find(hash, |slot| slot.id == *id)
+            .map(|slot| &slot.record)
+            .filter(|record| record.is_live(now))
+            .cloned())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -122,6 +122,15 @@ pub enum Record {
 }
 
 impl Record {
+    /// Whether it counts at `now`: a done record past its expiry counts as
+    /// absent, even before the sweep deletes it.
+    pub fn is_live(&self, now: u64) -> bool {
+        match self {
+            Record::InFlight { .. } => true,
+            Record::Done { expires_at, .. } => *expires_at > now,
+        }
+    }
+
     /// The fingerprint of the request that created the record.
     pub fn fingerprint(&self) -> &[u8; 32] {
         match self {

@@ -452,7 +452,7 @@ impl Store for PostgresStore {
                 return Ok(Claimed::Large { fingerprint, size });
             }
             let existing = record(row, 1)?;
-            if matches!(existing, Record::Done { expires_at, .. } if expires_at <= now) {
+            if !existing.is_live(now) {
                 // Expired, and taken over by a claim that committed while
                 // this one waited: look again.
                 continue;
@@ -518,10 +518,7 @@ impl Store for PostgresStore {
     }
 
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        Ok(match self.read(id).await? {
-            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
-            record => record,
-        })
+        Ok(self.read(id).await?.filter(|record| record.is_live(now)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -410,10 +410,7 @@ impl Store for RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(|e| StoreError(format!("Redis: {e}")))?;
-        Ok(match decode_hash(reply)? {
-            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
-            record => record,
-        })
+        Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
