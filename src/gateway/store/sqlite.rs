@@ -793,10 +793,8 @@ impl Store for SqliteStore {
         .await
         .map_err(StoreError::from)?
         .map_err(StoreError::from)?;
-        Ok(match row.map(RawRow::into_record).transpose()? {
-            Some(Record::Done { expires_at, .. }) if expires_at <= now => None,
-            record => record,
-        })
+        let record = row.map(RawRow::into_record).transpose()?;
+        Ok(record.filter(|record| record.is_live(now)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -856,6 +854,49 @@ mod tests {
         assert!(SWEEP_LAPSED.ends_with(&limit), "{SWEEP_LAPSED}");
     }
 
+    /// The writer's connection held by a thread of its own until
+    /// [`WriterHeld::release`], or for 30 s if the test never gets there
+    /// (a wrong implementation then fails rather than hangs).
+    struct WriterHeld {
+        release: std::sync::mpsc::Sender<()>,
+        holder: std::thread::JoinHandle<()>,
+        /// Set once the holder has let go.
+        let_go: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl WriterHeld {
+        /// Returns once the connection is held.
+        fn hold(writer: Arc<Mutex<Connection>>) -> Self {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let (holding, held) = std::sync::mpsc::channel();
+            let let_go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let holder = std::thread::spawn({
+                let let_go = let_go.clone();
+                move || {
+                    let _busy = writer.lock().unwrap();
+                    holding.send(()).unwrap();
+                    let _ = released.recv_timeout(Duration::from_secs(30));
+                    let_go.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            held.recv().unwrap();
+            Self {
+                release,
+                holder,
+                let_go,
+            }
+        }
+
+        fn has_let_go(&self) -> bool {
+            self.let_go.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn release(self) {
+            self.release.send(()).unwrap();
+            self.holder.join().unwrap();
+        }
+    }
+
     /// On a single-threaded runtime a call that waited for the lock on the
     /// runtime's thread would stop everything, including the task that
     /// lets the lock go.
@@ -864,17 +905,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap());
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (holding, held) = std::sync::mpsc::channel();
-        let writer = store.writer.clone();
-        let holder = std::thread::spawn(move || {
-            let _busy = writer.lock().unwrap();
-            holding.send(()).unwrap();
-            // Released by the test, or after a long time if the runtime's
-            // thread is stuck, so a wrong implementation fails, not hangs.
-            let _ = released.recv_timeout(Duration::from_secs(30));
-        });
-        held.recv().unwrap();
+        let busy = WriterHeld::hold(store.writer.clone());
 
         let id = RecordId {
             caller: [1; 32],
@@ -888,9 +919,8 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!claim.is_finished(), "the claim waits for the connection");
-        release.send(()).unwrap();
+        busy.release();
         assert_eq!(claim.await.unwrap().unwrap(), Claimed::Won);
-        holder.join().unwrap();
     }
 
     /// A large answer is read beside the writer's connection: a claim
@@ -914,30 +944,14 @@ mod tests {
             Claimed::Won
         );
         assert!(store.finish(&id, &[1; 16], &large, 1000, 0).await.unwrap());
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (holding, held) = std::sync::mpsc::channel();
-        let let_go = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = store.writer.clone();
-        let holder = std::thread::spawn({
-            let let_go = let_go.clone();
-            move || {
-                let _busy = writer.lock().unwrap();
-                holding.send(()).unwrap();
-                // Released by the test, or after a long time, so a load
-                // that waits for the writer fails, not hangs.
-                let _ = released.recv_timeout(Duration::from_secs(30));
-                let_go.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        });
-        held.recv().unwrap();
+        let busy = WriterHeld::hold(store.writer.clone());
         let loaded = store.load(&id, 1).await.unwrap();
         assert!(
-            !let_go.load(std::sync::atomic::Ordering::SeqCst),
+            !busy.has_let_go(),
             "the load waited for the writer's connection"
         );
         assert!(matches!(loaded, Some(Record::Done { outcome, .. }) if outcome == large));
-        release.send(()).unwrap();
-        holder.join().unwrap();
+        busy.release();
     }
 
     /// A database of the first layout (`WITHOUT ROWID`; the earliest also
