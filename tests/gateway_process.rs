@@ -310,6 +310,96 @@ fn redis_back_after_an_outage_serves_again_without_a_restart() {
 }
 
 #[test]
+fn refuses_to_start_on_a_redis_that_may_evict_claims() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru"]);
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let (code, stderr) = Gateway::refused(Gateway::command(&upstream, &["--store", &redis.url()]));
+    assert_eq!(code, Some(1), "the store cannot be used: {stderr}");
+    assert!(
+        stderr.contains("maxmemory-policy is volatile-lru"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set maxmemory-policy noeviction"),
+        "{stderr}"
+    );
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn a_redis_that_comes_to_evict_makes_the_gateway_not_ready() {
+    // An evicting policy without a limit evicts nothing yet: a warning.
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &redis.url(), "--admin-listen", "127.0.0.1:0"],
+    );
+    let warning = gateway.startup.join("\n");
+    assert!(
+        warning.contains("WARN") && warning.contains("maxmemory is 0"),
+        "{warning}"
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let ready = || {
+        runtime().block_on(async {
+            let answer = http()
+                .get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        })
+    };
+    assert_eq!(ready().0, 200);
+    assert_eq!(redis.command("CONFIG SET maxmemory 64mb"), "+OK");
+    let (status, reason) = ready();
+    assert_eq!(status, 503, "{reason}");
+    assert!(
+        reason.contains("maxmemory-policy is allkeys-lru"),
+        "{reason}"
+    );
+    assert_eq!(
+        redis.command("CONFIG SET maxmemory-policy noeviction"),
+        "+OK"
+    );
+    assert_eq!(ready().0, 200);
+}
+
+#[test]
+fn a_redis_that_hides_its_settings_is_used_with_a_warning() {
+    // As managed services do: CONFIG is not allowed.
+    let redis = RedisServer::start_with(&[
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--user",
+        "default",
+        "on",
+        "nopass",
+        "~*",
+        "&*",
+        "+@all",
+        "-config",
+    ]);
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let gateway = Gateway::start(&upstream, &["--store", &redis.url()]);
+    let startup = gateway.startup.join("\n");
+    assert!(
+        startup.contains("could not read Redis's maxmemory-policy"),
+        "{startup}"
+    );
+    let status = post_in_background(gateway.url.clone(), "hidden-1")
+        .join()
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(status, 201);
+}
+
+#[test]
 fn admin_endpoints_report_health_and_metrics() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let gateway = Gateway::start(

@@ -78,6 +78,36 @@ impl Gateway {
         }
     }
 
+    /// Runs a command that must not start a gateway: its exit code and its
+    /// stderr. A gateway that reports ready instead is killed and the test
+    /// fails (it would otherwise serve, and the test wait, forever).
+    pub fn refused(mut command: Command) -> (Option<i32>, String) {
+        let mut child = command.spawn().unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = String::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains("idempotency-gateway ready") => {
+                    let _ = child.kill();
+                    panic!("the gateway started:\n{stderr}{line}");
+                }
+                Ok(line) => stderr.push_str(&(line + "\n")),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("the gateway neither started nor exited:\n{stderr}");
+                }
+            }
+        }
+        (child.wait().unwrap().code(), stderr)
+    }
+
     /// The next log line that contains `needle` (the wait is a safety net:
     /// it only turns a missing line into a failure).
     pub fn log_line_with(&self, needle: &str) -> String {

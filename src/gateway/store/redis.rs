@@ -106,6 +106,64 @@ end
 return redis.call('HGETALL', KEYS[1])
 ";
 
+/// What Redis does with this store's keys when it reaches `maxmemory`.
+/// Every policy but `noeviction` may evict them: claims and records all
+/// carry an expiry, so the `volatile-*` policies take them too.
+#[derive(Debug, PartialEq, Eq)]
+enum Eviction {
+    /// `noeviction`: a write past `maxmemory` is refused (a `503`, nothing
+    /// forwarded), nothing stored is dropped.
+    Never,
+    /// An evicting policy with `maxmemory` 0 (no limit): nothing is evicted
+    /// until a limit is set.
+    Dormant(String),
+    /// An evicting policy under a `maxmemory` limit: a claim can vanish and
+    /// its retry be forwarded again.
+    Possible(String),
+    /// The settings could not be read (`CONFIG` refused or renamed).
+    Unknown,
+}
+
+impl Eviction {
+    /// From the values of `maxmemory-policy` and `maxmemory`.
+    fn of(policy: Option<&str>, maxmemory: Option<&str>) -> Self {
+        let (Some(policy), Some(maxmemory)) = (policy, maxmemory) else {
+            return Self::Unknown;
+        };
+        if policy.eq_ignore_ascii_case("noeviction") {
+            return Self::Never;
+        }
+        // Quoted in a log line: only a policy's name, never other text.
+        let name = if !policy.is_empty()
+            && policy.len() <= 32
+            && policy.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        {
+            policy.to_owned()
+        } else {
+            "(unrecognised)".to_owned()
+        };
+        match maxmemory.trim().parse::<u64>() {
+            Ok(0) => Self::Dormant(name),
+            // A limit, or one this check cannot read: assume the worst.
+            _ => Self::Possible(name),
+        }
+    }
+
+    /// The error that refuses to start on, or reports not ready for, a
+    /// Redis that may evict.
+    fn refusal(&self) -> StoreError {
+        let policy = match self {
+            Self::Possible(policy) | Self::Dormant(policy) => policy.as_str(),
+            Self::Never | Self::Unknown => "",
+        };
+        StoreError(format!(
+            "Redis evicts keys when it reaches maxmemory (maxmemory-policy is {policy}): an \
+             evicted claim is forgotten and its retry forwarded again; set maxmemory-policy \
+             noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)"
+        ))
+    }
+}
+
 fn redis_key(id: &RecordId) -> Vec<u8> {
     let mut key = b"idempotency-gateway:".to_vec();
     for byte in id.caller {
@@ -146,8 +204,50 @@ impl RedisStore {
         };
         // A connection is not yet an answer: a wrong password, or a
         // replica that refuses commands, shows on the first one.
-        store.ping().await?;
+        store.answers().await?;
+        match store.eviction().await {
+            Eviction::Never => {}
+            Eviction::Unknown => tracing::warn!(
+                "could not read Redis's maxmemory-policy (CONFIG GET was refused, as managed \
+                 Redis services often do): make sure it is noeviction, or an evicted claim \
+                 is forgotten and its retry forwarded again"
+            ),
+            Eviction::Dormant(policy) => tracing::warn!(
+                policy = policy.as_str(),
+                "Redis's maxmemory-policy evicts keys, but maxmemory is 0, so nothing is \
+                 evicted now; set maxmemory-policy noeviction before giving Redis a maxmemory"
+            ),
+            possible @ Eviction::Possible(_) => return Err(possible.refusal()),
+        }
         Ok(store)
+    }
+
+    /// Whether Redis answers a command.
+    async fn answers(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(|e| StoreError(format!("Redis: {e}")))
+    }
+
+    /// Whether Redis may evict this store's keys: `CONFIG GET maxmemory*`
+    /// (one pattern, which Redis 6 also takes).
+    async fn eviction(&self) -> Eviction {
+        let mut connection = self.connection.clone();
+        let settings: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory*")
+            .query_async(&mut connection)
+            .await;
+        match settings {
+            Ok(settings) => Eviction::of(
+                settings.get("maxmemory-policy").map(String::as_str),
+                settings.get("maxmemory").map(String::as_str),
+            ),
+            Err(_) => Eviction::Unknown,
+        }
     }
 
     async fn invoke(
@@ -413,18 +513,70 @@ impl Store for RedisStore {
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
 
+    /// Readiness: Redis answers, and cannot evict this store's keys (a
+    /// policy changed since start-up makes the gateway not ready).
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError(format!("Redis: {e}")))
+        self.answers().await?;
+        match self.eviction().await {
+            possible @ Eviction::Possible(_) => Err(possible.refusal()),
+            _ => Ok(()),
+        }
     }
 
     async fn sweep(&self, _now: u64, _unknown_ttl: u64) -> Result<u64, StoreError> {
         // Redis expires done records, and claims a TTL after their lease,
         // itself.
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Eviction;
+
+    #[test]
+    fn only_noeviction_or_no_limit_keeps_every_key() {
+        assert_eq!(Eviction::of(Some("noeviction"), Some("0")), Eviction::Never);
+        assert_eq!(
+            Eviction::of(Some("noeviction"), Some("1073741824")),
+            Eviction::Never
+        );
+        for policy in [
+            "allkeys-lru",
+            "volatile-lru",
+            "volatile-ttl",
+            "allkeys-random",
+        ] {
+            assert_eq!(
+                Eviction::of(Some(policy), Some("104857600")),
+                Eviction::Possible(policy.to_owned())
+            );
+            assert_eq!(
+                Eviction::of(Some(policy), Some("0")),
+                Eviction::Dormant(policy.to_owned())
+            );
+        }
+        // A limit this check cannot read is taken for one.
+        assert!(matches!(
+            Eviction::of(Some("allkeys-lru"), Some("lots")),
+            Eviction::Possible(_)
+        ));
+        assert_eq!(Eviction::of(None, Some("0")), Eviction::Unknown);
+        assert_eq!(Eviction::of(Some("noeviction"), None), Eviction::Unknown);
+    }
+
+    #[test]
+    fn a_policy_is_quoted_only_as_a_name() {
+        let odd = "allkeys-lru\n::error::x";
+        assert_eq!(
+            Eviction::of(Some(odd), Some("1")),
+            Eviction::Possible("(unrecognised)".to_owned())
+        );
+        let refusal = Eviction::of(Some("allkeys-lfu"), Some("1")).refusal().0;
+        assert!(
+            refusal.contains("maxmemory-policy is allkeys-lfu"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("noeviction"), "{refusal}");
     }
 }
