@@ -568,6 +568,71 @@ async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
     sweep_clears_a_backlog_larger_than_one_batch(store).await;
 }
 
+/// A claim is acknowledged only once its commit is flushed: a role whose
+/// sessions default to `synchronous_commit=off` (a commit acknowledged
+/// before its WAL is written, lost in a crash of the server) does not pass
+/// that on to the store's sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claims_commit_durably_whatever_the_role_default() {
+    let server = support::postgres::PostgresServer::start();
+    let sql = |url: String| async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let admin = sql(server.url()).await;
+    admin
+        .batch_execute("ALTER ROLE gateway SET synchronous_commit = off")
+        .await
+        .unwrap();
+    let plain: String = sql(server.url())
+        .await
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, "off", "a new session of the role starts with off");
+    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    // Each claim's insert notes the setting its session committed with.
+    admin
+        .batch_execute(
+            "CREATE TABLE seen (setting text);
+             CREATE FUNCTION note_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO seen VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$;
+             CREATE TRIGGER note AFTER INSERT ON idempotency_gateway_records
+             FOR EACH ROW EXECUTE FUNCTION note_setting();",
+        )
+        .await
+        .unwrap();
+    // At once, so that the pool opens several connections.
+    let store = Arc::new(store);
+    let claims: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("durable-{n}");
+                store
+                    .claim(&id(&key), &FP, &[1; 16], NOW + 60_000, NOW)
+                    .await
+            })
+        })
+        .collect();
+    for claim in claims {
+        assert_eq!(claim.await.unwrap().unwrap(), Claimed::Won);
+    }
+    let seen: Vec<String> = admin
+        .query("SELECT setting FROM seen", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(seen.len(), 8);
+    assert!(seen.iter().all(|setting| setting == "on"), "{seen:?}");
+}
+
 /// The pool outlives the server: a stopped server is a store error (the
 /// gateway answers 503), and once it is back the same store works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,8 +8,13 @@
 //! number of concurrent claims, on any connection of any replica, inserts
 //! or takes over the row (the primary key decides); every other change is
 //! an `UPDATE`/`DELETE … WHERE token = $3`. Each call is a statement in its
-//! own transaction, committed (with the server's `synchronous_commit`)
-//! before it returns: a claim the gateway acts on is a committed claim.
+//! own transaction, committed before it returns: a claim the gateway acts
+//! on is a committed claim. A session whose `synchronous_commit` default
+//! is `off` (the server's, the database's or the role's) is set to `on`
+//! when the pool opens it ([`durable_commits`]): `off` acknowledges a
+//! commit before its WAL is flushed, so a crash of the server could lose a
+//! claim the gateway already forwarded, and its retry would be forwarded
+//! again.
 //!
 //! Calls go through a pool that replaces broken connections by itself, so a
 //! restarted server is used again without restarting the gateway. Every
@@ -25,7 +30,7 @@ use super::{
     encode_outcome,
 };
 use crate::shared::regular_file::read_regular;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
@@ -137,6 +142,37 @@ fn local_only(config: &tokio_postgres::Config) -> bool {
     })
 }
 
+/// The hook that runs on every new connection: `synchronous_commit=off`
+/// becomes `on` (which, without synchronous standbys, is a local flush).
+/// Every other value (`local`, `remote_write`, `on`, `remote_apply`) keeps
+/// a commit across a crash of the server and is left as configured.
+fn durable_commits() -> Hook {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    Hook::async_fn(|client, _| {
+        Box::pin(async move {
+            let setting: String = client
+                .query_one("SHOW synchronous_commit", &[])
+                .await
+                .map_err(HookError::Backend)?
+                .get(0);
+            if setting == "off" {
+                client
+                    .batch_execute("SET synchronous_commit TO on")
+                    .await
+                    .map_err(HookError::Backend)?;
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        "PostgreSQL's synchronous_commit is off for the gateway's user or \
+                         database; the gateway's sessions use on, because a claim lost in a \
+                         crash of the server would be forwarded again"
+                    );
+                });
+            }
+            Ok(())
+        })
+    })
+}
+
 impl PostgresStore {
     /// Connects to `url`, checks that the server answers and migrates the
     /// schema. TLS is verified against the platform's roots and the
@@ -173,6 +209,7 @@ impl PostgresStore {
             .wait_timeout(Some(CALL_TIMEOUT))
             .create_timeout(Some(CALL_TIMEOUT))
             .recycle_timeout(Some(CALL_TIMEOUT))
+            .post_create(durable_commits())
             .build()
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
         let store = Self { pool };
