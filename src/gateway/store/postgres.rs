@@ -11,7 +11,7 @@
 //! own transaction, committed before it returns: a claim the gateway acts
 //! on is a committed claim. A session whose `synchronous_commit` default
 //! is `off` (the server's, the database's or the role's) is set to `on`
-//! when the pool opens it ([`durable_commits`]): `off` acknowledges a
+//! when the pool opens it (`durable_commits`): `off` acknowledges a
 //! commit before its WAL is flushed, so a crash of the server could lose a
 //! claim the gateway already forwarded, and its retry would be forwarded
 //! again.
