@@ -45,6 +45,7 @@
 //! are a few hundred bytes; docs/performance.md).
 
 mod checkpoint;
+mod filesystem;
 
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
@@ -367,6 +368,15 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
+        if let Some(filesystem) = filesystem::network_filesystem(path) {
+            tracing::warn!(
+                filesystem,
+                path = %path.display(),
+                "the SQLite database is on a network file system, where SQLite's locks may not \
+                 hold and its WAL is not shared between hosts: move it to a local disk, or use \
+                 PostgreSQL to share claims between hosts"
+            );
+        }
         let synchronous = match durability {
             Durability::Process => "NORMAL",
             Durability::Host => "FULL",
