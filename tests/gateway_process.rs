@@ -399,6 +399,75 @@ fn a_redis_that_hides_its_settings_is_used_with_a_warning() {
     assert_eq!(status, 201);
 }
 
+/// A stand-in for Redis whose clock is an hour ahead: it answers what the
+/// gateway asks at start-up (`PING`, `CONFIG GET`, `TIME`) and `+OK` to
+/// anything else. Its port.
+fn redis_an_hour_ahead() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = String::new();
+                // Each command: `*N`, then `$LEN` and the argument, N times.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let count: usize = line.trim()[1..].parse().unwrap();
+                    let mut words = Vec::new();
+                    for _ in 0..count {
+                        let (mut length, mut word) = (String::new(), String::new());
+                        reader.read_line(&mut length).unwrap();
+                        reader.read_line(&mut word).unwrap();
+                        words.push(word.trim_end().to_ascii_uppercase());
+                    }
+                    line.clear();
+                    let reply = match words[0].as_str() {
+                        "PING" => "+PONG\r\n".to_owned(),
+                        "CONFIG" => "*4\r\n$9\r\nmaxmemory\r\n$1\r\n0\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n".to_owned(),
+                        "TIME" => {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap();
+                            let seconds = (now.as_secs() + 3600).to_string();
+                            let micros = now.subsec_micros().to_string();
+                            format!("*2\r\n${}\r\n{seconds}\r\n${}\r\n{micros}\r\n", seconds.len(), micros.len())
+                        }
+                        _ => "+OK\r\n".to_owned(),
+                    };
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_clock_apart_from_the_store_servers_is_warned_about() {
+    let port = redis_an_hour_ahead();
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let store = format!("redis://127.0.0.1:{port}/0");
+    let gateway = Gateway::start(&upstream, &["--store", &store]);
+    let startup = gateway.startup.join("\n");
+    let warning = startup
+        .lines()
+        .find(|line| line.contains("clock is at least"))
+        .unwrap_or_else(|| panic!("no warning about the clocks in {startup}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("behind the Redis server's"), "{warning}");
+    let ms: u64 = warning
+        .split("at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!((3_590_000..=3_600_000).contains(&ms), "{warning}");
+}
+
 #[test]
 fn admin_endpoints_report_health_and_metrics() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);

@@ -34,6 +34,7 @@ pub mod cached;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod skew;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};

@@ -27,7 +27,7 @@
 
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
-    encode_outcome,
+    encode_outcome, skew,
 };
 use crate::shared::regular_file::read_regular;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -214,7 +214,31 @@ impl PostgresStore {
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
         let store = Self { pool };
         store.migrate().await?;
+        store.check_clock().await;
         Ok(store)
+    }
+
+    /// Warns when this host's clock and the server's are apart.
+    async fn check_clock(&self) {
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let sent = skew::local_now_ms();
+        let server = client
+            .query_one(
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[],
+            )
+            .await;
+        let received = skew::local_now_ms();
+        if let Some(server) = server
+            .ok()
+            .and_then(|row| row.try_get::<_, i64>(0).ok())
+            .and_then(|ms| u64::try_from(ms).ok())
+            && let Some(skew_ms) = skew::beyond_tolerance(sent, server, received)
+        {
+            skew::warn("PostgreSQL", skew_ms);
+        }
     }
 
     /// Brings the schema to the latest version, once across replicas.

@@ -16,7 +16,7 @@
 
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
-    encode_outcome,
+    encode_outcome, skew,
 };
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
@@ -219,7 +219,22 @@ impl RedisStore {
             ),
             possible @ Eviction::Possible(_) => return Err(possible.refusal()),
         }
+        store.check_clock().await;
         Ok(store)
+    }
+
+    /// Warns when this host's clock and Redis's (`TIME`) are apart.
+    async fn check_clock(&self) {
+        let mut connection = self.connection.clone();
+        let sent = skew::local_now_ms();
+        let time: Result<(u64, u64), _> = redis::cmd("TIME").query_async(&mut connection).await;
+        let received = skew::local_now_ms();
+        if let Ok((seconds, micros)) = time {
+            let server = seconds.saturating_mul(1000).saturating_add(micros / 1000);
+            if let Some(skew_ms) = skew::beyond_tolerance(sent, server, received) {
+                skew::warn("Redis", skew_ms);
+            }
+        }
     }
 
     /// Whether Redis answers a command.
