@@ -399,6 +399,23 @@ fn a_redis_that_hides_its_settings_is_used_with_a_warning() {
     assert_eq!(status, 201);
 }
 
+#[test]
+fn a_redis_that_keeps_nothing_on_disk_is_warned_about() {
+    const WARNING: &str = "Redis keeps nothing on disk";
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    // The test servers' default: no snapshots, no append-only file.
+    let memory_only = RedisServer::start();
+    let gateway = Gateway::start(&upstream, &["--store", &memory_only.url()]);
+    let startup = gateway.startup.join("\n");
+    assert!(startup.contains(WARNING), "{startup}");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let appending = RedisServer::start_with(&["--dir", dir, "--appendonly", "yes"]);
+    let gateway = Gateway::start(&upstream, &["--store", &appending.url()]);
+    let startup = gateway.startup.join("\n");
+    assert!(!startup.contains(WARNING), "{startup}");
+}
+
 /// A stand-in for Redis whose clock is an hour ahead: it answers what the
 /// gateway asks at start-up (`PING`, `CONFIG GET`, `TIME`) and `+OK` to
 /// anything else. Its port.

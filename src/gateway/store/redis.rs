@@ -219,8 +219,34 @@ impl RedisStore {
             ),
             possible @ Eviction::Possible(_) => return Err(possible.refusal()),
         }
+        if store.keeps_nothing_on_disk().await {
+            tracing::warn!(
+                "Redis keeps nothing on disk (no snapshots, appendonly no): a restart of \
+                 Redis forgets every claim and stored answer, and a retry of a key it forgot \
+                 is forwarded again; turn on appendonly (appendfsync everysec, or always)"
+            );
+        }
         store.check_clock().await;
         Ok(store)
+    }
+
+    /// Whether Redis says it writes neither snapshots (`save ""`) nor an
+    /// append-only file; false when it does, or will not say.
+    async fn keeps_nothing_on_disk(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let mut setting = async |name: &str| {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async::<std::collections::HashMap<String, String>>(&mut connection)
+                .await
+                .ok()
+                .and_then(|mut settings| settings.remove(name))
+        };
+        let save = setting("save").await;
+        let appendonly = setting("appendonly").await;
+        save.is_some_and(|save| save.trim().is_empty())
+            && appendonly.is_some_and(|on| on.eq_ignore_ascii_case("no"))
     }
 
     /// Warns when this host's clock and Redis's (`TIME`) are apart.
