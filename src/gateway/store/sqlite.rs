@@ -62,8 +62,9 @@ struct Job {
     writer_only: bool,
     /// Whether it runs in a savepoint of its own.
     writes: Writes,
-    /// Runs on the connection inside the batch's transaction, says whether
-    /// it succeeded, and hands back how to deliver its answer once the
+    /// Runs on the connection inside the batch's transaction (or, given
+    /// none, is not run: its transaction could not begin), says whether it
+    /// succeeded, and hands back how to deliver its answer once the
     /// batch's commit is known.
     run: Run,
 }
@@ -83,7 +84,7 @@ enum Writes {
 }
 
 /// What a queued call runs (see [`Job::run`]).
-type Run = Box<dyn FnOnce(&mut Connection) -> (bool, Deliver) + Send>;
+type Run = Box<dyn FnOnce(Option<&mut Connection>) -> (bool, Deliver) + Send>;
 
 /// Delivers a queued call's answer, given the outcome of its batch's commit.
 type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -170,16 +171,21 @@ fn statement(c: &Connection, sql: &str) -> rusqlite::Result<usize> {
 /// those calls are answered with an error, and the rest of the batch runs
 /// in a new transaction (a savepoint opened outside a transaction would
 /// otherwise commit each later call on its own, behind an error answer).
+///
+/// A transaction that cannot begin (another process holds the write lock
+/// past `busy_timeout`, an I/O error) fails every call of the batch at
+/// once, none of them run: running them one by one instead would make
+/// each wait for the same lock again, so that a batch of 32 calls behind a
+/// lock held for good would take 32 waits instead of one.
 fn run_batch(c: &mut Connection, batch: Vec<Job>) {
     let mut jobs = batch.into_iter();
     while jobs.len() > 0 {
         if let Err(error) = statement(c, "BEGIN IMMEDIATE") {
-            // Each call on its own then, as a transaction of its own: its
-            // answer is its own success or failure.
-            tracing::warn!(%error, "SQLite could not begin a batch; running its calls one by one");
+            tracing::warn!(%error, "SQLite could not begin a transaction; its calls failed, nothing written");
+            let failed = Err(StoreError::from(error));
             for job in jobs {
-                let (_, deliver) = (job.run)(c);
-                deliver(Ok(()));
+                let (_, deliver) = (job.run)(None);
+                deliver(failed.clone());
             }
             return;
         }
@@ -187,7 +193,7 @@ fn run_batch(c: &mut Connection, batch: Vec<Job>) {
         let mut rolled_back = false;
         for job in jobs.by_ref() {
             let savepoint = job.writes == Writes::Any && statement(c, "SAVEPOINT call").is_ok();
-            let (ok, deliver) = (job.run)(c);
+            let (ok, deliver) = (job.run)(Some(c));
             deliveries.push(deliver);
             if c.is_autocommit() {
                 rolled_back = true;
@@ -558,10 +564,13 @@ fn queued_job<T: Send + 'static>(
         writer_only,
         writes,
         run: Box::new(move |connection| {
-            let result = f(connection);
-            let ok = result.is_ok();
+            let result = connection.map(f);
+            let ok = result.as_ref().is_some_and(Result::is_ok);
             let deliver: Deliver = Box::new(move |committed| {
-                let _ = answer.send(committed.and(result.map_err(StoreError::from)));
+                let _ = answer.send(committed.and_then(|()| match result {
+                    Some(result) => result.map_err(StoreError::from),
+                    None => Err(StoreError("SQLite did not run the call".to_owned())),
+                }));
             });
             (ok, deliver)
         }),
@@ -1094,6 +1103,49 @@ mod tests {
         assert!(after_answer.try_recv().unwrap().is_ok());
         assert_eq!(rows(&c), [3]);
         assert!(c.is_autocommit(), "no transaction left open");
+    }
+
+    /// Another process holds the write lock past `busy_timeout`: the
+    /// batch's transaction cannot begin, and every call of it is answered
+    /// with that error after one wait for the lock, none run (run one by
+    /// one, each would wait for it again).
+    #[test]
+    fn a_batch_that_cannot_begin_fails_its_calls_after_one_wait() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Waits for the lock begun (each gives up at once).
+        static WAITS: AtomicUsize = AtomicUsize::new(0);
+        fn give_up(_: i32) -> bool {
+            WAITS.fetch_add(1, Ordering::SeqCst);
+            false
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut c = Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER);")
+            .unwrap();
+        c.busy_handler(Some(give_up)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut answers = Vec::new();
+        let batch = (1..=5)
+            .map(|n| {
+                let (job, answer) = queued_job(insert(n), false, Writes::One);
+                answers.push(answer);
+                job
+            })
+            .collect();
+        run_batch(&mut c, batch);
+        for mut answer in answers {
+            assert!(answer.try_recv().unwrap().is_err());
+        }
+        assert_eq!(
+            WAITS.load(Ordering::SeqCst),
+            1,
+            "one wait, not one per call"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(rows(&c), Vec::<i64>::new(), "none of them ran");
+        assert!(c.is_autocommit());
     }
 
     /// A call without a savepoint ([`Writes::One`]) whose one statement
