@@ -502,6 +502,52 @@ fn sqlite_full_durability_a_disconnect_during_the_claim_still_forwards() {
     );
 }
 
+/// Another process holds SQLite's write lock past the store's 5 s wait:
+/// the new key is answered `503` after that one wait, its claim neither
+/// retried (each retry would wait again) nor released in the background
+/// (a failed SQLite claim wrote nothing); the key is not left stuck.
+#[test]
+fn sqlite_a_lock_held_past_its_wait_is_answered_after_one_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    let (upstream, calls) = counting();
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &store, "--admin-listen", "127.0.0.1:0"],
+    );
+    let post = |key: &str| {
+        runtime().block_on(async {
+            http()
+                .post(format!("{}/deployments", gateway.url))
+                .header("idempotency-key", key)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(post("before"), 201);
+    let release = hold_sqlite(path)();
+    assert_eq!(post("locked"), 503);
+    release();
+    let metrics = support::gateway::metrics(gateway.admin.as_deref().unwrap());
+    let calls_of = |operation: &str| {
+        support::gateway::sample(
+            &metrics,
+            &format!(
+                "idempotency_gateway_store_duration_seconds_count{{operation=\"{operation}\"}}"
+            ),
+        )
+    };
+    assert_eq!(calls_of("claim"), 2.0, "one claim per request:\n{metrics}");
+    assert_eq!(calls_of("release"), 0.0, "{metrics}");
+    assert_eq!(post("locked"), 201, "the key was left free");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 /// Redis holds the claim script past the gateway's response timeout (2 s):
 /// the claim commits after the gateway stopped waiting for it.
 #[test]

@@ -470,14 +470,19 @@ impl Gateway {
             let claim = self.store.claim(id, fingerprint, token, lease_until, now);
             match self.timed(StoreOperation::Claim, claim).await {
                 Ok(claimed) => return Ok(claimed),
+                // Nothing hidden to find again: a SQLite claim refused
+                // (its lock held past its wait, a full disk) is answered
+                // at once, not after two more waits.
+                Err(e) if self.store.failures_wrote_nothing() => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| StoreError("the claim failed".to_owned())))
     }
 
-    /// Nothing was forwarded. A failed claim may have been written anyway,
-    /// so it is released in the background, and the key is not left stuck.
+    /// Nothing was forwarded. A failed claim may have been written anyway
+    /// (unless the store says it cannot have been), so it is released in
+    /// the background, and the key is not left stuck.
     fn store_unavailable(
         self: &Arc<Self>,
         id: &RecordId,
@@ -485,6 +490,9 @@ impl Gateway {
         error: &StoreError,
     ) -> (RequestOutcome, Response) {
         let answer = store_failed(error);
+        if self.store.failures_wrote_nothing() {
+            return answer;
+        }
         let gateway = self.clone();
         let id = id.clone();
         self.forwards.spawn(async move {

@@ -312,6 +312,19 @@ impl AnyStore {
             AnyStore::Postgres(store) => store.recall(id, now),
         }
     }
+
+    /// Whether a call that failed certainly wrote nothing, so a failed
+    /// claim needs neither a retry with its token nor a release: the
+    /// stores inside the process, whose calls end with their outcome (a
+    /// SQLite call is answered after its transaction committed or failed).
+    /// Not Redis or PostgreSQL, where a timeout can hide a write the server
+    /// made.
+    pub fn failures_wrote_nothing(&self) -> bool {
+        match self {
+            AnyStore::Memory(_) | AnyStore::Sqlite(_) => true,
+            AnyStore::Redis(_) | AnyStore::Postgres(_) => false,
+        }
+    }
 }
 
 macro_rules! dispatch {
