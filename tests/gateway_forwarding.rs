@@ -517,17 +517,9 @@ fn sqlite_a_lock_held_past_its_wait_is_answered_after_one_wait() {
         &["--store", &store, "--admin-listen", "127.0.0.1:0"],
     );
     let post = |key: &str| {
-        runtime().block_on(async {
-            http()
-                .post(format!("{}/deployments", gateway.url))
-                .header("idempotency-key", key)
-                .body("{}")
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
+        runtime()
+            .block_on(support::gateway::post(&gateway.url, key))
+            .0
     };
     assert_eq!(post("before"), 201);
     let release = hold_sqlite(path)();
@@ -546,6 +538,40 @@ fn sqlite_a_lock_held_past_its_wait_is_answered_after_one_wait() {
     assert_eq!(calls_of("release"), 0.0, "{metrics}");
     assert_eq!(post("locked"), 201, "the key was left free");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The store refuses the answer (SQLite's write lock held by another
+/// process past its wait): the client gets the upstream's answer anyway,
+/// and once the lock is let go the gateway stores it on a later try, so the
+/// retry is a replay rather than "in flight" and then "outcome unknown".
+#[test]
+fn sqlite_an_answer_the_store_refused_is_stored_once_it_can_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    let (upstream, entered) = support::slow_upstream(Duration::from_millis(300));
+    let gateway = Gateway::start(&upstream, &["--store", &store]);
+    let post = |key: &'static str| {
+        let url = gateway.url.clone();
+        std::thread::spawn(move || {
+            let (status, replayed, _) = runtime().block_on(support::gateway::post(&url, key));
+            (status, replayed)
+        })
+    };
+    let first = post("kept");
+    entered.recv().unwrap();
+    // Claimed and forwarded: the answer comes back to a locked store.
+    let release = hold_sqlite(path)();
+    assert_eq!(first.join().unwrap(), (201, false));
+    release();
+    support::gateway::wait_until("the retry is a replay", || {
+        match post("kept").join().unwrap() {
+            (201, true) => true,
+            (409, false) => false,
+            other => panic!("the retry got {other:?}"),
+        }
+    });
+    assert_eq!(upstream.requests().len(), 1, "forwarded once");
 }
 
 /// Redis holds the claim script past the gateway's response timeout (2 s):

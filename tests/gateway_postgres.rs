@@ -9,25 +9,11 @@ use crate::support;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::time::Duration;
-use support::gateway::{Gateway, RoundRobin, http, retry_until_outcome_unknown, runtime};
+use support::gateway::{Gateway, RoundRobin, http, post, retry_until_outcome_unknown, runtime};
 use support::postgres::PostgresServer;
 use support::{
     Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream, wait_entered,
 };
-
-/// POSTs `{}` with `key`; status, whether it was a replay, body.
-async fn post(url: &str, key: &str) -> (u16, bool, String) {
-    let response = http()
-        .post(format!("{url}/deployments"))
-        .header("idempotency-key", key)
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let replayed = response.headers().contains_key("idempotent-replayed");
-    (status, replayed, response.text().await.unwrap())
-}
 
 fn replicas(upstream: &Server, pg: &PostgresServer, extra: &[&str]) -> (Gateway, Gateway) {
     let url = pg.url();

@@ -17,17 +17,10 @@ fn post_in_background(
     key: &'static str,
 ) -> std::thread::JoinHandle<Option<(u16, String)>> {
     std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let response = http()
-                .post(format!("{url}/deployments"))
-                .header("idempotency-key", key)
-                .body("{}")
-                .send()
-                .await
-                .ok()?;
-            let status = response.status().as_u16();
-            Some((status, response.text().await.ok()?))
-        })
+        let (status, _, body) = runtime()
+            .block_on(support::gateway::try_post(&url, key))
+            .ok()?;
+        Some((status, body))
     })
 }
 

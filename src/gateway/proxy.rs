@@ -611,23 +611,61 @@ impl Gateway {
         }
     }
 
-    async fn finish(&self, id: &RecordId, token: &Token, outcome: &Outcome, expires_at: u64) {
+    /// Stores the final outcome over the claim. If the store fails, the
+    /// client still gets its answer at once, and the outcome is stored
+    /// again in the background for up to `--lock-timeout` (a store back
+    /// in time replays it); after that the claim ages into "outcome
+    /// unknown" and is never forwarded again. A retry is safe: `finish`
+    /// writes only over this token's claim, so one whose lease someone
+    /// already expired, or an earlier try that did commit, makes it stop.
+    async fn finish(
+        self: &Arc<Self>,
+        id: &RecordId,
+        token: &Token,
+        outcome: &Outcome,
+        expires_at: u64,
+    ) {
         let now = self.now_ms();
-        match self
+        let error = match self
             .timed(
                 StoreOperation::Finish,
                 self.store.finish(id, token, outcome, expires_at, now),
             )
             .await
         {
-            Ok(true) => {}
+            Ok(true) => return,
             Ok(false) => {
-                tracing::warn!("a late answer was not stored: the key already has a final record")
+                tracing::warn!("a late answer was not stored: the key already has a final record");
+                return;
             }
-            // The client still gets the upstream's answer; the claim ages into
-            // "outcome unknown" and is never forwarded again.
-            Err(error) => tracing::error!(%error, "could not store an answer"),
-        }
+            Err(error) => error,
+        };
+        tracing::warn!(%error, "could not store an answer; trying again in the background");
+        let (gateway, id, token, outcome) = (self.clone(), id.clone(), *token, outcome.clone());
+        self.forwards.spawn(async move {
+            let deadline = Instant::now() + gateway.settings.lock_timeout;
+            let mut pause = Duration::from_millis(100);
+            while Instant::now() + pause < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                let now = gateway.now_ms();
+                let expires_at = now.saturating_add(ms(gateway.settings.ttl));
+                let finish = gateway.store.finish(&id, &token, &outcome, expires_at, now);
+                match gateway.timed(StoreOperation::Finish, finish).await {
+                    Ok(true) => {
+                        tracing::info!("an answer the store had refused was stored on a later try");
+                        return;
+                    }
+                    // Stored by an earlier try after all, or its lease expired.
+                    Ok(false) => return,
+                    Err(_) => {}
+                }
+            }
+            tracing::error!(
+                "could not store an answer within --lock-timeout; its key will be answered \
+                 \"outcome unknown\" and never forwarded again"
+            );
+        });
     }
 
     async fn release(&self, id: &RecordId, token: &Token) {

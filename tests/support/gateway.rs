@@ -137,6 +137,25 @@ impl Drop for Gateway {
     }
 }
 
+/// POSTs `{}` to `{url}/deployments` with `key`; the status, whether it
+/// was a replay, and the body.
+pub async fn post(url: &str, key: &str) -> (u16, bool, String) {
+    try_post(url, key).await.unwrap()
+}
+
+/// [`post`], or the transport error (a gateway that closed the connection).
+pub async fn try_post(url: &str, key: &str) -> Result<(u16, bool, String), reqwest::Error> {
+    let response = http()
+        .post(format!("{url}/deployments"))
+        .header("idempotency-key", key)
+        .body("{}")
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    Ok((status, replayed, response.text().await?))
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
