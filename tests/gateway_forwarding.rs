@@ -574,6 +574,48 @@ fn sqlite_an_answer_the_store_refused_is_stored_once_it_can_be() {
     assert_eq!(upstream.requests().len(), 1, "forwarded once");
 }
 
+/// The upstream answers `503` (not processed), and the store refuses to
+/// release the claim (SQLite's write lock held past its wait): once the
+/// lock is let go the claim is released on a later try, so the retry is
+/// forwarded, not left "in flight" to become "outcome unknown" for a
+/// request the upstream never acted on.
+#[test]
+fn sqlite_a_claim_the_store_would_not_release_is_released_once_it_can_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.db");
+    let store = format!("sqlite:{}", path.display());
+    let (entered_tx, entered) = mpsc::channel();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let upstream = Server::start(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = entered_tx.lock().unwrap().send(());
+            Reply::Delay(Duration::from_millis(300), Response::new(503))
+        } else {
+            Reply::Respond(Response::new(201).body("{\"deployment\":1}"))
+        }
+    });
+    let gateway = Gateway::start(&upstream, &["--store", &store]);
+    let post = |key: &'static str| {
+        let url = gateway.url.clone();
+        std::thread::spawn(move || runtime().block_on(support::gateway::post(&url, key)).0)
+    };
+    let first = post("freed");
+    entered.recv().unwrap();
+    let release = hold_sqlite(path)();
+    assert_eq!(first.join().unwrap(), 503);
+    release();
+    support::gateway::wait_until("the retry is forwarded", || {
+        match post("freed").join().unwrap() {
+            201 => true,
+            409 => false,
+            other => panic!("the retry got {other}"),
+        }
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the 503, then the retry");
+}
+
 /// Redis holds the claim script past the gateway's response timeout (2 s):
 /// the claim commits after the gateway stopped waiting for it.
 #[test]

@@ -489,24 +489,10 @@ impl Gateway {
         token: Token,
         error: &StoreError,
     ) -> (RequestOutcome, Response) {
-        let answer = store_failed(error);
-        if self.store.failures_wrote_nothing() {
-            return answer;
+        if !self.store.failures_wrote_nothing() {
+            self.release_in_background(id, token);
         }
-        let gateway = self.clone();
-        let id = id.clone();
-        self.forwards.spawn(async move {
-            let deadline = Instant::now() + gateway.settings.lock_timeout;
-            let mut pause = Duration::from_millis(200);
-            while Instant::now() < deadline {
-                if gateway.store.release(&id, &token).await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        });
-        answer
+        store_failed(error)
     }
 
     async fn forward_claimed(
@@ -612,12 +598,12 @@ impl Gateway {
     }
 
     /// Stores the final outcome over the claim. If the store fails, the
-    /// client still gets its answer at once, and the outcome is stored
-    /// again in the background for up to `--lock-timeout` (a store back
-    /// in time replays it); after that the claim ages into "outcome
-    /// unknown" and is never forwarded again. A retry is safe: `finish`
-    /// writes only over this token's claim, so one whose lease someone
-    /// already expired, or an earlier try that did commit, makes it stop.
+    /// client still gets its answer at once, and the outcome is stored on
+    /// a later try ([`Gateway::again_in_background`]: a store back within
+    /// `--lock-timeout` replays it); after that the claim ages into
+    /// "outcome unknown" and is never forwarded again. A retry is safe:
+    /// `finish` writes only over this token's claim, so one whose lease
+    /// someone already expired, or an earlier try that did commit, ends it.
     async fn finish(
         self: &Arc<Self>,
         id: &RecordId,
@@ -641,40 +627,78 @@ impl Gateway {
             Err(error) => error,
         };
         tracing::warn!(%error, "could not store an answer; trying again in the background");
-        let (gateway, id, token, outcome) = (self.clone(), id.clone(), *token, outcome.clone());
+        let (id, token, outcome) = (id.clone(), *token, outcome.clone());
+        self.again_in_background(
+            "could not store an answer within --lock-timeout; its key will be answered \
+             \"outcome unknown\" and never forwarded again",
+            move |gateway| {
+                let (id, outcome) = (id.clone(), outcome.clone());
+                async move {
+                    let now = gateway.now_ms();
+                    let expires_at = now.saturating_add(ms(gateway.settings.ttl));
+                    let finish = gateway.store.finish(&id, &token, &outcome, expires_at, now);
+                    // Stored, or by an earlier try after all, or its lease
+                    // was expired: done either way.
+                    gateway.timed(StoreOperation::Finish, finish).await.is_ok()
+                }
+            },
+        );
+    }
+
+    /// Deletes the claim of a request that was not processed, so that its
+    /// retry is forwarded; tried again in the background when the store
+    /// fails (a claim left behind would age into "outcome unknown" for a
+    /// request the upstream never acted on).
+    async fn release(self: &Arc<Self>, id: &RecordId, token: &Token) {
+        let release = self.store.release(id, token);
+        if let Err(error) = self.timed(StoreOperation::Release, release).await {
+            tracing::warn!(%error, "could not release a claim; trying again in the background");
+            self.release_in_background(id, *token);
+        }
+    }
+
+    /// [`Gateway::release`]'s tries after the first.
+    fn release_in_background(self: &Arc<Self>, id: &RecordId, token: Token) {
+        let id = id.clone();
+        self.again_in_background(
+            "could not release a claim within --lock-timeout; its key will be answered \
+             \"outcome unknown\"",
+            move |gateway| {
+                let id = id.clone();
+                async move {
+                    let release = gateway.store.release(&id, &token);
+                    gateway
+                        .timed(StoreOperation::Release, release)
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+    }
+
+    /// Runs `attempt` in the background until it reports success, with
+    /// pauses doubling from 100 ms to 5 s, for up to `--lock-timeout` (a
+    /// claim's lease: past it, the key's state is settled by whoever asks
+    /// next). Logs `gave_up` as an error if it never succeeds. Tracked
+    /// with the forwards, so a shutdown waits for it too.
+    fn again_in_background<F, Fut>(self: &Arc<Self>, gave_up: &'static str, attempt: F)
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        let gateway = self.clone();
         self.forwards.spawn(async move {
             let deadline = Instant::now() + gateway.settings.lock_timeout;
             let mut pause = Duration::from_millis(100);
             while Instant::now() + pause < deadline {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
-                let now = gateway.now_ms();
-                let expires_at = now.saturating_add(ms(gateway.settings.ttl));
-                let finish = gateway.store.finish(&id, &token, &outcome, expires_at, now);
-                match gateway.timed(StoreOperation::Finish, finish).await {
-                    Ok(true) => {
-                        tracing::info!("an answer the store had refused was stored on a later try");
-                        return;
-                    }
-                    // Stored by an earlier try after all, or its lease expired.
-                    Ok(false) => return,
-                    Err(_) => {}
+                if attempt(gateway.clone()).await {
+                    return;
                 }
             }
-            tracing::error!(
-                "could not store an answer within --lock-timeout; its key will be answered \
-                 \"outcome unknown\" and never forwarded again"
-            );
+            tracing::error!("{gave_up}");
         });
-    }
-
-    async fn release(&self, id: &RecordId, token: &Token) {
-        if let Err(error) = self
-            .timed(StoreOperation::Release, self.store.release(id, token))
-            .await
-        {
-            tracing::error!(%error, "could not release a claim; it will become outcome unknown");
-        }
     }
 
     /// A place for one upstream request, if one is free.
