@@ -381,6 +381,39 @@ fn outcome_unknown_is_replayed_as_a_replay_and_the_client_stops_at_once() {
     assert_eq!(upstream.requests().len(), 1, "never sent again");
 }
 
+/// A derived key that does not cover the body (`key-include-body: false`)
+/// sent again with another body: the gateway refuses it with `422`, and
+/// the client says what that means and what to do, instead of the generic
+/// "fix the request".
+#[test]
+fn a_key_reused_for_another_request_is_explained_by_the_client() {
+    let (upstream, _) = counting();
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let run = |json: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("{}/deployments", gateway.url);
+        let assert = client()
+            .envs(github_env(dir.path()))
+            .args(["--url", &url, "--json", json, "--key-include-body", "false"])
+            .assert();
+        let code = assert.get_output().status.code();
+        (code, read_outputs(dir.path()))
+    };
+    let (code, first) = run(r#"{"ref":"v1"}"#);
+    assert_eq!((code, first["status"].as_str()), (Some(0), "201"));
+    let (code, second) = run(r#"{"ref":"v2"}"#);
+    assert_eq!((code, second["status"].as_str()), (Some(1), "422"));
+    assert_eq!(second["idempotency-key"], first["idempotency-key"]);
+    let error = &second["error"];
+    assert!(
+        error.contains("already used for a different request"),
+        "{error}"
+    );
+    assert!(error.contains("`key-include-body: false`"), "{error}");
+    assert!(error.contains("`key-salt`"), "{error}");
+    assert_eq!(upstream.requests().len(), 1, "the second was not forwarded");
+}
+
 #[test]
 fn a_replayed_not_stored_answer_is_marked_as_a_replay() {
     let upstream = Server::start(|_| Reply::Respond(Response::new(200).body(vec![b'x'; 4096])));

@@ -1,7 +1,7 @@
 //! What the client and the gateway agree on over the wire: the headers that
 //! mark a replay, delta-seconds (`Retry-After`, `Age`), and the problem
 //! types the gateway answers with (RFC 9457 `type` URNs), of which the
-//! client recognises "outcome unknown".
+//! client recognises "outcome unknown" and "key reused".
 
 /// An HTTP delta-seconds value (RFC 9111 §1.2.2, used by `Retry-After`
 /// and `Age`): one or more digits, nothing else. A value too large for a
@@ -39,6 +39,11 @@ pub const PROBLEM_TYPE_PREFIX: &str = "urn:idempotency-gateway:problem:";
 /// The problem type of "sent upstream, but whether it acted is unknown":
 /// retrying cannot help, and the gateway never sends it again.
 pub const OUTCOME_UNKNOWN_TYPE: &str = "urn:idempotency-gateway:problem:outcome-unknown";
+
+/// The problem type of "this key was used for a different request"
+/// (`422`): nothing was forwarded, and the same key never will be for
+/// this request.
+pub const KEY_REUSED_TYPE: &str = "urn:idempotency-gateway:problem:key-reused";
 
 /// The problem type of "the upstream answered, but too largely to store".
 pub const NOT_STORED_TYPE: &str = "urn:idempotency-gateway:problem:outcome-not-stored";

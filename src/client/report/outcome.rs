@@ -78,6 +78,17 @@ fn failure_message(
         ""
     };
     match (finished.stop, failure.map(|f| f.kind)) {
+        (Some(StopReason::FinalStatus), _) if response.is_some_and(Response::is_key_reused) => (
+            "Request rejected: key used for another request".to_owned(),
+            format!(
+                "After {n} attempt(s) the gateway answered 422: this idempotency key was already \
+                 used for a different request (another method, path, query, content type, body \
+                 or content coding), so nothing was forwarded. A derived key stays the same while \
+                 the request changes when the body does not feed it (`key-include-body: false`) \
+                 or when the Content-Type changes. Send the same request as the first time, or \
+                 give this one its own key: change `key-salt`, or `idempotency-key` if you set it."
+            ),
+        ),
         (Some(StopReason::FinalStatus), _) => (
             format!(
                 "Request rejected: HTTP {}",

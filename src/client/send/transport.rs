@@ -52,6 +52,16 @@ impl Response {
         )
     }
 
+    /// Whether this is the gateway's "key used for a different request"
+    /// problem document.
+    pub fn is_key_reused(&self) -> bool {
+        protocol::is_problem(
+            self.header("content-type"),
+            &self.head,
+            protocol::KEY_REUSED_TYPE,
+        )
+    }
+
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
