@@ -136,6 +136,35 @@ fn an_oidc_rerun_through_the_gateway_reaches_the_upstream_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A token minted for another audience than the gateway accepts: `401`,
+/// nothing forwarded, and the client's error says where to look
+/// (`oidc-audience` against `--jwt-audience`), not "fix the request".
+#[test]
+fn a_token_for_another_audience_is_explained_by_the_client() {
+    let key = Arc::new(SigningKey::generate(Algorithm::RS256, "rsa-1"));
+    let jwks = Jwks::serve(&[&key]);
+    let (upstream, calls) = counting();
+    let gateway = start(&upstream, &jwks);
+    let service = Server::start(move |_| {
+        let mut claims = claims("repo:acme/app:environment:production");
+        claims["aud"] = "https://elsewhere.example".into();
+        let token = key.sign(&claims);
+        Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    oidc_client(&gateway, &service, dir.path())
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .assert()
+        .code(1);
+    let outputs = read_outputs(dir.path());
+    assert_eq!(outputs["status"], "401");
+    let error = &outputs["error"];
+    assert!(error.contains("did not verify"), "{error}");
+    assert!(error.contains("`--jwt-audience`"), "{error}");
+    assert!(error.contains("id-token: write"), "{error}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
 /// The halves composed across a renewal: the first attempt's answer is
 /// lost (the client's attempt times out while the gateway's forward goes
 /// on), the retry carries a freshly minted token because the first was

@@ -166,7 +166,9 @@ impl Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::protocol::{KEY_REUSED_TYPE, NOT_STORED_TYPE, OUTCOME_UNKNOWN_TYPE};
+    use crate::shared::protocol::{
+        KEY_REUSED_TYPE, NOT_STORED_TYPE, OUTCOME_UNKNOWN_TYPE, UNAUTHORIZED_TYPE,
+    };
 
     /// The client recognises these types by the constants in `shared`.
     #[test]
@@ -175,6 +177,7 @@ mod tests {
             (Problem::OutcomeUnknown, OUTCOME_UNKNOWN_TYPE),
             (Problem::NotStored, NOT_STORED_TYPE),
             (Problem::Mismatch, KEY_REUSED_TYPE),
+            (Problem::Unauthorized, UNAUTHORIZED_TYPE),
         ] {
             let (_, slug, _) = problem.parts();
             assert_eq!(format!("{PROBLEM_TYPE_PREFIX}{slug}"), expected);

@@ -1,7 +1,7 @@
 //! What the client and the gateway agree on over the wire: the headers that
 //! mark a replay, delta-seconds (`Retry-After`, `Age`), and the problem
 //! types the gateway answers with (RFC 9457 `type` URNs), of which the
-//! client recognises "outcome unknown" and "key reused".
+//! client recognises "outcome unknown", "key reused" and "unauthorized".
 
 /// An HTTP delta-seconds value (RFC 9111 §1.2.2, used by `Retry-After`
 /// and `Age`): one or more digits, nothing else. A value too large for a
@@ -44,6 +44,10 @@ pub const OUTCOME_UNKNOWN_TYPE: &str = "urn:idempotency-gateway:problem:outcome-
 /// (`422`): nothing was forwarded, and the same key never will be for
 /// this request.
 pub const KEY_REUSED_TYPE: &str = "urn:idempotency-gateway:problem:key-reused";
+
+/// The problem type of "the caller could not be identified" (`401`, in
+/// the gateway's JWT mode): no bearer JWT, or one that does not verify.
+pub const UNAUTHORIZED_TYPE: &str = "urn:idempotency-gateway:problem:unauthorized";
 
 /// The problem type of "the upstream answered, but too largely to store".
 pub const NOT_STORED_TYPE: &str = "urn:idempotency-gateway:problem:outcome-not-stored";

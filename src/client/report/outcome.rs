@@ -89,6 +89,18 @@ fn failure_message(
                  give this one its own key: change `key-salt`, or `idempotency-key` if you set it."
             ),
         ),
+        (Some(StopReason::FinalStatus), _) if response.is_some_and(Response::is_unauthorized) => (
+            "Request rejected: the gateway did not accept the token".to_owned(),
+            format!(
+                "After {n} attempt(s) the gateway answered 401: it tells callers apart by a \
+                 verified bearer JWT, and this request's was missing or did not verify (the \
+                 reason is in the log's excerpt of the answer); nothing was forwarded. With \
+                 `oidc-audience`, it must be one of the gateway's `--jwt-audience` values, and \
+                 the job needs `permissions: id-token: write`; with a token of your own in \
+                 `headers`, check its issuer, audience and expiry against the gateway's \
+                 `--jwt-issuer`, `--jwt-audience` and `--jwt-leeway`."
+            ),
+        ),
         (Some(StopReason::FinalStatus), _) => (
             format!(
                 "Request rejected: HTTP {}",

@@ -45,21 +45,23 @@ pub struct Response {
 impl Response {
     /// Whether this is the gateway's "outcome unknown" problem document.
     pub fn is_outcome_unknown(&self) -> bool {
-        protocol::is_problem(
-            self.header("content-type"),
-            &self.head,
-            protocol::OUTCOME_UNKNOWN_TYPE,
-        )
+        self.is_problem(protocol::OUTCOME_UNKNOWN_TYPE)
     }
 
     /// Whether this is the gateway's "key used for a different request"
     /// problem document.
     pub fn is_key_reused(&self) -> bool {
-        protocol::is_problem(
-            self.header("content-type"),
-            &self.head,
-            protocol::KEY_REUSED_TYPE,
-        )
+        self.is_problem(protocol::KEY_REUSED_TYPE)
+    }
+
+    /// Whether this is the gateway's "caller not identified" problem
+    /// document (its JWT mode refused the bearer token).
+    pub fn is_unauthorized(&self) -> bool {
+        self.is_problem(protocol::UNAUTHORIZED_TYPE)
+    }
+
+    fn is_problem(&self, problem_type: &str) -> bool {
+        protocol::is_problem(self.header("content-type"), &self.head, problem_type)
     }
 
     /// The first value of header `name` (lower-case).
