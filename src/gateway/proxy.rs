@@ -627,12 +627,13 @@ impl Gateway {
             Err(error) => error,
         };
         tracing::warn!(%error, "could not store an answer; trying again in the background");
-        let (id, token, outcome) = (id.clone(), *token, outcome.clone());
+        // Shared by the tries: an answer can be megabytes.
+        let (id, token, outcome) = (id.clone(), *token, Arc::new(outcome.clone()));
         self.again_in_background(
             "could not store an answer within --lock-timeout; its key will be answered \
              \"outcome unknown\" and never forwarded again",
             move |gateway| {
-                let (id, outcome) = (id.clone(), outcome.clone());
+                let (id, outcome) = (id.clone(), Arc::clone(&outcome));
                 async move {
                     let now = gateway.now_ms();
                     let expires_at = now.saturating_add(ms(gateway.settings.ttl));
