@@ -559,16 +559,16 @@ fn sqlite_a_lock_held_past_its_wait_is_answered_after_one_wait() {
     assert_eq!(post("locked"), 503);
     release();
     let metrics = support::gateway::metrics(gateway.admin.as_deref().unwrap());
-    let calls_of = |operation: &str| {
+    let count = |series: &str, operation: &str| {
         support::gateway::sample(
             &metrics,
-            &format!(
-                "idempotency_gateway_store_duration_seconds_count{{operation=\"{operation}\"}}"
-            ),
+            &format!("idempotency_gateway_store_{series}{{operation=\"{operation}\"}}"),
         )
     };
+    let calls_of = |operation: &str| count("duration_seconds_count", operation);
     assert_eq!(calls_of("claim"), 2.0, "one claim per request:\n{metrics}");
     assert_eq!(calls_of("release"), 0.0, "{metrics}");
+    assert_eq!(count("errors_total", "claim"), 1.0, "{metrics}");
     assert_eq!(post("locked"), 201, "the key was left free");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

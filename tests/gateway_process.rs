@@ -510,6 +510,8 @@ fn admin_endpoints_report_health_and_metrics() {
         "idempotency_gateway_upstream_duration_seconds_count 1",
         // The replay is answered from memory: no second store call.
         "idempotency_gateway_store_duration_seconds_count{operation=\"claim\"} 1",
+        // Exported at 0 before the first failure.
+        "idempotency_gateway_store_errors_total{operation=\"finish\"} 0",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }

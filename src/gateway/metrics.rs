@@ -21,6 +21,9 @@
 //!   complete answer (histogram).
 //! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
 //!   (`claim`, `finish`, `release`, `renew`, `expire_lease`, `load`) (histogram).
+//! - `idempotency_gateway_store_errors_total{operation}`: store calls that
+//!   failed, by the same operations (a `finish` that failed is tried again
+//!   in the background, each try counted).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -149,6 +152,7 @@ pub struct Metrics {
     requests: [Counter; RequestOutcome::ALL.len()],
     upstream: Histogram,
     store: [Histogram; StoreOperation::ALL.len()],
+    store_errors: [Counter; StoreOperation::ALL.len()],
     refused: Counter,
     open: Gauge,
     buffered: Gauge,
@@ -182,6 +186,12 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0001, 2.0, 16))
         });
         registry.register("store_duration_seconds", "Store operations", store.clone());
+        let store_errors = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Store operations that failed",
+            store_errors.clone(),
+        );
         let refused = Counter::default();
         registry.register(
             "connections_refused",
@@ -233,6 +243,13 @@ impl Default for Metrics {
             upstream,
             store: StoreOperation::ALL.map(|operation| {
                 store
+                    .get_or_create(&OperationLabel {
+                        operation: operation.as_str(),
+                    })
+                    .clone()
+            }),
+            store_errors: StoreOperation::ALL.map(|operation| {
+                store_errors
                     .get_or_create(&OperationLabel {
                         operation: operation.as_str(),
                     })
@@ -295,6 +312,11 @@ impl Metrics {
     /// Records a store operation's duration.
     pub fn store(&self, operation: StoreOperation, elapsed: Duration) {
         self.store[operation as usize].observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a store operation that failed.
+    pub fn store_error(&self, operation: StoreOperation) {
+        self.store_errors[operation as usize].inc();
     }
 
     /// The Prometheus text exposition.

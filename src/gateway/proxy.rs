@@ -202,6 +202,9 @@ impl Gateway {
         let started = Instant::now();
         let result = call.await;
         self.metrics.store(operation, started.elapsed());
+        if result.is_err() {
+            self.metrics.store_error(operation);
+        }
         result
     }
 
