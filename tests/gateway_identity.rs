@@ -455,24 +455,15 @@ fn a_replaced_jwks_file_is_picked_up_without_a_restart() {
 #[test]
 fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_jwks() {
     let (upstream, _) = counting();
+    // The exit code and stderr of a gateway that must not start.
     let run = |args: &[&str]| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("idempotency-gateway"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &upstream.url(""),
-                "--store",
-                "memory",
-            ])
-            .args(args)
-            .env_clear()
-            .output()
-            .unwrap()
+        let mut command = Gateway::command(&upstream, &["--store", "memory"]);
+        command.args(args);
+        Gateway::refused(command)
     };
-    let missing = run(&["--jwt-jwks-file", "/nonexistent/jwks.json"]);
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("--jwt-issuer"));
+    let (code, stderr) = run(&["--jwt-jwks-file", "/nonexistent/jwks.json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--jwt-issuer"), "{stderr}");
     let unreadable = run(&[
         "--jwt-jwks-file",
         "/nonexistent/jwks.json",
@@ -481,8 +472,8 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
         "--jwt-audience",
         AUDIENCE,
     ]);
-    assert_eq!(unreadable.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&unreadable.stderr);
+    let (code, stderr) = unreadable;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("JWKS") && stderr.contains("/nonexistent/jwks.json"),
         "{stderr}"
@@ -500,8 +491,8 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
         "--jwt-audience",
         AUDIENCE,
     ]);
-    assert_eq!(blocked.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&blocked.stderr);
+    let (code, stderr) = blocked;
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
