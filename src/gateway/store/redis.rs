@@ -233,20 +233,23 @@ impl RedisStore {
     /// Whether Redis says it writes neither snapshots (`save ""`) nor an
     /// append-only file; false when it does, or will not say.
     async fn keeps_nothing_on_disk(&self) -> bool {
-        let mut connection = self.connection.clone();
-        let mut setting = async |name: &str| {
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async::<std::collections::HashMap<String, String>>(&mut connection)
-                .await
-                .ok()
-                .and_then(|mut settings| settings.remove(name))
-        };
+        let setting = async |name: &str| self.config(name).await?.remove(name);
         let save = setting("save").await;
         let appendonly = setting("appendonly").await;
         save.is_some_and(|save| save.trim().is_empty())
             && appendonly.is_some_and(|on| on.eq_ignore_ascii_case("no"))
+    }
+
+    /// The settings `CONFIG GET pattern` names (one pattern, which Redis 6
+    /// also takes), or `None` when Redis will not say.
+    async fn config(&self, pattern: &str) -> Option<std::collections::HashMap<String, String>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(pattern)
+            .query_async(&mut connection)
+            .await
+            .ok()
     }
 
     /// Warns when this host's clock and Redis's (`TIME`) are apart.
@@ -273,21 +276,14 @@ impl RedisStore {
             .map_err(|e| StoreError(format!("Redis: {e}")))
     }
 
-    /// Whether Redis may evict this store's keys: `CONFIG GET maxmemory*`
-    /// (one pattern, which Redis 6 also takes).
+    /// Whether Redis may evict this store's keys, from `maxmemory*`.
     async fn eviction(&self) -> Eviction {
-        let mut connection = self.connection.clone();
-        let settings: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory*")
-            .query_async(&mut connection)
-            .await;
-        match settings {
-            Ok(settings) => Eviction::of(
+        match self.config("maxmemory*").await {
+            Some(settings) => Eviction::of(
                 settings.get("maxmemory-policy").map(String::as_str),
                 settings.get("maxmemory").map(String::as_str),
             ),
-            Err(_) => Eviction::Unknown,
+            None => Eviction::Unknown,
         }
     }
 
