@@ -153,8 +153,8 @@ fn durable_commits() -> Hook {
             let setting: String = client
                 .query_one("SHOW synchronous_commit", &[])
                 .await
-                .map_err(HookError::Backend)?
-                .get(0);
+                .and_then(|row| row.try_get(0))
+                .map_err(HookError::Backend)?;
             if setting == "off" {
                 client
                     .batch_execute("SET synchronous_commit TO on")
@@ -235,9 +235,8 @@ impl PostgresStore {
             .ok()
             .and_then(|row| row.try_get::<_, i64>(0).ok())
             .and_then(|ms| u64::try_from(ms).ok())
-            && let Some(skew_ms) = skew::beyond_tolerance(sent, server, received)
         {
-            skew::warn("PostgreSQL", skew_ms);
+            skew::warn_if_apart("PostgreSQL", sent, server, received);
         }
     }
 

@@ -260,9 +260,7 @@ impl RedisStore {
         let received = skew::local_now_ms();
         if let Ok((seconds, micros)) = time {
             let server = seconds.saturating_mul(1000).saturating_add(micros / 1000);
-            if let Some(skew_ms) = skew::beyond_tolerance(sent, server, received) {
-                skew::warn("Redis", skew_ms);
-            }
+            skew::warn_if_apart("Redis", sent, server, received);
         }
     }
 

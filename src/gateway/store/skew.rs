@@ -38,8 +38,13 @@ pub fn beyond_tolerance(sent_ms: u64, server_ms: u64, received_ms: u64) -> Optio
     }
 }
 
-/// Logs the warning for a skew found by [`beyond_tolerance`].
-pub fn warn(store: &str, skew_ms: i128) {
+/// Warns when the `store` server's clock, read as `server_ms` between
+/// `sent_ms` and `received_ms` of this host's, is apart from it beyond
+/// [`beyond_tolerance`].
+pub fn warn_if_apart(store: &str, sent_ms: u64, server_ms: u64, received_ms: u64) {
+    let Some(skew_ms) = beyond_tolerance(sent_ms, server_ms, received_ms) else {
+        return;
+    };
     let direction = if skew_ms > 0 { "behind" } else { "ahead of" };
     tracing::warn!(
         "this host's clock is at least {} ms {direction} the {store} server's: replicas \
