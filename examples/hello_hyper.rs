@@ -14,13 +14,14 @@ use std::convert::Infallible;
 /// The answer's body: `{"id":1}`, padded to `HELLO_BODY_BYTES` bytes.
 fn body() -> bytes::Bytes {
     const PLAIN: &str = "{\"id\":1}";
+    /// The padded answer without its padding.
+    const FRAME: usize = "{\"id\":1,\"pad\":\"\"}".len();
     let padded = std::env::var("HELLO_BODY_BYTES")
         .ok()
         .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > PLAIN.len() + 9);
+        .filter(|&n| n > FRAME);
     match padded {
-        // `{"id":1,"pad":""}` is 17 bytes; the padding fills the rest.
-        Some(n) => format!("{{\"id\":1,\"pad\":\"{}\"}}", "x".repeat(n - 17)).into(),
+        Some(n) => format!("{{\"id\":1,\"pad\":\"{}\"}}", "x".repeat(n - FRAME)).into(),
         None => PLAIN.into(),
     }
 }

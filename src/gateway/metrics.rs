@@ -22,8 +22,8 @@
 //! - `idempotency_gateway_store_duration_seconds{operation}`: store calls
 //!   (`claim`, `finish`, `release`, `renew`, `expire_lease`, `load`) (histogram).
 //! - `idempotency_gateway_store_errors_total{operation}`: store calls that
-//!   failed, by the same operations (a `finish` that failed is tried again
-//!   in the background, each try counted).
+//!   failed, by the same operations (a `finish` or `release` that failed
+//!   is tried again in the background, each try counted).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
