@@ -148,20 +148,16 @@ impl Eviction {
             _ => Self::Possible(name),
         }
     }
+}
 
-    /// The error that refuses to start on, or reports not ready for, a
-    /// Redis that may evict.
-    fn refusal(&self) -> StoreError {
-        let policy = match self {
-            Self::Possible(policy) | Self::Dormant(policy) => policy.as_str(),
-            Self::Never | Self::Unknown => "",
-        };
-        StoreError(format!(
-            "Redis evicts keys when it reaches maxmemory (maxmemory-policy is {policy}): an \
-             evicted claim is forgotten and its retry forwarded again; set maxmemory-policy \
-             noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)"
-        ))
-    }
+/// The error that refuses to start on, or reports not ready for, a Redis
+/// whose eviction is [`Eviction::Possible`] under `policy`.
+fn eviction_refused(policy: &str) -> StoreError {
+    StoreError(format!(
+        "Redis evicts keys when it reaches maxmemory (maxmemory-policy is {policy}): an \
+         evicted claim is forgotten and its retry forwarded again; set maxmemory-policy \
+         noeviction (CONFIG SET maxmemory-policy noeviction, and in redis.conf)"
+    ))
 }
 
 fn redis_key(id: &RecordId) -> Vec<u8> {
@@ -217,7 +213,7 @@ impl RedisStore {
                 "Redis's maxmemory-policy evicts keys, but maxmemory is 0, so nothing is \
                  evicted now; set maxmemory-policy noeviction before giving Redis a maxmemory"
             ),
-            possible @ Eviction::Possible(_) => return Err(possible.refusal()),
+            Eviction::Possible(policy) => return Err(eviction_refused(&policy)),
         }
         if store.keeps_nothing_on_disk().await {
             tracing::warn!(
@@ -553,7 +549,7 @@ impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.answers().await?;
         match self.eviction().await {
-            possible @ Eviction::Possible(_) => Err(possible.refusal()),
+            Eviction::Possible(policy) => Err(eviction_refused(&policy)),
             _ => Ok(()),
         }
     }
@@ -567,7 +563,7 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::Eviction;
+    use super::{Eviction, eviction_refused};
 
     #[test]
     fn only_noeviction_or_no_limit_keeps_every_key() {
@@ -607,7 +603,10 @@ mod tests {
             Eviction::of(Some(odd), Some("1")),
             Eviction::Possible("(unrecognised)".to_owned())
         );
-        let refusal = Eviction::of(Some("allkeys-lfu"), Some("1")).refusal().0;
+        let Eviction::Possible(policy) = Eviction::of(Some("allkeys-lfu"), Some("1")) else {
+            panic!("a limit with an evicting policy is possible eviction");
+        };
+        let refusal = eviction_refused(&policy).0;
         assert!(
             refusal.contains("maxmemory-policy is allkeys-lfu"),
             "{refusal}"
