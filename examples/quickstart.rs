@@ -53,6 +53,7 @@ fn main() {
                 durability: Durability::Process,
                 ttl_ms: ttl.as_millis() as u64,
                 ca_file: None,
+                statements: idempotent_request::gateway::store::postgres::Statements::Prepared,
                 memory_max_bytes: idempotent_request::gateway::store::memory::DEFAULT_MAX_BYTES,
             },
         )

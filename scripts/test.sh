@@ -36,6 +36,7 @@ declare -A debian=(
   [redis-server]=redis-server
   [openssl]=openssl
   [initdb]=postgresql
+  [pgbouncer]=pgbouncer
   [node]=nodejs
   [npm]=npm
 )
@@ -44,10 +45,12 @@ tools="${root}/target/test-tools"
 venv="${tools}/venv"
 npm_prefix="${tools}/npm"
 
-# PostgreSQL's server programs live outside PATH on Debian.
+# PostgreSQL's server programs live outside PATH on Debian, and PgBouncer
+# in /usr/sbin, which a user's PATH may lack.
 for bin in /usr/lib/postgresql/*/bin; do
   [[ -x "${bin}/initdb" ]] && PATH="${PATH}:${bin}"
 done
+[[ :${PATH}: == *:/usr/sbin:* ]] || PATH="${PATH}:/usr/sbin"
 
 install_debian() {
   local missing=()
@@ -106,7 +109,7 @@ install_npm_tools
 export PATH="${venv}/bin:${npm_prefix}/node_modules/.bin:${PATH}"
 export IDEMPOTENT_REQUEST_TEST_PYTHON="${venv}/bin/python3"
 hash -r
-for tool in cargo act zizmor actionlint shellcheck jq redis-server initdb postgres gitlab-ci-local; do
+for tool in cargo act zizmor actionlint shellcheck jq redis-server initdb postgres pgbouncer gitlab-ci-local; do
   printf '  %-16s %s\n' "${tool}" "$("${tool}" --version 2>&1 | head -1)"
 done
 

@@ -10,14 +10,19 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::time::Duration;
 use support::gateway::{Gateway, RoundRobin, http, post, retry_until_outcome_unknown, runtime};
-use support::postgres::PostgresServer;
+use support::postgres::{PgBouncer, PostgresServer};
 use support::{
-    Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream, wait_entered,
+    Reply, Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream,
+    wait_entered,
 };
 
 fn replicas(upstream: &Server, pg: &PostgresServer, extra: &[&str]) -> (Gateway, Gateway) {
-    let url = pg.url();
-    let mut args = vec!["--store", url.as_str()];
+    replicas_on(upstream, &pg.url(), extra)
+}
+
+/// Two gateways on the store at `url`.
+fn replicas_on(upstream: &Server, url: &str, extra: &[&str]) -> (Gateway, Gateway) {
+    let mut args = vec!["--store", url];
     args.extend_from_slice(extra);
     (
         Gateway::start(upstream, &args),
@@ -28,6 +33,43 @@ fn replicas(upstream: &Server, pg: &PostgresServer, extra: &[&str]) -> (Gateway,
 #[test]
 fn a_hundred_duplicates_across_two_replicas_reach_the_upstream_once() {
     let pg = PostgresServer::start();
+    a_hundred_duplicates_reach_the_upstream_once(&pg.url(), &[]);
+}
+
+/// As platform teams pool PostgreSQL for many replicas: through PgBouncer
+/// in transaction mode, where each statement may run on another server
+/// connection, with `--store-pooler transaction`. Duplicates still reach the upstream once, and forty fresh
+/// keys, each sent to one replica and then to the other, are forwarded
+/// once and replayed once.
+#[test]
+fn two_replicas_through_pgbouncer_in_transaction_mode_forward_each_key_once() {
+    let pg = PostgresServer::start();
+    let bouncer = PgBouncer::transaction_mode(&pg);
+    let pooled = ["--store-pooler", "transaction"];
+    a_hundred_duplicates_reach_the_upstream_once(&bouncer.url(), &pooled);
+    let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("{\"id\":1}")));
+    let (a, b) = replicas_on(&upstream, &bouncer.url(), &pooled);
+    runtime().block_on(async {
+        let keys: FuturesUnordered<_> = (0..40)
+            .map(|i| {
+                let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                async move {
+                    let key = format!("pooled-{i}");
+                    let forwarded = post(&first.url, &key).await;
+                    let replayed = post(&second.url, &key).await;
+                    (forwarded, replayed)
+                }
+            })
+            .collect();
+        for (forwarded, replayed) in keys.collect::<Vec<_>>().await {
+            assert_eq!(forwarded, (201, false, "{\"id\":1}".to_owned()));
+            assert_eq!(replayed, (201, true, "{\"id\":1}".to_owned()));
+        }
+    });
+    assert_eq!(upstream.requests().len(), 40);
+}
+
+fn a_hundred_duplicates_reach_the_upstream_once(store: &str, extra: &[&str]) {
     // The one forward is held until the other 99 have been answered, so
     // every one of them meets it in flight, however slow the machine.
     let (upstream, _entered, release) = held_upstream(
@@ -35,7 +77,7 @@ fn a_hundred_duplicates_across_two_replicas_reach_the_upstream_once() {
             .header("content-type", "application/json")
             .body("{\"deployment\":1}"),
     );
-    let (a, b) = replicas(&upstream, &pg, &[]);
+    let (a, b) = replicas_on(&upstream, store, extra);
     let urls = [a.url.clone(), b.url.clone()];
     runtime().block_on(async {
         let mut all: FuturesUnordered<_> = (0..100)

@@ -6,7 +6,7 @@ use crate::support;
 
 use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
-use idempotent_request::gateway::store::postgres::PostgresStore;
+use idempotent_request::gateway::store::postgres::{PostgresStore, Statements};
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
@@ -535,7 +535,9 @@ async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+        .await
+        .unwrap();
     contract(Arc::new(store), true).await;
 }
 
@@ -543,7 +545,9 @@ async fn postgres_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+        .await
+        .unwrap();
     contract(Arc::new(Cached::new(store)), true).await;
 }
 
@@ -554,17 +558,71 @@ async fn postgres_claims_across_replicas_have_one_winner() {
     let server = support::postgres::PostgresServer::start();
     let url = server.url();
     let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, None),
-        PostgresStore::connect(&url, None)
+        PostgresStore::connect(&url, None, Statements::Prepared),
+        PostgresStore::connect(&url, None, Statements::Prepared)
     );
     let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
     claims_racing_through(&replicas, "replicas", 40).await;
 }
 
+/// Through PgBouncer in transaction mode, where each statement may run on
+/// another server connection than the one before: the contract holds, and
+/// claims from two replicas' pools still have one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_through_pgbouncer_in_transaction_mode_keeps_the_contract() {
+    let server = support::postgres::PostgresServer::start();
+    let bouncer = support::postgres::PgBouncer::transaction_mode(&server);
+    let url = bouncer.url();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, None, Statements::Unnamed),
+        PostgresStore::connect(&url, None, Statements::Unnamed)
+    );
+    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    contract(replicas[0].clone(), true).await;
+    claims_racing_through(&replicas, "pooled replicas", 40).await;
+}
+
+/// Prepared statements through the same pooler (the gateway without
+/// `--store-pooler transaction`): once a statement lands on a server
+/// connection that lacks it, the call fails, and its error names the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
+    let server = support::postgres::PostgresServer::start();
+    let bouncer = support::postgres::PgBouncer::transaction_mode(&server);
+    let store = Arc::new(
+        PostgresStore::connect(&bouncer.url(), None, Statements::Prepared)
+            .await
+            .unwrap(),
+    );
+    // Concurrent claims over the pool's 16 connections and the pooler's 4
+    // server connections, until one of them changed server connection.
+    for round in 0..50u8 {
+        let claims: Vec<_> = (0..32u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = id(&format!("prepared-{round}-{i}"));
+                    store.claim(&key, &FP, &[i; 16], NOW + 60_000, NOW).await
+                })
+            })
+            .collect();
+        for claim in claims {
+            if let Err(error) = claim.await.unwrap() {
+                let error = error.to_string();
+                assert!(error.contains("--store-pooler transaction"), "{error}");
+                return;
+            }
+        }
+    }
+    panic!("no statement changed server connection in 50 rounds of 32 claims");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+        .await
+        .unwrap();
     sweep_clears_a_backlog_larger_than_one_batch(store).await;
 }
 
@@ -594,7 +652,9 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
         .unwrap()
         .get(0);
     assert_eq!(plain, "off", "a new session of the role starts with off");
-    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+        .await
+        .unwrap();
     // Each claim's insert notes the setting its session committed with.
     admin
         .batch_execute(
@@ -638,7 +698,9 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_is_a_store_error_and_recovers_by_itself() {
     let mut server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None).await.unwrap();
+    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+        .await
+        .unwrap();
     store.ping().await.unwrap();
     server.stop();
     assert!(

@@ -6,6 +6,7 @@
 use super::caller::CallerRule;
 use super::proxy::Settings;
 use super::server::Limits;
+use super::store::postgres::Statements;
 use super::store::sqlite::Durability;
 use crate::shared::redact::redact_url;
 use crate::shared::regular_file::read_regular;
@@ -201,6 +202,14 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("the host `{host}` resolves to no address; {HINT}"))
 }
 
+fn parse_pooler(text: &str) -> Result<Statements, String> {
+    match text {
+        "none" | "session" => Ok(Statements::Prepared),
+        "transaction" => Ok(Statements::Unnamed),
+        _ => Err("expected `none`, `session` or `transaction`".to_owned()),
+    }
+}
+
 fn parse_durability(text: &str) -> Result<Durability, String> {
     match text {
         "normal" => Ok(Durability::Process),
@@ -282,6 +291,9 @@ pub struct Args {
     /// Regular PEM file (at most 1 MiB) of CA certificates trusted for TLS to PostgreSQL, besides the platform's roots.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_CA_FILE")]
     pub store_ca_file: Option<PathBuf>,
+    /// How PostgreSQL is reached: `none` (directly), `session` (through a pooler in session mode) or `transaction` (through a pooler in transaction mode, such as PgBouncer's: statements are sent unnamed, never prepared).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_POOLER", default_value = "none", value_parser = parse_pooler)]
+    pub store_pooler: Statements,
     /// Methods given idempotency semantics, in upper case; others pass through untouched.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_delimiter = ',', value_parser = parse_method)]
     pub methods: Vec<Method>,
@@ -406,6 +418,10 @@ impl Args {
         if self.store_ca_file.is_some() && !matches!(self.store, StoreSpec::Postgres(_)) {
             return Err("--store-ca-file is for a PostgreSQL store".to_owned());
         }
+        if self.store_pooler == Statements::Unnamed && !matches!(self.store, StoreSpec::Postgres(_))
+        {
+            return Err("--store-pooler is for a PostgreSQL store".to_owned());
+        }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
             return Err(
@@ -500,6 +516,7 @@ impl Args {
             durability: self.durability,
             ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
             ca_file: self.store_ca_file.clone(),
+            statements: self.store_pooler,
             memory_max_bytes: self.memory_max_bytes,
         }
     }
@@ -652,6 +669,23 @@ mod tests {
         ] {
             assert!(help.contains(needle), "--help lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn the_pooler_mode_is_for_postgres_only() {
+        let pooled = ["--store-pooler", "transaction"];
+        let a = args(&pooled).unwrap();
+        assert_eq!(a.store_pooler, Statements::Unnamed);
+        assert!(a.validate().unwrap_err().contains("--store-pooler"));
+        let postgres = ["--store", "postgres://gateway@db:5432/idempotency"];
+        let a = args(&[&postgres[..], &pooled[..]].concat()).unwrap();
+        assert!(a.validate().is_ok());
+        assert_eq!(a.store_options().statements, Statements::Unnamed);
+        let a = args(&postgres).unwrap();
+        assert_eq!(a.store_options().statements, Statements::Prepared);
+        let a = args(&[&postgres[..], &["--store-pooler", "session"][..]].concat()).unwrap();
+        assert_eq!(a.store_options().statements, Statements::Prepared);
+        assert!(args(&["--store-pooler", "statement"]).is_err());
     }
 
     #[test]

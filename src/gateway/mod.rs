@@ -58,6 +58,8 @@ pub struct StoreOptions {
     /// PEM certificates trusted for TLS to PostgreSQL, besides the
     /// platform's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// How PostgreSQL's statements reach the server (`--store-pooler`).
+    pub statements: store::postgres::Statements,
     /// The memory store's bound on its records' bytes.
     pub memory_max_bytes: usize,
 }
@@ -79,7 +81,12 @@ pub async fn open_store(
             store::redis::RedisStore::connect(url, options.ttl_ms).await?,
         ))),
         StoreSpec::Postgres(url) => AnyStore::Postgres(Box::new(Cached::new(
-            store::postgres::PostgresStore::connect(url, options.ca_file.as_deref()).await?,
+            store::postgres::PostgresStore::connect(
+                url,
+                options.ca_file.as_deref(),
+                options.statements,
+            )
+            .await?,
         ))),
     })
 }

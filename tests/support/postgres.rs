@@ -238,3 +238,92 @@ impl Drop for PostgresServer {
         self.kill();
     }
 }
+
+/// PgBouncer in front of a [`PostgresServer`], on a free loopback port, in
+/// transaction mode with 4 server connections: as platform teams pool
+/// PostgreSQL for many replicas. Consecutive statements of one client
+/// connection may run on different server connections there, so nothing a
+/// session prepared or set is there for its next statement. Run as
+/// `nobody` when the tests run as root (PgBouncer refuses root), killed on
+/// drop; fails, never skips, when PgBouncer is not installed.
+pub struct PgBouncer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl PgBouncer {
+    pub fn transaction_mode(server: &PostgresServer) -> Self {
+        let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|path| path.is_file())
+            .expect("PgBouncer must be installed for these tests (apt-get install pgbouncer)");
+        let dir = tempfile::tempdir().unwrap();
+        owned_by_server(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let users = dir.path().join("users.txt");
+        std::fs::write(&users, "\"gateway\" \"\"\n").unwrap();
+        let config = dir.path().join("pgbouncer.ini");
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+                 pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 200\n",
+                server.port,
+                users.display()
+            ),
+        )
+        .unwrap();
+        for file in [&users, &config] {
+            owned_by_server(file);
+        }
+        let log = dir.path().join("log");
+        let child = unprivileged(&program)
+            .arg(&config)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut bouncer = Self { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !bouncer.log().contains("process up") {
+            if let Ok(Some(status)) = bouncer.child.try_wait() {
+                panic!(
+                    "PgBouncer exited at start-up ({status}); its log: {}",
+                    bouncer.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PgBouncer did not start on port {port}; its log: {}",
+                bouncer.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bouncer
+    }
+
+    /// `postgres://gateway@127.0.0.1:PORT/postgres`, through the pooler.
+    pub fn url(&self) -> String {
+        format!("postgres://gateway@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -16,6 +16,13 @@
 //! claim the gateway already forwarded, and its retry would be forwarded
 //! again.
 //!
+//! Statements are prepared once per connection and cached
+//! ([`Statements::Prepared`]), or, behind a pooler in transaction mode
+//! (PgBouncer), which may run each statement on another server connection,
+//! sent with their values as unnamed statements
+//! ([`Statements::Unnamed`], `--store-pooler transaction`). Nothing else
+//! is kept on a session but that `synchronous_commit`.
+//!
 //! Calls go through a pool that replaces broken connections by itself, so a
 //! restarted server is used again without restarting the gateway. Every
 //! call is bounded by [`CALL_TIMEOUT`]; a call that timed out may still have
@@ -34,7 +41,11 @@ use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, Recycling
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
+
+const BYTEA: Type = Type::BYTEA;
+const TEXT: Type = Type::TEXT;
+const INT8: Type = Type::INT8;
 
 /// The longest any one store call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,7 +78,8 @@ const MIGRATION_LOCK: i64 = 0x6964_656d_6777;
 /// bytes, and the outcome's size (`octet_length` reads a TOASTed value's
 /// size without fetching it) — or nothing, when it was inserted by a claim
 /// that committed after this statement's snapshot.
-const CLAIM: &str = "WITH claimed AS (
+const CLAIM: Sql = Sql::new(
+    "WITH claimed AS (
     INSERT INTO idempotency_gateway_records (caller, key, fingerprint, token, lease_until)
     VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (caller, key) DO UPDATE SET
@@ -80,50 +92,152 @@ SELECT EXISTS (SELECT 1 FROM claimed) AS won, r.fingerprint, r.token, r.lease_un
     CASE WHEN octet_length(r.outcome) <= $7::bigint THEN r.outcome END, r.stored_at,
     octet_length(r.outcome)::bigint
 FROM (SELECT 1) AS one
-LEFT JOIN idempotency_gateway_records r ON r.caller = $1 AND r.key = $2";
+LEFT JOIN idempotency_gateway_records r ON r.caller = $1 AND r.key = $2",
+    &[BYTEA, TEXT, BYTEA, BYTEA, INT8, INT8, INT8],
+);
 
-const RENEW: &str = "UPDATE idempotency_gateway_records SET lease_until = $4
-    WHERE caller = $1 AND key = $2 AND token = $3";
+const RENEW: Sql = Sql::new(
+    "UPDATE idempotency_gateway_records SET lease_until = $4
+    WHERE caller = $1 AND key = $2 AND token = $3",
+    &[BYTEA, TEXT, BYTEA, INT8],
+);
 
-const FINISH: &str = "UPDATE idempotency_gateway_records
+const FINISH: Sql = Sql::new(
+    "UPDATE idempotency_gateway_records
     SET token = NULL, lease_until = NULL, expires_at = $4, outcome = $5, stored_at = $6
-    WHERE caller = $1 AND key = $2 AND token = $3";
+    WHERE caller = $1 AND key = $2 AND token = $3",
+    SETTLE_TYPES,
+);
 
-const RELEASE: &str =
-    "DELETE FROM idempotency_gateway_records WHERE caller = $1 AND key = $2 AND token = $3";
+const RELEASE: Sql = Sql::new(
+    "DELETE FROM idempotency_gateway_records WHERE caller = $1 AND key = $2 AND token = $3",
+    &[BYTEA, TEXT, BYTEA],
+);
 
-const EXPIRE_LEASE: &str = "UPDATE idempotency_gateway_records
+const EXPIRE_LEASE: Sql = Sql::new(
+    "UPDATE idempotency_gateway_records
     SET token = NULL, lease_until = NULL, expires_at = $4, outcome = $5, stored_at = $6
-    WHERE caller = $1 AND key = $2 AND token = $3 AND lease_until <= $6";
+    WHERE caller = $1 AND key = $2 AND token = $3 AND lease_until <= $7",
+    &[BYTEA, TEXT, BYTEA, INT8, BYTEA, INT8, INT8],
+);
 
-const READ: &str = "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at
-    FROM idempotency_gateway_records WHERE caller = $1 AND key = $2";
+/// [`FINISH`]'s: caller, key, token, expiry, outcome, now. [`EXPIRE_LEASE`]
+/// takes now once more, as `$7`, so that the two never have the same
+/// parameters: a misconfigured pooler that binds one process's prepared
+/// statement to another's of the same name then fails the call instead of
+/// running the other statement.
+const SETTLE_TYPES: &[Type] = &[BYTEA, TEXT, BYTEA, INT8, BYTEA, INT8];
+
+const READ: Sql = Sql::new(
+    "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at
+    FROM idempotency_gateway_records WHERE caller = $1 AND key = $2",
+    &[BYTEA, TEXT],
+);
 
 /// One batch of expired done records.
-const SWEEP_EXPIRED: &str = "DELETE FROM idempotency_gateway_records WHERE (caller, key) IN
+const SWEEP_EXPIRED: Sql = Sql::new(
+    "DELETE FROM idempotency_gateway_records WHERE (caller, key) IN
     (SELECT caller, key FROM idempotency_gateway_records
-     WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)";
+     WHERE expires_at IS NOT NULL AND expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+    &[INT8],
+);
 
 /// One batch of lapsed claims, turned into "outcome unknown".
-const SWEEP_LAPSED: &str = "UPDATE idempotency_gateway_records
+const SWEEP_LAPSED: Sql = Sql::new(
+    "UPDATE idempotency_gateway_records
     SET token = NULL, lease_until = NULL, expires_at = $2, outcome = $3, stored_at = $1
     WHERE (caller, key) IN
     (SELECT caller, key FROM idempotency_gateway_records
-     WHERE lease_until IS NOT NULL AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)";
+     WHERE lease_until IS NOT NULL AND lease_until <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+    &[INT8, INT8, BYTEA],
+);
+
+/// The readiness probe's.
+const PING: Sql = Sql::new("SELECT 1", &[]);
+
+/// The server's clock, in milliseconds since the epoch.
+const CLOCK: Sql = Sql::new(
+    "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    &[],
+);
+
+/// The session's `synchronous_commit`.
+const SYNCHRONOUS_COMMIT: Sql = Sql::new("SHOW synchronous_commit", &[]);
+
+/// A statement and the types of its parameters, `$1` first: prepared with
+/// them, or sent with them unnamed ([`Statements`]).
+struct Sql {
+    text: &'static str,
+    types: &'static [Type],
+}
+
+impl Sql {
+    const fn new(text: &'static str, types: &'static [Type]) -> Self {
+        Self { text, types }
+    }
+
+    /// `values` paired with the statement's types.
+    fn typed<'a>(&self, values: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+        debug_assert_eq!(values.len(), self.types.len(), "{}", self.text);
+        values
+            .iter()
+            .copied()
+            .zip(self.types.iter().cloned())
+            .collect()
+    }
+}
+
+/// How the store's statements reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Statements {
+    /// Prepared once per connection and cached, then run with their values:
+    /// the server parses and plans each statement once per connection. For
+    /// a server reached directly or through a pooler in session mode.
+    Prepared,
+    /// Sent with their values as unnamed statements, in one round trip,
+    /// and planned every time: a pooler in transaction mode may run each
+    /// statement on another server connection, where a statement prepared
+    /// on the first is missing, or another process's statement has its
+    /// name. About 0.6 times the forwards a second of
+    /// [`Statements::Prepared`] on the benchmark machine
+    /// (docs/performance.md).
+    Unnamed,
+}
 
 /// A PostgreSQL-backed store.
 pub struct PostgresStore {
     pool: Pool,
+    statements: Statements,
 }
 
 use super::sql_ms as ms;
 
 /// A PostgreSQL error in words, without the connection string.
 fn store_error(error: &tokio_postgres::Error) -> StoreError {
+    let hint = error.code().and_then(pooler_hint).unwrap_or_default();
     StoreError(format!(
-        "PostgreSQL: {}",
+        "PostgreSQL: {}{hint}",
         crate::shared::http_error::describe(error)
     ))
+}
+
+/// What to do about an error that a pooler in transaction mode causes to
+/// prepared statements: a statement missing on the server connection the
+/// pooler chose, one of that name there already (another client's), or a
+/// statement bound with the values of another of its name.
+fn pooler_hint(code: &tokio_postgres::error::SqlState) -> Option<&'static str> {
+    use tokio_postgres::error::SqlState;
+    [
+        SqlState::INVALID_SQL_STATEMENT_NAME,
+        SqlState::DUPLICATE_PSTATEMENT,
+        SqlState::PROTOCOL_VIOLATION,
+    ]
+    .contains(code)
+    .then_some(
+        "; a prepared statement was missing or not the gateway's: if the gateway reaches \
+         PostgreSQL through a pooler in transaction mode (PgBouncer), run it with \
+         --store-pooler transaction",
+    )
 }
 
 /// Whether the configuration names only loopback hosts or Unix sockets,
@@ -151,7 +265,7 @@ fn durable_commits() -> Hook {
     Hook::async_fn(|client, _| {
         Box::pin(async move {
             let setting: String = client
-                .query_one("SHOW synchronous_commit", &[])
+                .query_typed_one(SYNCHRONOUS_COMMIT.text, &[])
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(HookError::Backend)?;
@@ -164,7 +278,9 @@ fn durable_commits() -> Hook {
                     tracing::warn!(
                         "PostgreSQL's synchronous_commit is off for the gateway's user or \
                          database; the gateway's sessions use on, because a claim lost in a \
-                         crash of the server would be forwarded again"
+                         crash of the server would be forwarded again. Through a pooler in \
+                         transaction mode a session's setting does not hold: set it for the \
+                         role (ALTER ROLE ... SET synchronous_commit = on)"
                     );
                 });
             }
@@ -177,8 +293,13 @@ impl PostgresStore {
     /// Connects to `url`, checks that the server answers and migrates the
     /// schema. TLS is verified against the platform's roots and the
     /// certificates in `ca_file`; without an `sslmode` in the URL it is
-    /// required except on loopback.
-    pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, StoreError> {
+    /// required except on loopback. `statements` says how statements
+    /// reach the server (behind a pooler in transaction mode, unnamed).
+    pub async fn connect(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        statements: Statements,
+    ) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
             StoreError(
                 "the PostgreSQL URL is not valid (postgres://USER@HOST:PORT/DB[?sslmode=require])"
@@ -212,7 +333,7 @@ impl PostgresStore {
             .post_create(durable_commits())
             .build()
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self { pool, statements };
         store.migrate().await?;
         store.check_clock().await;
         Ok(store)
@@ -224,12 +345,7 @@ impl PostgresStore {
             return;
         };
         let sent = skew::local_now_ms();
-        let server = client
-            .query_one(
-                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-                &[],
-            )
-            .await;
+        let server = client.query_typed_one(CLOCK.text, &[]).await;
         let received = skew::local_now_ms();
         if let Some(server) = server
             .ok()
@@ -245,7 +361,10 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| store_error(&e))?;
         transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .execute_typed(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[(&MIGRATION_LOCK, INT8)],
+            )
             .await
             .map_err(|e| store_error(&e))?;
         transaction
@@ -255,7 +374,7 @@ impl PostgresStore {
             .await
             .map_err(|e| store_error(&e))?;
         let version: i32 = transaction
-            .query_opt("SELECT version FROM idempotency_gateway_schema", &[])
+            .query_typed_opt("SELECT version FROM idempotency_gateway_schema", &[])
             .await
             .map_err(|e| store_error(&e))?
             .map_or(0, |row| row.get(0));
@@ -273,16 +392,16 @@ impl PostgresStore {
         }
         if version == 0 {
             transaction
-                .execute(
+                .execute_typed(
                     "INSERT INTO idempotency_gateway_schema (version) VALUES ($1)",
-                    &[&known],
+                    &[(&known, Type::INT4)],
                 )
                 .await
         } else {
             transaction
-                .execute(
+                .execute_typed(
                     "UPDATE idempotency_gateway_schema SET version = $1",
-                    &[&known],
+                    &[(&known, Type::INT4)],
                 )
                 .await
         }
@@ -300,48 +419,50 @@ impl PostgresStore {
         })
     }
 
-    /// A pooled connection and `statement` prepared on it (cached per
-    /// connection).
-    async fn prepared(
-        &self,
-        statement: &str,
-    ) -> Result<(deadpool_postgres::Client, tokio_postgres::Statement), StoreError> {
-        let client = self.client().await?;
-        let prepared = client
-            .prepare_cached(statement)
-            .await
-            .map_err(|e| store_error(&e))?;
-        Ok((client, prepared))
-    }
-
-    /// Runs one statement within [`CALL_TIMEOUT`]; its rows.
+    /// Runs `statement` within [`CALL_TIMEOUT`]; its rows.
     async fn query(
         &self,
-        statement: &str,
-        params: &[&(dyn ToSql + Sync)],
+        statement: &Sql,
+        values: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         within_call_timeout(async {
-            let (client, prepared) = self.prepared(statement).await?;
-            client
-                .query(&prepared, params)
-                .await
-                .map_err(|e| store_error(&e))
+            let client = self.client().await?;
+            match self.statements {
+                Statements::Prepared => {
+                    let prepared = prepare(&client, statement).await?;
+                    client.query(&prepared, values).await
+                }
+                Statements::Unnamed => {
+                    client
+                        .query_typed(statement.text, &statement.typed(values))
+                        .await
+                }
+            }
+            .map_err(|e| store_error(&e))
         })
         .await
     }
 
-    /// Runs one statement within [`CALL_TIMEOUT`]; the rows it changed.
+    /// Runs `statement` within [`CALL_TIMEOUT`]; the rows it changed.
     async fn execute(
         &self,
-        statement: &str,
-        params: &[&(dyn ToSql + Sync)],
+        statement: &Sql,
+        values: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
         within_call_timeout(async {
-            let (client, prepared) = self.prepared(statement).await?;
-            client
-                .execute(&prepared, params)
-                .await
-                .map_err(|e| store_error(&e))
+            let client = self.client().await?;
+            match self.statements {
+                Statements::Prepared => {
+                    let prepared = prepare(&client, statement).await?;
+                    client.execute(&prepared, values).await
+                }
+                Statements::Unnamed => {
+                    client
+                        .execute_typed(statement.text, &statement.typed(values))
+                        .await
+                }
+            }
+            .map_err(|e| store_error(&e))
         })
         .await
     }
@@ -351,7 +472,7 @@ impl PostgresStore {
     /// the rows changed.
     async fn settle(
         &self,
-        statement: &str,
+        statement: &Sql,
         id: &RecordId,
         token: &Token,
         outcome: &Outcome,
@@ -359,24 +480,36 @@ impl PostgresStore {
         now: u64,
     ) -> Result<u64, StoreError> {
         let outcome = encode_outcome(outcome);
-        self.execute(
-            statement,
-            &[
-                &&id.caller[..],
-                &id.key,
-                &&token[..],
-                &ms(expires_at),
-                &outcome,
-                &ms(now),
-            ],
-        )
-        .await
+        let now = ms(now);
+        let values: [&(dyn ToSql + Sync); 7] = [
+            &&id.caller[..],
+            &id.key,
+            &&token[..],
+            &ms(expires_at),
+            &outcome,
+            &now,
+            &now,
+        ];
+        // FINISH takes `now` once, EXPIRE_LEASE twice.
+        self.execute(statement, &values[..statement.types.len()])
+            .await
     }
 
     async fn read(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let rows = self.query(READ, &[&&id.caller[..], &id.key]).await?;
+        let rows = self.query(&READ, &[&&id.caller[..], &id.key]).await?;
         rows.first().map(|row| record(row, 0)).transpose()
     }
+}
+
+/// `statement` prepared on `client`'s connection (cached there).
+async fn prepare(
+    client: &deadpool_postgres::Client,
+    statement: &Sql,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    client
+        .prepare_typed_cached(statement.text, statement.types)
+        .await
+        .map_err(|e| store_error(&e))
 }
 
 /// `call`, or a [`StoreError`] once [`CALL_TIMEOUT`] has passed.
@@ -478,7 +611,7 @@ impl Store for PostgresStore {
         for _ in 0..3 {
             let rows = self
                 .query(
-                    CLAIM,
+                    &CLAIM,
                     &[
                         &&id.caller[..],
                         &id.key,
@@ -536,7 +669,7 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let changed = self
             .execute(
-                RENEW,
+                &RENEW,
                 &[&&id.caller[..], &id.key, &&token[..], &ms(lease_until)],
             )
             .await?;
@@ -552,14 +685,14 @@ impl Store for PostgresStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .settle(FINISH, id, token, outcome, expires_at, now)
+            .settle(&FINISH, id, token, outcome, expires_at, now)
             .await?;
         Ok(changed == 1)
     }
 
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
         let changed = self
-            .execute(RELEASE, &[&&id.caller[..], &id.key, &&token[..]])
+            .execute(&RELEASE, &[&&id.caller[..], &id.key, &&token[..]])
             .await?;
         Ok(changed == 1)
     }
@@ -572,7 +705,7 @@ impl Store for PostgresStore {
         expires_at: u64,
         now: u64,
     ) -> Result<Option<Record>, StoreError> {
-        self.settle(EXPIRE_LEASE, id, token, outcome, expires_at, now)
+        self.settle(&EXPIRE_LEASE, id, token, outcome, expires_at, now)
             .await?;
         self.read(id).await
     }
@@ -582,7 +715,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query("SELECT 1", &[]).await.map(|_| ())
+        self.query(&PING, &[]).await.map(|_| ())
     }
 
     async fn sweep(&self, now: u64, unknown_ttl: u64) -> Result<u64, StoreError> {
@@ -593,8 +726,9 @@ impl Store for PostgresStore {
         let (now, until) = (ms(now), ms(now.saturating_add(unknown_ttl)));
         let expired_params: [&(dyn ToSql + Sync); 1] = [&now];
         let lapsed_params: [&(dyn ToSql + Sync); 3] = [&now, &until, &unknown];
-        let expired = super::paced_batches(|| self.execute(SWEEP_EXPIRED, &expired_params)).await?;
-        let lapsed = super::paced_batches(|| self.execute(SWEEP_LAPSED, &lapsed_params)).await?;
+        let expired =
+            super::paced_batches(|| self.execute(&SWEEP_EXPIRED, &expired_params)).await?;
+        let lapsed = super::paced_batches(|| self.execute(&SWEEP_LAPSED, &lapsed_params)).await?;
         Ok(expired + lapsed)
     }
 }
@@ -609,8 +743,50 @@ mod tests {
             "LIMIT {} FOR UPDATE SKIP LOCKED)",
             super::super::SWEEP_BATCH
         );
-        assert!(SWEEP_EXPIRED.ends_with(&limit), "{SWEEP_EXPIRED}");
-        assert!(SWEEP_LAPSED.ends_with(&limit), "{SWEEP_LAPSED}");
+        for sweep in [&SWEEP_EXPIRED, &SWEEP_LAPSED] {
+            assert!(sweep.text.ends_with(&limit), "{}", sweep.text);
+        }
+    }
+
+    /// The highest `$n` in `text`.
+    fn parameters(text: &str) -> usize {
+        text.split('$')
+            .skip(1)
+            .filter_map(|after| {
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                after[..digits].parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Each statement names a type for every parameter it has, so its
+    /// values can be sent unnamed, and no more: a type past its last `$n`
+    /// would be a value the statement ignores.
+    #[test]
+    fn every_statement_has_a_type_for_each_parameter() {
+        let all = [
+            &CLAIM,
+            &RENEW,
+            &FINISH,
+            &RELEASE,
+            &EXPIRE_LEASE,
+            &READ,
+            &SWEEP_EXPIRED,
+            &SWEEP_LAPSED,
+            &PING,
+            &CLOCK,
+            &SYNCHRONOUS_COMMIT,
+        ];
+        for statement in all {
+            assert_eq!(
+                parameters(statement.text),
+                statement.types.len(),
+                "{}",
+                statement.text
+            );
+        }
+        assert_eq!(parameters("$1 $12 $3::bigint"), 12);
     }
 
     #[test]
