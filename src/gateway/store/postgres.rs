@@ -230,7 +230,11 @@ fn pooler_hint(code: &tokio_postgres::error::SqlState) -> Option<&'static str> {
     [
         SqlState::INVALID_SQL_STATEMENT_NAME,
         SqlState::DUPLICATE_PSTATEMENT,
+        // Bound with another statement's values: their number, or a
+        // value that is not of the other's type.
         SqlState::PROTOCOL_VIOLATION,
+        SqlState::INVALID_BINARY_REPRESENTATION,
+        SqlState::CHARACTER_NOT_IN_REPERTOIRE,
     ]
     .contains(code)
     .then_some(
@@ -787,6 +791,31 @@ mod tests {
             );
         }
         assert_eq!(parameters("$1 $12 $3::bigint"), 12);
+    }
+
+    /// No two of the statements that are prepared have the same parameter
+    /// types, so a pooler that binds one to another's values (another
+    /// process's statement of the same name) makes the call fail before it
+    /// runs. (The clock and `synchronous_commit` queries are always sent
+    /// unnamed.)
+    #[test]
+    fn no_two_prepared_statements_take_the_same_parameters() {
+        let prepared = [
+            &CLAIM,
+            &RENEW,
+            &FINISH,
+            &RELEASE,
+            &EXPIRE_LEASE,
+            &READ,
+            &SWEEP_EXPIRED,
+            &SWEEP_LAPSED,
+            &PING,
+        ];
+        for (i, a) in prepared.iter().enumerate() {
+            for b in &prepared[i + 1..] {
+                assert_ne!(a.types, b.types, "{} and {}", a.text, b.text);
+            }
+        }
     }
 
     #[test]
