@@ -582,6 +582,22 @@ async fn postgres_store_through_pgbouncer_in_transaction_mode_keeps_the_contract
     claims_racing_through(&replicas, "pooled replicas", 40).await;
 }
 
+/// Through PgBouncer in session mode, with prepared statements (the
+/// default, `--store-pooler session`): the contract holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_through_pgbouncer_in_session_mode_keeps_the_contract() {
+    let server = support::postgres::PostgresServer::start();
+    let bouncer = support::postgres::PgBouncer::session_mode(&server);
+    let url = bouncer.url();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, None, Statements::Prepared),
+        PostgresStore::connect(&url, None, Statements::Prepared)
+    );
+    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    contract(replicas[0].clone(), true).await;
+    claims_racing_through(&replicas, "pooled replicas", 40).await;
+}
+
 /// Prepared statements through the same pooler (the gateway without
 /// `--store-pooler transaction`): once a statement lands on a server
 /// connection that lacks it, the call fails, and its error names the fix.

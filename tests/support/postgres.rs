@@ -239,13 +239,10 @@ impl Drop for PostgresServer {
     }
 }
 
-/// PgBouncer in front of a [`PostgresServer`], on a free loopback port, in
-/// transaction mode with 4 server connections: as platform teams pool
-/// PostgreSQL for many replicas. Consecutive statements of one client
-/// connection may run on different server connections there, so nothing a
-/// session prepared or set is there for its next statement. Run as
-/// `nobody` when the tests run as root (PgBouncer refuses root), killed on
-/// drop; fails, never skips, when PgBouncer is not installed.
+/// PgBouncer in front of a [`PostgresServer`], on a free loopback port, as
+/// platform teams pool PostgreSQL for many replicas. Run as `nobody` when
+/// the tests run as root (PgBouncer refuses root), killed on drop; fails,
+/// never skips, when PgBouncer is not installed.
 pub struct PgBouncer {
     pub port: u16,
     dir: tempfile::TempDir,
@@ -253,7 +250,21 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
+    /// In transaction mode with 4 server connections: consecutive
+    /// statements of one client connection may run on different server
+    /// connections, so nothing a session prepared or set is there for its
+    /// next statement.
     pub fn transaction_mode(server: &PostgresServer) -> Self {
+        Self::start(server, "transaction", 4)
+    }
+
+    /// In session mode: each client connection has a server connection of
+    /// its own for as long as it is open, 40 at most (two gateways' pools).
+    pub fn session_mode(server: &PostgresServer) -> Self {
+        Self::start(server, "session", 40)
+    }
+
+    fn start(server: &PostgresServer, mode: &str, server_connections: u16) -> Self {
         let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .map(PathBuf::from)
@@ -275,7 +286,8 @@ impl PgBouncer {
                 "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n\
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
                  unix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
-                 pool_mode = transaction\ndefault_pool_size = 4\nmax_client_conn = 200\n",
+                 pool_mode = {mode}\ndefault_pool_size = {server_connections}\n\
+                 max_client_conn = 200\n",
                 server.port,
                 users.display()
             ),
