@@ -319,6 +319,52 @@ fn refuses_to_start_on_a_redis_that_may_evict_claims() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A Redis that cannot hold the claims: a cluster node (keys spread over
+/// its nodes, MOVED for the others), a Sentinel (no data), a replica
+/// (writes refused). Each is refused at start-up with what to give instead.
+#[test]
+fn refuses_to_start_on_a_redis_cluster_node_sentinel_or_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.conf");
+    let cluster = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        nodes.to_str().unwrap(),
+    ]);
+    let sentinel = RedisServer::sentinel(dir.path());
+    let primary = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    for (server, expected) in [
+        (&cluster, "cluster mode"),
+        (&sentinel, "Redis Sentinel"),
+        (&replica, "Redis replica"),
+    ] {
+        let (code, stderr) =
+            Gateway::refused(Gateway::command(&upstream, &["--store", &server.url()]));
+        assert_eq!(code, Some(1), "{expected}: {stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    // The primary itself is fine, until a failover demotes it: then its
+    // writes are refused, and so are requests, with nothing forwarded.
+    let gateway = Gateway::start(&upstream, &["--store", &primary.url()]);
+    let post = |key: &'static str| {
+        post_in_background(gateway.url.clone(), key)
+            .join()
+            .unwrap()
+            .unwrap()
+            .0
+    };
+    assert_eq!(post("on-the-primary"), 201);
+    assert_eq!(
+        primary.command(&format!("REPLICAOF 127.0.0.1 {}", replica.port)),
+        "+OK"
+    );
+    assert_eq!(post("on-a-demoted-primary"), 503);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
 #[test]
 fn a_redis_that_comes_to_evict_makes_the_gateway_not_ready() {
     // An evicting policy without a limit evicts nothing yet: a warning.

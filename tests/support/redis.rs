@@ -40,6 +40,40 @@ impl RedisServer {
             .expect("redis-server must be installed for these tests (apt-get install redis-server)")
     }
 
+    /// A Redis Sentinel that watches nothing, its configuration file (which
+    /// Sentinel rewrites) in `dir`. Not restartable.
+    pub fn sentinel(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(&config, "").unwrap();
+        let child = Command::new("redis-server")
+            .arg(&config)
+            .args([
+                "--sentinel",
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server must be installed for these tests (apt-get install redis-server)",
+            );
+        let server = Self {
+            port,
+            child,
+            extra: Vec::new(),
+        };
+        server.wait_until_ready();
+        server
+    }
+
     /// Starts a stopped server again on its port, empty (no persistence).
     pub fn restart(&mut self) {
         self.stop();

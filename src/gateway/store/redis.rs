@@ -160,6 +160,35 @@ fn eviction_refused(policy: &str) -> StoreError {
     ))
 }
 
+/// The value of `name` in `INFO`'s `name:value` lines.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        (field == name).then_some(value.trim())
+    })
+}
+
+/// Why a server of this `redis_mode` and replication `role` cannot hold
+/// the gateway's claims, if it cannot.
+fn refusal_of_kind(mode: Option<&str>, role: Option<&str>) -> Option<&'static str> {
+    match (mode, role) {
+        (Some("cluster"), _) => Some(
+            "Redis runs in cluster mode (redis_mode:cluster), which spreads keys over its \
+             nodes and redirects the others (MOVED), which the gateway does not follow: give it \
+             a standalone Redis (a primary, with replicas if you like) or use PostgreSQL",
+        ),
+        (Some("sentinel"), _) => Some(
+            "--store names a Redis Sentinel (redis_mode:sentinel), which holds no data: give \
+             the address of the Redis primary it watches",
+        ),
+        (_, Some("slave" | "replica")) => Some(
+            "--store names a Redis replica (role:slave), which refuses writes or does not pass \
+             them on to its primary: give the address of the primary",
+        ),
+        _ => None,
+    }
+}
+
 fn redis_key(id: &RecordId) -> Vec<u8> {
     let mut key = b"idempotency-gateway:".to_vec();
     for byte in id.caller {
@@ -201,6 +230,9 @@ impl RedisStore {
         // A connection is not yet an answer: a wrong password, or a
         // replica that refuses commands, shows on the first one.
         store.answers().await?;
+        if let Some(refusal) = store.kind_refused().await {
+            return Err(refusal);
+        }
         match store.eviction().await {
             Eviction::Never => {}
             Eviction::Unknown => tracing::warn!(
@@ -258,6 +290,33 @@ impl RedisStore {
             let server = seconds.saturating_mul(1000).saturating_add(micros / 1000);
             skew::warn_if_apart("Redis", sent, server, received);
         }
+    }
+
+    /// A refusal when the server at `--store` cannot hold the claims: a
+    /// cluster node (keys spread over slots, `MOVED` for those it does not
+    /// hold), a Sentinel (no data) or a replica (writes refused, or not
+    /// passed on). `None` when it can, or when `INFO` is refused.
+    async fn kind_refused(&self) -> Option<StoreError> {
+        let server = self.info("server").await?;
+        let mode = info_field(&server, "redis_mode");
+        let replication = match mode {
+            Some("sentinel") | Some("cluster") => None,
+            _ => self.info("replication").await,
+        };
+        let role = replication
+            .as_deref()
+            .and_then(|text| info_field(text, "role"));
+        refusal_of_kind(mode, role).map(|reason| StoreError(reason.to_owned()))
+    }
+
+    /// One section of `INFO`, or `None` when it is refused.
+    async fn info(&self, section: &str) -> Option<String> {
+        let mut connection = self.connection.clone();
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut connection)
+            .await
+            .ok()
     }
 
     /// Whether Redis answers a command.
@@ -563,6 +622,30 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn servers_that_cannot_hold_claims_are_told_apart() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n";
+        assert_eq!(super::info_field(info, "redis_mode"), Some("cluster"));
+        assert_eq!(super::info_field(info, "redis"), None);
+        assert_eq!(super::info_field(info, "os"), None);
+        let refused = |mode, role| super::refusal_of_kind(mode, role).unwrap_or_default();
+        assert!(refused(Some("cluster"), Some("master")).contains("cluster mode"));
+        assert!(refused(Some("sentinel"), None).contains("Sentinel"));
+        assert!(refused(Some("standalone"), Some("slave")).contains("replica"));
+        assert!(refused(None, Some("replica")).contains("replica"));
+        for (mode, role) in [
+            (Some("standalone"), Some("master")),
+            (None, None),
+            (Some("standalone"), None),
+        ] {
+            assert_eq!(
+                super::refusal_of_kind(mode, role),
+                None,
+                "{mode:?} {role:?}"
+            );
+        }
+    }
+
     use super::{Eviction, eviction_refused};
 
     #[test]
