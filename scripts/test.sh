@@ -37,6 +37,7 @@ declare -A debian=(
   [openssl]=openssl
   [initdb]=postgresql
   [pgbouncer]=pgbouncer
+  [faketime]=faketime
   [node]=nodejs
   [npm]=npm
 )

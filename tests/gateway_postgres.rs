@@ -315,3 +315,49 @@ fn tls_to_postgres_is_verified() {
     let (status, _, _) = runtime().block_on(post(&gateway.url, "tls-1"));
     assert_eq!(status, 201);
 }
+
+/// libfaketime, which shifts the clock of the process it is preloaded in
+/// (`scripts/test.sh` installs it).
+fn faketime() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|entry| Some(entry.ok()?.path().join("faketime/libfaketime.so.1")))
+        .find(|path| path.is_file())
+        .expect("libfaketime must be installed for this test (apt-get install libfaketime)")
+}
+
+/// A gateway whose clock runs an hour ahead of PostgreSQL's (libfaketime
+/// shifts its wall clock, not its monotonic one) warns at start-up, and
+/// says by how much.
+#[test]
+fn a_clock_an_hour_ahead_of_postgres_is_warned_about() {
+    let pg = PostgresServer::start();
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let mut command = Gateway::command(&upstream, &["--store", &pg.url()]);
+    command
+        .env("LD_PRELOAD", faketime())
+        .env("FAKETIME", "+1h")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let gateway = Gateway::spawn(command);
+    let startup = gateway.startup.join("\n");
+    let warning = startup
+        .lines()
+        .find(|line| line.contains("clock is at least"))
+        .unwrap_or_else(|| panic!("no warning about the clocks in {startup}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("ahead of the PostgreSQL server's"),
+        "{warning}"
+    );
+    let ms: u64 = warning
+        .split("at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!((3_590_000..=3_600_000).contains(&ms), "{warning}");
+    // Without the shift, no warning.
+    let gateway = Gateway::start(&upstream, &["--store", &pg.url()]);
+    let startup = gateway.startup.join("\n");
+    assert!(!startup.contains("clock is at least"), "{startup}");
+}
