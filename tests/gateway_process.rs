@@ -347,8 +347,24 @@ fn refuses_to_start_on_a_redis_cluster_node_sentinel_or_replica() {
         assert!(stderr.contains(expected), "{stderr}");
     }
     // The primary itself is fine, until a failover demotes it: then its
-    // writes are refused, and so are requests, with nothing forwarded.
-    let gateway = Gateway::start(&upstream, &["--store", &primary.url()]);
+    // writes are refused, and so are requests, with nothing forwarded, and
+    // the gateway is not ready.
+    let gateway = Gateway::start(
+        &upstream,
+        &["--store", &primary.url(), "--admin-listen", "127.0.0.1:0"],
+    );
+    let admin = gateway.admin.clone().unwrap();
+    let ready = || {
+        runtime().block_on(async {
+            let answer = http()
+                .get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), answer.text().await.unwrap())
+        })
+    };
+    assert_eq!(ready().0, 200);
     let post = |key: &'static str| {
         post_in_background(gateway.url.clone(), key)
             .join()
@@ -363,6 +379,12 @@ fn refuses_to_start_on_a_redis_cluster_node_sentinel_or_replica() {
     );
     assert_eq!(post("on-a-demoted-primary"), 503);
     assert_eq!(upstream.requests().len(), 1);
+    let (status, reason) = ready();
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("Redis replica"), "{reason}");
+    assert_eq!(primary.command("REPLICAOF NO ONE"), "+OK");
+    assert_eq!(ready().0, 200);
+    assert_eq!(post("on-the-primary-again"), 201);
 }
 
 #[test]

@@ -603,10 +603,15 @@ impl Store for RedisStore {
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
 
-    /// Readiness: Redis answers, and cannot evict this store's keys (a
-    /// policy changed since start-up makes the gateway not ready).
+    /// Readiness: Redis answers, is still a primary that holds its keys
+    /// itself (a failover that demoted it makes the gateway not ready), and
+    /// cannot evict this store's keys (nor can a policy changed since
+    /// start-up).
     async fn ping(&self) -> Result<(), StoreError> {
         self.answers().await?;
+        if let Some(refusal) = self.kind_refused().await {
+            return Err(refusal);
+        }
         match self.eviction().await {
             Eviction::Possible(policy) => Err(eviction_refused(&policy)),
             _ => Ok(()),
