@@ -259,3 +259,30 @@ fn readme_verify_table_is_the_code_s_table_of_checks() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+/// The README names every Debian package the test command installs, as
+/// `scripts/test.sh`'s table lists them (`[command]=package`).
+#[test]
+fn readme_names_every_debian_package_the_test_command_installs() {
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test.sh")).unwrap();
+    let packages: Vec<&str> = script
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('['))
+        .filter_map(|entry| entry.split_once("]=").map(|(_, package)| package.trim()))
+        .collect();
+    assert!(packages.contains(&"pgbouncer"), "{packages:?}");
+    let readme = readme();
+    let listed = readme
+        .split("the Debian packages `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("the README lists the Debian packages the test command installs");
+    let listed: Vec<&str> = listed.split_whitespace().collect();
+    let mut script_packages = packages.clone();
+    script_packages.sort_unstable();
+    script_packages.dedup();
+    let mut readme_packages = listed.clone();
+    readme_packages.sort_unstable();
+    assert_eq!(readme_packages, script_packages);
+}
