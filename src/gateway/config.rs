@@ -232,6 +232,23 @@ fn size(text: &str) -> Result<usize, String> {
     usize::try_from(s).map_err(|_| "too large".to_owned())
 }
 
+/// The largest `--max-body`: every answer up to it must fit in every store
+/// (Redis takes values up to 512 MB, SQLite and PostgreSQL up to 1 GB),
+/// with room for its headers.
+const MAX_BODY_LIMIT: usize = 256 << 20;
+
+/// `--max-body`: a size of at most [`MAX_BODY_LIMIT`].
+fn body_size(text: &str) -> Result<usize, String> {
+    match size(text)? {
+        n if n > MAX_BODY_LIMIT => Err(
+            "expected at most 256MiB: an answer up to --max-body is stored, and Redis takes \
+             values up to 512 MB, SQLite and PostgreSQL up to 1 GB"
+                .to_owned(),
+        ),
+        n => Ok(n),
+    }
+}
+
 /// A size above zero: a bound of 0 would refuse every new key.
 fn nonzero_size(text: &str) -> Result<usize, String> {
     match size(text)? {
@@ -333,8 +350,8 @@ pub struct Args {
     /// Time allowed for the upstream's complete answer; must be below --lock-timeout.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub upstream_timeout: Duration,
-    /// Largest request body accepted (413 past it), and largest answer stored.
-    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BODY", default_value = "10MiB", value_parser = size)]
+    /// Largest request body accepted (413 past it), and largest answer stored; at most 256MiB.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BODY", default_value = "10MiB", value_parser = body_size)]
     pub max_body: usize,
     /// Request body bytes buffered at once, all requests together, and as much again for replayed answers not yet written (503 with Retry-After past either).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_BUFFERED", default_value = "256MiB", value_parser = size)]
@@ -697,12 +714,21 @@ mod tests {
     }
 
     #[test]
+    fn max_body_is_bounded_by_what_every_store_holds() {
+        assert_eq!(args(&["--max-body", "256MiB"]).unwrap().max_body, 256 << 20);
+        let refused = body_size("257MiB").unwrap_err();
+        assert!(refused.contains("at most 256MiB"), "{refused}");
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for bad in [
             vec!["--ttl", "0"],
             vec!["--methods", "PO ST"],
             vec!["--durability", "paranoid"],
             vec!["--max-body", "lots"],
+            vec!["--max-body", "257MiB"],
+            vec!["--max-body", "5GiB"],
             vec!["--memory-max-bytes", "plenty"],
             vec!["--memory-max-bytes", "0"],
             vec!["--upstream", "ftp://x"],
