@@ -52,8 +52,7 @@ fn main() {
             &StoreOptions {
                 durability: Durability::Process,
                 ttl_ms: ttl.as_millis() as u64,
-                ca_file: None,
-                statements: idempotent_request::gateway::store::postgres::Statements::Prepared,
+                postgres: Default::default(),
                 memory_max_bytes: idempotent_request::gateway::store::memory::DEFAULT_MAX_BYTES,
             },
         )

@@ -361,3 +361,83 @@ fn a_clock_an_hour_ahead_of_postgres_is_warned_about() {
     let startup = gateway.startup.join("\n");
     assert!(!startup.contains("clock is at least"), "{startup}");
 }
+
+/// A role that PostgreSQL lets open two connections. Forty concurrent
+/// forwards meet the records table locked, so every claim holds its
+/// connection until the lock goes and the pool grows as far as it may: with
+/// `--store-connections 2` the gateway stays within the role's limit and
+/// serves all forty once the lock goes; with the default 16, the
+/// connections past the limit are refused, their requests answered 503 with
+/// nothing forwarded, and the log says what to change.
+#[test]
+fn store_connections_keep_a_gateway_within_the_server_s_limit() {
+    let pg = PostgresServer::start();
+    pg.sql(&[
+        "CREATE ROLE limited LOGIN CONNECTION LIMIT 2",
+        "CREATE DATABASE limited OWNER limited",
+    ]);
+    let url = format!("postgres://limited@127.0.0.1:{}/limited", pg.port);
+    let admin_url = format!("postgres://gateway@127.0.0.1:{}/limited", pg.port);
+    let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("{}")));
+    let forty_behind_a_lock = |gateway: &Gateway, round: &'static str| -> Vec<u16> {
+        runtime().block_on(async {
+            let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            admin
+                .batch_execute("BEGIN; LOCK TABLE idempotency_gateway_records IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            let url = gateway.url.clone();
+            let posts = tokio::spawn(async move {
+                let posts: FuturesUnordered<_> = (0..40)
+                    .map(|i| {
+                        let url = url.clone();
+                        async move { post(&url, &format!("{round}-{i}")).await.0 }
+                    })
+                    .collect();
+                posts.collect::<Vec<u16>>().await
+            });
+            // The role's two connections wait for the lock: the pool has
+            // opened all it could.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let waiting: i64 = admin
+                    .query_one(
+                        // pg_locks, not pg_stat_activity: this transaction
+                        // would see one snapshot of the latter.
+                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted \
+                         AND relation = 'idempotency_gateway_records'::regclass",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting == 2 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{waiting} waiting");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            admin.batch_execute("COMMIT").await.unwrap();
+            posts.await.unwrap()
+        })
+    };
+    let within = Gateway::start(&upstream, &["--store", &url, "--store-connections", "2"]);
+    let statuses = forty_behind_a_lock(&within, "within");
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+    assert_eq!(upstream.requests().len(), 40);
+    drop(within);
+    let past = Gateway::start(&upstream, &["--store", &url]);
+    let statuses = forty_behind_a_lock(&past, "past");
+    let refused = statuses.iter().filter(|&&s| s == 503).count();
+    assert!(refused > 0, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(upstream.requests().len(), 40 + (40 - refused));
+    let line = past.log_line_with("no connection left");
+    assert!(line.contains("--store-connections"), "{line}");
+}

@@ -6,7 +6,7 @@ use crate::support;
 
 use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
-use idempotent_request::gateway::store::postgres::{PostgresStore, Statements};
+use idempotent_request::gateway::store::postgres::{Options, PostgresStore, Statements};
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
@@ -535,7 +535,7 @@ async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+    let store = PostgresStore::connect(&server.url(), &Options::default())
         .await
         .unwrap();
     contract(Arc::new(store), true).await;
@@ -545,7 +545,7 @@ async fn postgres_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+    let store = PostgresStore::connect(&server.url(), &Options::default())
         .await
         .unwrap();
     contract(Arc::new(Cached::new(store)), true).await;
@@ -557,9 +557,10 @@ async fn cached_postgres_store_keeps_the_contract() {
 async fn postgres_claims_across_replicas_have_one_winner() {
     let server = support::postgres::PostgresServer::start();
     let url = server.url();
+    let options = Options::default();
     let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, None, Statements::Prepared),
-        PostgresStore::connect(&url, None, Statements::Prepared)
+        PostgresStore::connect(&url, &options),
+        PostgresStore::connect(&url, &options)
     );
     let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
     claims_racing_through(&replicas, "replicas", 40).await;
@@ -572,10 +573,14 @@ async fn postgres_claims_across_replicas_have_one_winner() {
 async fn postgres_store_through_pgbouncer_in_transaction_mode_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
     let bouncer = support::postgres::PgBouncer::transaction_mode(&server);
+    let unnamed = Options {
+        statements: Statements::Unnamed,
+        ..Options::default()
+    };
     let url = bouncer.url();
     let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, None, Statements::Unnamed),
-        PostgresStore::connect(&url, None, Statements::Unnamed)
+        PostgresStore::connect(&url, &unnamed),
+        PostgresStore::connect(&url, &unnamed)
     );
     let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
     contract(replicas[0].clone(), true).await;
@@ -589,9 +594,10 @@ async fn postgres_store_through_pgbouncer_in_session_mode_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
     let bouncer = support::postgres::PgBouncer::session_mode(&server);
     let url = bouncer.url();
+    let options = Options::default();
     let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, None, Statements::Prepared),
-        PostgresStore::connect(&url, None, Statements::Prepared)
+        PostgresStore::connect(&url, &options),
+        PostgresStore::connect(&url, &options)
     );
     let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
     contract(replicas[0].clone(), true).await;
@@ -606,7 +612,7 @@ async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
     let server = support::postgres::PostgresServer::start();
     let bouncer = support::postgres::PgBouncer::transaction_mode(&server);
     let store = Arc::new(
-        PostgresStore::connect(&bouncer.url(), None, Statements::Prepared)
+        PostgresStore::connect(&bouncer.url(), &Options::default())
             .await
             .unwrap(),
     );
@@ -636,7 +642,7 @@ async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+    let store = PostgresStore::connect(&server.url(), &Options::default())
         .await
         .unwrap();
     sweep_clears_a_backlog_larger_than_one_batch(store).await;
@@ -668,7 +674,7 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
         .unwrap()
         .get(0);
     assert_eq!(plain, "off", "a new session of the role starts with off");
-    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+    let store = PostgresStore::connect(&server.url(), &Options::default())
         .await
         .unwrap();
     // Each claim's insert notes the setting its session committed with.
@@ -714,7 +720,7 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_is_a_store_error_and_recovers_by_itself() {
     let mut server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), None, Statements::Prepared)
+    let store = PostgresStore::connect(&server.url(), &Options::default())
         .await
         .unwrap();
     store.ping().await.unwrap();

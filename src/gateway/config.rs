@@ -6,7 +6,7 @@
 use super::caller::CallerRule;
 use super::proxy::Settings;
 use super::server::Limits;
-use super::store::postgres::Statements;
+use super::store::postgres::{DEFAULT_CONNECTIONS, Options as PostgresOptions, Statements};
 use super::store::sqlite::Durability;
 use crate::shared::redact::redact_url;
 use crate::shared::regular_file::read_regular;
@@ -210,6 +210,15 @@ fn parse_pooler(text: &str) -> Result<Statements, String> {
     }
 }
 
+/// `--store-connections`: 1 to 1,024 (the pool sets aside room for as many
+/// as it may open, and no server takes more).
+fn store_connections(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err("expected a whole number from 1 to 1024".to_owned()),
+    }
+}
+
 fn parse_durability(text: &str) -> Result<Durability, String> {
     match text {
         "normal" => Ok(Durability::Process),
@@ -311,6 +320,9 @@ pub struct Args {
     /// How PostgreSQL is reached: `none` (directly), `session` (through a pooler in session mode) or `transaction` (through a pooler in transaction mode, such as PgBouncer's: statements are sent unnamed, never prepared).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_POOLER", default_value = "none", value_parser = parse_pooler)]
     pub store_pooler: Statements,
+    /// PostgreSQL connections per gateway at most (every replica opens its own).
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_CONNECTIONS", default_value = "16", value_parser = store_connections)]
+    pub store_connections: usize,
     /// Methods given idempotency semantics, in upper case; others pass through untouched.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_METHODS", default_value = "POST,PATCH", value_delimiter = ',', value_parser = parse_method)]
     pub methods: Vec<Method>,
@@ -439,6 +451,14 @@ impl Args {
         {
             return Err("--store-pooler is for a PostgreSQL store".to_owned());
         }
+        if self.store_connections != DEFAULT_CONNECTIONS
+            && !matches!(self.store, StoreSpec::Postgres(_))
+        {
+            return Err(
+                "--store-connections is for a PostgreSQL store (Redis uses one connection)"
+                    .to_owned(),
+            );
+        }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
             return Err(
@@ -532,8 +552,11 @@ impl Args {
         super::StoreOptions {
             durability: self.durability,
             ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
-            ca_file: self.store_ca_file.clone(),
-            statements: self.store_pooler,
+            postgres: PostgresOptions {
+                ca_file: self.store_ca_file.clone(),
+                statements: self.store_pooler,
+                connections: self.store_connections,
+            },
             memory_max_bytes: self.memory_max_bytes,
         }
     }
@@ -697,12 +720,27 @@ mod tests {
         let postgres = ["--store", "postgres://gateway@db:5432/idempotency"];
         let a = args(&[&postgres[..], &pooled[..]].concat()).unwrap();
         assert!(a.validate().is_ok());
-        assert_eq!(a.store_options().statements, Statements::Unnamed);
+        assert_eq!(a.store_options().postgres.statements, Statements::Unnamed);
         let a = args(&postgres).unwrap();
-        assert_eq!(a.store_options().statements, Statements::Prepared);
+        assert_eq!(a.store_options().postgres.statements, Statements::Prepared);
         let a = args(&[&postgres[..], &["--store-pooler", "session"][..]].concat()).unwrap();
-        assert_eq!(a.store_options().statements, Statements::Prepared);
+        assert_eq!(a.store_options().postgres.statements, Statements::Prepared);
         assert!(args(&["--store-pooler", "statement"]).is_err());
+    }
+
+    #[test]
+    fn store_connections_are_bounded_and_for_postgres_only() {
+        let postgres = ["--store", "postgres://gateway@db:5432/idempotency"];
+        let a = args(&postgres).unwrap();
+        assert_eq!(a.store_options().postgres.connections, 16);
+        let a = args(&[&postgres[..], &["--store-connections", "4"][..]].concat()).unwrap();
+        assert!(a.validate().is_ok());
+        assert_eq!(a.store_options().postgres.connections, 4);
+        for bad in ["0", "1025", "many", "18446744073709551615"] {
+            assert!(args(&["--store-connections", bad]).is_err(), "{bad}");
+        }
+        let a = args(&["--store-connections", "4"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--store-connections"));
     }
 
     #[test]

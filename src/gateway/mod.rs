@@ -55,11 +55,9 @@ pub struct StoreOptions {
     /// The records' TTL in milliseconds (Redis expires orphaned claims a
     /// TTL after their lease).
     pub ttl_ms: u64,
-    /// PEM certificates trusted for TLS to PostgreSQL, besides the
-    /// platform's roots.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// How PostgreSQL's statements reach the server (`--store-pooler`).
-    pub statements: store::postgres::Statements,
+    /// How PostgreSQL is connected to (`--store-ca-file`, `--store-pooler`,
+    /// `--store-connections`).
+    pub postgres: store::postgres::Options,
     /// The memory store's bound on its records' bytes.
     pub memory_max_bytes: usize,
 }
@@ -81,12 +79,7 @@ pub async fn open_store(
             store::redis::RedisStore::connect(url, options.ttl_ms).await?,
         ))),
         StoreSpec::Postgres(url) => AnyStore::Postgres(Box::new(Cached::new(
-            store::postgres::PostgresStore::connect(
-                url,
-                options.ca_file.as_deref(),
-                options.statements,
-            )
-            .await?,
+            store::postgres::PostgresStore::connect(url, &options.postgres).await?,
         ))),
     })
 }

@@ -144,6 +144,24 @@ impl PostgresServer {
         format!("postgres://gateway@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Runs each of `statements` as the `gateway` superuser, one at a time
+    /// (so `CREATE DATABASE` can be among them).
+    pub fn sql(&self, statements: &[&str]) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            for statement in statements {
+                client.batch_execute(statement).await.unwrap();
+            }
+        });
+    }
+
     /// Starts the server again on the same data directory and port (after
     /// [`stop`](Self::stop) or [`kill`](Self::kill)), and waits until it
     /// accepts connections.

@@ -50,8 +50,9 @@ const INT8: Type = Type::INT8;
 /// The longest any one store call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connections per gateway process at most.
-const POOL_SIZE: usize = 16;
+/// Connections per gateway process at most, unless `--store-connections`
+/// says otherwise.
+pub const DEFAULT_CONNECTIONS: usize = 16;
 
 /// The migrations, in order; the schema's version is how many have run.
 const MIGRATIONS: [&str; 1] = ["
@@ -204,6 +205,27 @@ pub enum Statements {
     Unnamed,
 }
 
+/// How the store connects, besides the URL.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// PEM certificates trusted for TLS, besides the platform's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How statements reach the server (`--store-pooler`).
+    pub statements: Statements,
+    /// Connections at most (`--store-connections`).
+    pub connections: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            statements: Statements::Prepared,
+            connections: DEFAULT_CONNECTIONS,
+        }
+    }
+}
+
 /// A PostgreSQL-backed store.
 pub struct PostgresStore {
     pool: Pool,
@@ -214,19 +236,27 @@ use super::sql_ms as ms;
 
 /// A PostgreSQL error in words, without the connection string.
 fn store_error(error: &tokio_postgres::Error) -> StoreError {
-    let hint = error.code().and_then(pooler_hint).unwrap_or_default();
+    let hint = error.code().and_then(hint).unwrap_or_default();
     StoreError(format!(
         "PostgreSQL: {}{hint}",
         crate::shared::http_error::describe(error)
     ))
 }
 
-/// What to do about an error that a pooler in transaction mode causes to
-/// prepared statements: a statement missing on the server connection the
-/// pooler chose, one of that name there already (another client's), or a
-/// statement bound with the values of another of its name.
-fn pooler_hint(code: &tokio_postgres::error::SqlState) -> Option<&'static str> {
+/// What to do about an error: a server out of connections, or what a
+/// pooler in transaction mode causes to prepared statements (a statement
+/// missing on the server connection the pooler chose, one of that name
+/// there already (another client's), or a statement bound with the values
+/// of another of its name).
+fn hint(code: &tokio_postgres::error::SqlState) -> Option<&'static str> {
     use tokio_postgres::error::SqlState;
+    if *code == SqlState::TOO_MANY_CONNECTIONS {
+        return Some(
+            "; PostgreSQL has no connection left for the gateway: each gateway opens up to \
+             --store-connections (16 by default), so lower it, raise the server's \
+             max_connections, or put a pooler in front (--store-pooler)",
+        );
+    }
     [
         SqlState::INVALID_SQL_STATEMENT_NAME,
         SqlState::DUPLICATE_PSTATEMENT,
@@ -297,13 +327,10 @@ impl PostgresStore {
     /// Connects to `url`, checks that the server answers and migrates the
     /// schema. TLS is verified against the platform's roots and the
     /// certificates in `ca_file`; without an `sslmode` in the URL it is
-    /// required except on loopback. `statements` says how statements
-    /// reach the server (behind a pooler in transaction mode, unnamed).
-    pub async fn connect(
-        url: &str,
-        ca_file: Option<&std::path::Path>,
-        statements: Statements,
-    ) -> Result<Self, StoreError> {
+    /// required except on loopback. `options.statements` says how
+    /// statements reach the server (behind a pooler in transaction mode,
+    /// unnamed); at most `options.connections` are open at once.
+    pub async fn connect(url: &str, options: &Options) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
             StoreError(
                 "the PostgreSQL URL is not valid (postgres://USER@HOST:PORT/DB[?sslmode=require])"
@@ -320,7 +347,8 @@ impl PostgresStore {
         }
         config.connect_timeout(CALL_TIMEOUT);
         config.application_name("idempotency-gateway");
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_file)?);
+        let tls =
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(options.ca_file.as_deref())?);
         let manager = Manager::from_config(
             config,
             tls,
@@ -329,7 +357,7 @@ impl PostgresStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .max_size(options.connections)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CALL_TIMEOUT))
             .create_timeout(Some(CALL_TIMEOUT))
@@ -337,7 +365,10 @@ impl PostgresStore {
             .post_create(durable_commits())
             .build()
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let store = Self { pool, statements };
+        let store = Self {
+            pool,
+            statements: options.statements,
+        };
         store.migrate().await?;
         store.check_clock().await;
         Ok(store)
