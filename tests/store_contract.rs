@@ -639,6 +639,89 @@ async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
     panic!("no statement changed server connection in 50 rounds of 32 claims");
 }
 
+/// A statement left waiting (here for a row another session has locked)
+/// does not hold up the next call: with one connection in the pool, a
+/// finish that waits for the locked row fails, and a claim of another key
+/// is served while the row is still locked. With prepared statements the
+/// server cancels the waiting statement itself (`statement_timeout`), so it
+/// never commits after its call failed; with unnamed ones (a pooler in
+/// transaction mode, where that setting would be shared) the gateway closes
+/// the connection instead of putting it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
+    let server = support::postgres::PostgresServer::start();
+    for statements in [Statements::Prepared, Statements::Unnamed] {
+        let options = Options {
+            statements,
+            connections: 1,
+            ..Options::default()
+        };
+        let store = PostgresStore::connect(&server.url(), &options)
+            .await
+            .unwrap();
+        let key = format!("held-{statements:?}");
+        let (held, token) = (id(&key), [1; 16]);
+        assert_eq!(
+            store
+                .claim(&held, &FP, &token, NOW + 60_000, NOW)
+                .await
+                .unwrap(),
+            Claimed::Won
+        );
+        let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM idempotency_gateway_records WHERE key = '{key}' FOR UPDATE"
+            ))
+            .await
+            .unwrap();
+        let finished = store
+            .finish(&held, &token, &response("{}"), NOW + 60_000, NOW)
+            .await;
+        assert!(finished.is_err(), "{statements:?}: {finished:?}");
+        let free = id(&format!("free-{statements:?}"));
+        assert_eq!(
+            store
+                .claim(&free, &FP, &token, NOW + 60_000, NOW)
+                .await
+                .unwrap(),
+            Claimed::Won,
+            "{statements:?}"
+        );
+        admin.batch_execute("COMMIT").await.unwrap();
+        // Until no other session runs a statement: a finish that outlived
+        // its call would have committed by then.
+        loop {
+            let running: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                     AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if running == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if statements == Statements::Prepared {
+            // Cancelled by the server: the claim is still in flight.
+            assert!(
+                matches!(
+                    store.load(&held, NOW).await.unwrap(),
+                    Some(Record::InFlight { .. })
+                ),
+                "the finish committed after its call failed"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
     let server = support::postgres::PostgresServer::start();

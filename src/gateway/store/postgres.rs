@@ -50,6 +50,13 @@ const INT8: Type = Type::INT8;
 /// The longest any one store call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The server's own bound on each of the gateway's statements, below
+/// [`CALL_TIMEOUT`]: a statement that waits (for a lock another session
+/// holds, say) is cancelled by the server before the gateway gives up on
+/// it, so it cannot commit after its call failed, and its connection comes
+/// back to the pool ready for the next call.
+const STATEMENT_TIMEOUT_SETTING: &str = "SET statement_timeout TO 1500";
+
 /// Connections per gateway process at most, unless `--store-connections`
 /// says otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 16;
@@ -294,15 +301,27 @@ fn local_only(config: &tokio_postgres::Config) -> bool {
 /// becomes `on` (which, without synchronous standbys, is a local flush).
 /// Every other value (`local`, `remote_write`, `on`, `remote_apply`) keeps
 /// a commit across a crash of the server and is left as configured.
-fn durable_commits() -> Hook {
+///
+/// With prepared statements it also bounds each statement on the server
+/// ([`STATEMENT_TIMEOUT_SETTING`]); not through a pooler in transaction
+/// mode, where a session's setting stays on whichever server connection ran
+/// it (the README asks for it on the role there).
+fn durable_commits(statements: Statements) -> Hook {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    Hook::async_fn(|client, _| {
+    let bounded = statements == Statements::Prepared;
+    Hook::async_fn(move |client, _| {
         Box::pin(async move {
             let setting: String = client
                 .query_typed_one(SYNCHRONOUS_COMMIT.text, &[])
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(HookError::Backend)?;
+            if bounded {
+                client
+                    .batch_execute(STATEMENT_TIMEOUT_SETTING)
+                    .await
+                    .map_err(HookError::Backend)?;
+            }
             if setting == "off" {
                 client
                     .batch_execute("SET synchronous_commit TO on")
@@ -362,7 +381,7 @@ impl PostgresStore {
             .wait_timeout(Some(CALL_TIMEOUT))
             .create_timeout(Some(CALL_TIMEOUT))
             .recycle_timeout(Some(CALL_TIMEOUT))
-            .post_create(durable_commits())
+            .post_create(durable_commits(options.statements))
             .build()
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
         let store = Self {
@@ -454,17 +473,40 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `statement` within [`CALL_TIMEOUT`]; its rows.
+    /// Runs `call` on a pooled connection, the whole within
+    /// [`CALL_TIMEOUT`] (the wait for a connection included). A connection
+    /// whose call ran out of time is closed, not put back: its statement
+    /// may still be waiting on the server (for a lock, say), and every call
+    /// given that connection next would queue behind it.
+    async fn on_connection<T>(
+        &self,
+        call: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let late = || StoreError("PostgreSQL did not answer in time".to_owned());
+        let client = tokio::time::timeout_at(deadline, self.client())
+            .await
+            .map_err(|_| late())??;
+        match tokio::time::timeout_at(deadline, call(&client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(deadpool_postgres::Client::take(client));
+                Err(late())
+            }
+        }
+    }
+
+    /// Runs `statement` on a pooled connection ([`Self::on_connection`]);
+    /// its rows.
     async fn query(
         &self,
         statement: &Sql,
         values: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        within_call_timeout(async {
-            let client = self.client().await?;
+        self.on_connection(async |client| {
             match self.statements {
                 Statements::Prepared => {
-                    let prepared = prepare(&client, statement).await?;
+                    let prepared = prepare(client, statement).await?;
                     client.query(&prepared, values).await
                 }
                 Statements::Unnamed => {
@@ -478,17 +520,17 @@ impl PostgresStore {
         .await
     }
 
-    /// Runs `statement` within [`CALL_TIMEOUT`]; the rows it changed.
+    /// Runs `statement` on a pooled connection ([`Self::on_connection`]);
+    /// the rows it changed.
     async fn execute(
         &self,
         statement: &Sql,
         values: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        within_call_timeout(async {
-            let client = self.client().await?;
+        self.on_connection(async |client| {
             match self.statements {
                 Statements::Prepared => {
-                    let prepared = prepare(&client, statement).await?;
+                    let prepared = prepare(client, statement).await?;
                     client.execute(&prepared, values).await
                 }
                 Statements::Unnamed => {
@@ -545,15 +587,6 @@ async fn prepare(
         .prepare_typed_cached(statement.text, statement.types)
         .await
         .map_err(|e| store_error(&e))
-}
-
-/// `call`, or a [`StoreError`] once [`CALL_TIMEOUT`] has passed.
-async fn within_call_timeout<T>(
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .map_err(|_| StoreError("PostgreSQL did not answer in time".to_owned()))?
 }
 
 /// The most `--store-ca-file` may hold: a bundle of CA certificates, not a
