@@ -6,7 +6,9 @@ use crate::support;
 
 use idempotent_request::gateway::store::cached::Cached;
 use idempotent_request::gateway::store::memory::MemoryStore;
-use idempotent_request::gateway::store::postgres::{Options, PostgresStore, Statements};
+use idempotent_request::gateway::store::postgres::{
+    MIGRATION_LOCK, Options, PostgresStore, Statements,
+};
 use idempotent_request::gateway::store::redis::RedisStore;
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
@@ -720,6 +722,51 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
             );
         }
     }
+}
+
+/// A replica that starts while another holds the migration's lock (a long
+/// migration) waits for it, past the sessions' 1.5 s `statement_timeout`,
+/// instead of failing to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replica_waits_out_a_long_migration() {
+    let server = support::postgres::PostgresServer::start();
+    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin.batch_execute("BEGIN").await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap();
+    let url = server.url();
+    let replica =
+        tokio::spawn(async move { PostgresStore::connect(&url, &Options::default()).await });
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Longer than a statement may run in a call.
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+    let store = replica.await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .claim(&id("after"), &FP, &[1; 16], NOW + 60_000, NOW)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

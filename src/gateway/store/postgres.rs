@@ -79,7 +79,7 @@ CREATE INDEX idempotency_gateway_records_lease ON idempotency_gateway_records (l
 "];
 
 /// The advisory lock key the migration holds ("idemgw" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6964_656d_6777;
+pub const MIGRATION_LOCK: i64 = 0x6964_656d_6777;
 
 /// Claims the row unless a live record holds it; then returns the row as
 /// it was before (`won` false), its outcome only when it holds at most $7
@@ -414,6 +414,12 @@ impl PostgresStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await.map_err(|e| store_error(&e))?;
+        // A migration may take longer than a call (an index on a large
+        // table): the session's statement_timeout is for calls.
+        transaction
+            .batch_execute("SET LOCAL statement_timeout TO 0")
+            .await
+            .map_err(|e| store_error(&e))?;
         transaction
             .execute_typed(
                 "SELECT pg_advisory_xact_lock($1)",
