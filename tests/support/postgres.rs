@@ -146,6 +146,7 @@ impl PostgresServer {
 
     /// Runs each of `statements` as the `gateway` superuser, one at a time
     /// (so `CREATE DATABASE` can be among them).
+    #[cfg(feature = "gateway")]
     pub fn sql(&self, statements: &[&str]) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
