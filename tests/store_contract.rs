@@ -641,14 +641,23 @@ async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
     panic!("no statement changed server connection in 50 rounds of 32 claims");
 }
 
+/// A session of the test server's superuser.
+async fn superuser(server: &support::postgres::PostgresServer) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A statement left waiting (here for a row another session has locked)
 /// does not hold up the next call: with one connection in the pool, a
 /// finish that waits for the locked row fails, and a claim of another key
 /// is served while the row is still locked. With prepared statements the
 /// server cancels the waiting statement itself (`statement_timeout`), so it
 /// never commits after its call failed; with unnamed ones (a pooler in
-/// transaction mode, where that setting would be shared) the gateway closes
-/// the connection instead of putting it back.
+/// transaction mode, where the gateway sets no session setting) the
+/// gateway closes the connection instead of putting it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
     let server = support::postgres::PostgresServer::start();
@@ -670,10 +679,7 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
                 .unwrap(),
             Claimed::Won
         );
-        let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let admin = superuser(&server).await;
         admin
             .batch_execute(&format!(
                 "BEGIN; SELECT 1 FROM idempotency_gateway_records WHERE key = '{key}' FOR UPDATE"
@@ -724,16 +730,69 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
     }
 }
 
+/// A large answer is given the time to move it: a 64 MiB answer whose write
+/// the server takes more than 2 s over (a trigger sleeps 2 s on every
+/// update that stores more than 64 KiB) is stored, claimed by its size and
+/// loaded whole, with prepared statements and unnamed ones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
+    let server = support::postgres::PostgresServer::start();
+    for statements in [Statements::Prepared, Statements::Unnamed] {
+        let options = Options {
+            statements,
+            ..Options::default()
+        };
+        let store = PostgresStore::connect(&server.url(), &options)
+            .await
+            .unwrap();
+        let admin = superuser(&server).await;
+        admin
+            .batch_execute(
+                "CREATE OR REPLACE FUNCTION slow_large() RETURNS trigger AS $$ BEGIN \
+                 IF octet_length(NEW.outcome) > 65536 THEN PERFORM pg_sleep(2); END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql; \
+                 CREATE OR REPLACE TRIGGER slow_large BEFORE UPDATE \
+                 ON idempotency_gateway_records FOR EACH ROW EXECUTE FUNCTION slow_large()",
+            )
+            .await
+            .unwrap();
+        let key = id(&format!("large-{statements:?}"));
+        let token = [1; 16];
+        let body = "x".repeat(64 << 20);
+        assert_eq!(
+            store
+                .claim(&key, &FP, &token, NOW + 60_000, NOW)
+                .await
+                .unwrap(),
+            Claimed::Won
+        );
+        let stored = store
+            .finish(&key, &token, &response(&body), NOW + 60_000, NOW)
+            .await;
+        assert!(stored.unwrap(), "{statements:?}");
+        let claimed = store.claim(&key, &FP, &[2; 16], NOW + 60_000, NOW).await;
+        assert!(
+            matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 64 << 20),
+            "{statements:?}: {:?}",
+            claimed.map(|c| matches!(c, Claimed::Won))
+        );
+        match store.load(&key, NOW).await.unwrap() {
+            Some(Record::Done {
+                outcome: Outcome::Response(answer),
+                ..
+            }) => assert!(answer.body == body.as_bytes(), "{statements:?}"),
+            _ => panic!("{statements:?}: no stored answer"),
+        }
+    }
+}
+
 /// A replica that starts while another holds the migration's lock (a long
 /// migration) waits for it, past the sessions' 1.5 s `statement_timeout`,
 /// instead of failing to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_replica_waits_out_a_long_migration() {
     let server = support::postgres::PostgresServer::start();
-    let (admin, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let admin = superuser(&server).await;
     admin.batch_execute("BEGIN").await.unwrap();
     admin
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])

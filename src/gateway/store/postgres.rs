@@ -57,6 +57,16 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// back to the pool ready for the next call.
 const STATEMENT_TIMEOUT_SETTING: &str = "SET statement_timeout TO 1500";
 
+/// [`STATEMENT_TIMEOUT_SETTING`]'s bound.
+const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The slowest rate at which a large answer (over [`INLINE_OUTCOME`]
+/// bytes) is expected to reach the server or come back from it: a call
+/// that moves one gets [`CALL_TIMEOUT`] and the time to move it at this
+/// rate (8 s more for 256 MiB), so answers up to `--max-body` are stored
+/// and replayed, not cut off at 2 s whatever their size.
+const BULK_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
+
 /// Connections per gateway process at most, unless `--store-connections`
 /// says otherwise.
 pub const DEFAULT_CONNECTIONS: usize = 16;
@@ -139,6 +149,13 @@ const SETTLE_TYPES: &[Type] = &[BYTEA, TEXT, BYTEA, INT8, BYTEA, INT8];
 const READ: Sql = Sql::new(
     "SELECT fingerprint, token, lease_until, expires_at, outcome, stored_at
     FROM idempotency_gateway_records WHERE caller = $1 AND key = $2",
+    &[BYTEA, TEXT],
+);
+
+/// The size of a record's stored answer, without fetching it.
+const SIZE: Sql = Sql::new(
+    "SELECT octet_length(outcome)::bigint FROM idempotency_gateway_records
+    WHERE caller = $1 AND key = $2",
     &[BYTEA, TEXT],
 );
 
@@ -486,14 +503,15 @@ impl PostgresStore {
     /// given that connection next would queue behind it.
     async fn on_connection<T>(
         &self,
-        call: impl AsyncFnOnce(&deadpool_postgres::Client) -> Result<T, StoreError>,
+        allowed: Duration,
+        call: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + allowed;
         let late = || StoreError("PostgreSQL did not answer in time".to_owned());
-        let client = tokio::time::timeout_at(deadline, self.client())
+        let mut client = tokio::time::timeout_at(deadline, self.client())
             .await
             .map_err(|_| late())??;
-        match tokio::time::timeout_at(deadline, call(&client)).await {
+        match tokio::time::timeout_at(deadline, call(&mut client)).await {
             Ok(result) => result,
             Err(_) => {
                 drop(deadpool_postgres::Client::take(client));
@@ -509,21 +527,7 @@ impl PostgresStore {
         statement: &Sql,
         values: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.on_connection(async |client| {
-            match self.statements {
-                Statements::Prepared => {
-                    let prepared = prepare(client, statement).await?;
-                    client.query(&prepared, values).await
-                }
-                Statements::Unnamed => {
-                    client
-                        .query_typed(statement.text, &statement.typed(values))
-                        .await
-                }
-            }
-            .map_err(|e| store_error(&e))
-        })
-        .await
+        Ok(self.run(statement, values, 0).await?.rows)
     }
 
     /// Runs `statement` on a pooled connection ([`Self::on_connection`]);
@@ -533,19 +537,43 @@ impl PostgresStore {
         statement: &Sql,
         values: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
-        self.on_connection(async |client| {
-            match self.statements {
-                Statements::Prepared => {
-                    let prepared = prepare(client, statement).await?;
-                    client.execute(&prepared, values).await
-                }
-                Statements::Unnamed => {
-                    client
-                        .execute_typed(statement.text, &statement.typed(values))
-                        .await
-                }
+        Ok(self.run(statement, values, 0).await?.changed)
+    }
+
+    /// Runs `statement`, which moves `bytes` of an answer to or from the
+    /// server, on a pooled connection ([`Self::on_connection`]). A call
+    /// that moves more than [`INLINE_OUTCOME`] bytes is given the time to
+    /// move them ([`allowance`]), and runs in a transaction of its own
+    /// whose `statement_timeout` fits it.
+    async fn run(
+        &self,
+        statement: &Sql,
+        values: &[&(dyn ToSql + Sync)],
+        bytes: usize,
+    ) -> Result<Ran, StoreError> {
+        let allowed = allowance(bytes);
+        self.on_connection(allowed, async |client| {
+            let prepared = match self.statements {
+                Statements::Prepared => Some(prepare(client, statement).await?),
+                Statements::Unnamed => None,
+            };
+            if bytes <= INLINE_OUTCOME {
+                let connection: &tokio_postgres::Client = client;
+                return run_on(connection, prepared.as_ref(), statement, values).await;
             }
-            .map_err(|e| store_error(&e))
+            let on_server = allowed.saturating_sub(CALL_TIMEOUT - STATEMENT_TIMEOUT);
+            let transaction = client.transaction().await.map_err(|e| store_error(&e))?;
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL statement_timeout TO {}",
+                    on_server.as_millis()
+                ))
+                .await
+                .map_err(|e| store_error(&e))?;
+            let inner: &tokio_postgres::Transaction<'_> = &transaction;
+            let ran = run_on(inner, prepared.as_ref(), statement, values).await?;
+            transaction.commit().await.map_err(|e| store_error(&e))?;
+            Ok(ran)
         })
         .await
     }
@@ -574,14 +602,67 @@ impl PostgresStore {
             &now,
         ];
         // FINISH takes `now` once, EXPIRE_LEASE twice.
-        self.execute(statement, &values[..statement.types.len()])
-            .await
+        let ran = self
+            .run(statement, &values[..statement.types.len()], outcome.len())
+            .await?;
+        Ok(ran.changed)
     }
 
+    /// The record, read in the time its stored answer's size needs (asked
+    /// first: `octet_length` does not fetch it).
     async fn read(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-        let rows = self.query(&READ, &[&&id.caller[..], &id.key]).await?;
-        rows.first().map(|row| record(row, 0)).transpose()
+        let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
+        let size = self.query(&SIZE, &key).await?;
+        let Some(size) = size.first() else {
+            return Ok(None);
+        };
+        let size: Option<i64> = size.try_get(0).map_err(|_| corrupt())?;
+        let bytes = size.map_or(Ok(0), usize::try_from).map_err(|_| corrupt())?;
+        let ran = self.run(&READ, &key, bytes).await?;
+        ran.rows.first().map(|row| record(row, 0)).transpose()
     }
+}
+
+/// What a statement returned: its rows, and how many rows it changed.
+struct Ran {
+    rows: Vec<tokio_postgres::Row>,
+    changed: u64,
+}
+
+/// How long a call that moves `bytes` of an answer may take:
+/// [`CALL_TIMEOUT`], and for more than [`INLINE_OUTCOME`] bytes the time to
+/// move them at [`BULK_BYTES_PER_SECOND`].
+fn allowance(bytes: usize) -> Duration {
+    if bytes <= INLINE_OUTCOME {
+        return CALL_TIMEOUT;
+    }
+    CALL_TIMEOUT + Duration::from_secs_f64(bytes as f64 / BULK_BYTES_PER_SECOND)
+}
+
+/// Runs `statement` on a connection or a transaction: `prepared` when
+/// there is one, else unnamed with its types.
+async fn run_on(
+    on: &impl tokio_postgres::GenericClient,
+    prepared: Option<&tokio_postgres::Statement>,
+    statement: &Sql,
+    values: &[&(dyn ToSql + Sync)],
+) -> Result<Ran, StoreError> {
+    use futures_util::TryStreamExt;
+    let stream = match prepared {
+        Some(prepared) => on.query_raw(prepared, values.iter().copied()).await,
+        None => {
+            on.query_typed_raw(statement.text, statement.typed(values))
+                .await
+        }
+    }
+    .map_err(|e| store_error(&e))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    while let Some(row) = stream.try_next().await.map_err(|e| store_error(&e))? {
+        rows.push(row);
+    }
+    let changed = stream.rows_affected().unwrap_or(0);
+    Ok(Ran { rows, changed })
 }
 
 /// `statement` prepared on `client`'s connection (cached there).
@@ -846,6 +927,7 @@ mod tests {
             &RELEASE,
             &EXPIRE_LEASE,
             &READ,
+            &SIZE,
             &SWEEP_EXPIRED,
             &SWEEP_LAPSED,
             &PING,
@@ -863,29 +945,42 @@ mod tests {
         assert_eq!(parameters("$1 $12 $3::bigint"), 12);
     }
 
-    /// No two of the statements that are prepared have the same parameter
-    /// types, so a pooler that binds one to another's values (another
-    /// process's statement of the same name) makes the call fail before it
-    /// runs. (The clock and `synchronous_commit` queries are always sent
-    /// unnamed.)
+    /// No statement that writes has the same parameter types as another
+    /// prepared statement, so a pooler that binds one to another's values
+    /// (another process's statement of the same name) makes the call fail
+    /// before it runs instead of writing. Statements that only read may
+    /// share theirs: such a mix-up writes nothing, and the rows it returns
+    /// do not decode as the other's. (The clock and `synchronous_commit`
+    /// queries are always sent unnamed.)
     #[test]
-    fn no_two_prepared_statements_take_the_same_parameters() {
-        let prepared = [
+    fn no_prepared_statement_that_writes_takes_another_s_parameters() {
+        let writes = [
             &CLAIM,
             &RENEW,
             &FINISH,
             &RELEASE,
             &EXPIRE_LEASE,
-            &READ,
             &SWEEP_EXPIRED,
             &SWEEP_LAPSED,
-            &PING,
         ];
-        for (i, a) in prepared.iter().enumerate() {
-            for b in &prepared[i + 1..] {
+        let reads = [&READ, &SIZE, &PING];
+        for (i, a) in writes.iter().enumerate() {
+            for b in writes[i + 1..].iter().chain(&reads) {
                 assert_ne!(a.types, b.types, "{} and {}", a.text, b.text);
             }
         }
+        for statement in reads {
+            assert!(statement.text.trim_start().starts_with("SELECT"));
+        }
+    }
+
+    #[test]
+    fn a_large_answer_is_given_the_time_to_move_it() {
+        assert_eq!(allowance(0), CALL_TIMEOUT);
+        assert_eq!(allowance(INLINE_OUTCOME), CALL_TIMEOUT);
+        assert!(allowance(INLINE_OUTCOME + 1) > CALL_TIMEOUT);
+        let largest = allowance(256 << 20);
+        assert_eq!(largest, CALL_TIMEOUT + Duration::from_secs(8));
     }
 
     #[test]
