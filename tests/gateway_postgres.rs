@@ -364,7 +364,8 @@ fn a_clock_an_hour_ahead_of_postgres_is_warned_about() {
 
 /// A role that PostgreSQL lets open two connections. Forty concurrent
 /// forwards meet the records table locked, so every claim holds its
-/// connection until the lock goes and the pool grows as far as it may: with
+/// connection while the lock is held and the pool grows as far as it may:
+/// with
 /// `--store-connections 2` the gateway stays within the role's limit and
 /// serves all forty once the lock goes; with the default 16, the
 /// connections past the limit are refused, their requests answered 503 with
@@ -379,7 +380,13 @@ fn store_connections_keep_a_gateway_within_the_server_s_limit() {
     let url = format!("postgres://limited@127.0.0.1:{}/limited", pg.port);
     let admin_url = format!("postgres://gateway@127.0.0.1:{}/limited", pg.port);
     let upstream = Server::start(|_| Reply::Respond(Response::new(201).body("{}")));
-    let forty_behind_a_lock = |gateway: &Gateway, round: &'static str| -> Vec<u16> {
+    // With `refusals`, the lock is held until the gateway has logged a
+    // refused connection: by then the pool has tried to grow past the
+    // role's limit, however slowly the forty requests arrived.
+    let forty_behind_a_lock = |gateway: &Gateway,
+                               round: &'static str,
+                               refusals: bool|
+     -> (Vec<u16>, Option<String>) {
         runtime().block_on(async {
             let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
                 .await
@@ -420,17 +427,20 @@ fn store_connections_keep_a_gateway_within_the_server_s_limit() {
                 assert!(std::time::Instant::now() < deadline, "{waiting} waiting");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            let refused = refusals.then(|| {
+                tokio::task::block_in_place(|| gateway.log_line_with("no connection left"))
+            });
             admin.batch_execute("COMMIT").await.unwrap();
-            posts.await.unwrap()
+            (posts.await.unwrap(), refused)
         })
     };
     let within = Gateway::start(&upstream, &["--store", &url, "--store-connections", "2"]);
-    let statuses = forty_behind_a_lock(&within, "within");
+    let (statuses, _) = forty_behind_a_lock(&within, "within", false);
     assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
     assert_eq!(upstream.requests().len(), 40);
     drop(within);
     let past = Gateway::start(&upstream, &["--store", &url]);
-    let statuses = forty_behind_a_lock(&past, "past");
+    let (statuses, line) = forty_behind_a_lock(&past, "past", true);
     let refused = statuses.iter().filter(|&&s| s == 503).count();
     assert!(refused > 0, "{statuses:?}");
     assert!(
@@ -438,6 +448,6 @@ fn store_connections_keep_a_gateway_within_the_server_s_limit() {
         "{statuses:?}"
     );
     assert_eq!(upstream.requests().len(), 40 + (40 - refused));
-    let line = past.log_line_with("no connection left");
+    let line = line.unwrap();
     assert!(line.contains("--store-connections"), "{line}");
 }

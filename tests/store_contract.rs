@@ -670,6 +670,7 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
         let store = PostgresStore::connect(&server.url(), &options)
             .await
             .unwrap();
+        assert_eq!(store.max_connections(), 1);
         let key = format!("held-{statements:?}");
         let (held, token) = (id(&key), [1; 16]);
         assert_eq!(

@@ -410,6 +410,12 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// The most connections this store opens at once
+    /// (`--store-connections`).
+    pub fn max_connections(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     /// Warns when this host's clock and the server's are apart.
     async fn check_clock(&self) {
         let Ok(client) = self.client().await else {
