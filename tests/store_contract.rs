@@ -731,10 +731,12 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
     }
 }
 
-/// A large answer is given the time to move it: a 64 MiB answer whose write
-/// the server takes more than 2 s over (a trigger sleeps 2 s on every
-/// update that stores more than 64 KiB) is stored, claimed by its size and
-/// loaded whole, with prepared statements and unnamed ones alike.
+/// A large answer is given the time to move it: a 96 MiB answer whose write
+/// the server takes longer over than a call of a small one may last (a
+/// trigger sleeps 1.6 s on every update that stores more than 64 KiB, past
+/// the 1.5 s a small call's statement may run; the answer's allowance is
+/// 5 s) is stored, claimed by its size and loaded whole, with prepared
+/// statements and unnamed ones alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
     let server = support::postgres::PostgresServer::start();
@@ -750,7 +752,7 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
         admin
             .batch_execute(
                 "CREATE OR REPLACE FUNCTION slow_large() RETURNS trigger AS $$ BEGIN \
-                 IF octet_length(NEW.outcome) > 65536 THEN PERFORM pg_sleep(2); END IF; \
+                 IF octet_length(NEW.outcome) > 65536 THEN PERFORM pg_sleep(1.6); END IF; \
                  RETURN NEW; END $$ LANGUAGE plpgsql; \
                  CREATE OR REPLACE TRIGGER slow_large BEFORE UPDATE \
                  ON idempotency_gateway_records FOR EACH ROW EXECUTE FUNCTION slow_large()",
@@ -759,7 +761,7 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
             .unwrap();
         let key = id(&format!("large-{statements:?}"));
         let token = [1; 16];
-        let body = "x".repeat(64 << 20);
+        let body = "x".repeat(96 << 20);
         assert_eq!(
             store
                 .claim(&key, &FP, &token, NOW + 60_000, NOW)
@@ -773,7 +775,7 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
         assert!(stored.unwrap(), "{statements:?}");
         let claimed = store.claim(&key, &FP, &[2; 16], NOW + 60_000, NOW).await;
         assert!(
-            matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 64 << 20),
+            matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 96 << 20),
             "{statements:?}: {:?}",
             claimed.map(|c| matches!(c, Claimed::Won))
         );
