@@ -444,20 +444,25 @@ impl Args {
                     .to_owned(),
             );
         }
-        if self.store_ca_file.is_some() && !matches!(self.store, StoreSpec::Postgres(_)) {
-            return Err("--store-ca-file is for a PostgreSQL store".to_owned());
-        }
-        if self.store_pooler == Statements::Unnamed && !matches!(self.store, StoreSpec::Postgres(_))
+        // Flags only a PostgreSQL store reads, when given another value
+        // than their default.
+        let postgres_only = [
+            (self.store_ca_file.is_some(), "--store-ca-file", ""),
+            (
+                self.store_pooler == Statements::Unnamed,
+                "--store-pooler",
+                "",
+            ),
+            (
+                self.store_connections != DEFAULT_CONNECTIONS,
+                "--store-connections",
+                " (Redis uses one connection)",
+            ),
+        ];
+        if !matches!(self.store, StoreSpec::Postgres(_))
+            && let Some((_, flag, why)) = postgres_only.iter().find(|(given, ..)| *given)
         {
-            return Err("--store-pooler is for a PostgreSQL store".to_owned());
-        }
-        if self.store_connections != DEFAULT_CONNECTIONS
-            && !matches!(self.store, StoreSpec::Postgres(_))
-        {
-            return Err(
-                "--store-connections is for a PostgreSQL store (Redis uses one connection)"
-                    .to_owned(),
-            );
+            return Err(format!("{flag} is for a PostgreSQL store{why}"));
         }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
