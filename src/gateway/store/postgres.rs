@@ -11,7 +11,7 @@
 //! own transaction, committed before it returns: a claim the gateway acts
 //! on is a committed claim. A session whose `synchronous_commit` default
 //! is `off` (the server's, the database's or the role's) is set to `on`
-//! when the pool opens it (`durable_commits`): `off` acknowledges a
+//! when the pool opens it (`session_settings`): `off` acknowledges a
 //! commit before its WAL is flushed, so a crash of the server could lose a
 //! claim the gateway already forwarded, and its retry would be forwarded
 //! again.
@@ -323,7 +323,7 @@ fn local_only(config: &tokio_postgres::Config) -> bool {
 /// ([`STATEMENT_TIMEOUT_SETTING`]); not through a pooler in transaction
 /// mode, where a session's setting stays on whichever server connection ran
 /// it (the README asks for it on the role there).
-fn durable_commits(statements: Statements) -> Hook {
+fn session_settings(statements: Statements) -> Hook {
     static WARNED: std::sync::Once = std::sync::Once::new();
     let bounded = statements == Statements::Prepared;
     Hook::async_fn(move |client, _| {
@@ -398,7 +398,7 @@ impl PostgresStore {
             .wait_timeout(Some(CALL_TIMEOUT))
             .create_timeout(Some(CALL_TIMEOUT))
             .recycle_timeout(Some(CALL_TIMEOUT))
-            .post_create(durable_commits(options.statements))
+            .post_create(session_settings(options.statements))
             .build()
             .map_err(|e| StoreError(format!("cannot build the PostgreSQL pool: {e}")))?;
         let store = Self {
