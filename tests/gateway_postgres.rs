@@ -9,7 +9,9 @@ use crate::support;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::time::Duration;
-use support::gateway::{Gateway, RoundRobin, http, post, retry_until_outcome_unknown, runtime};
+use support::gateway::{
+    Gateway, RoundRobin, http, post, readyz, retry_until_outcome_unknown, runtime,
+};
 use support::postgres::{PgBouncer, PostgresServer};
 use support::{
     Reply, Response, Server, client, github_env, held_upstream, read_outputs, slow_upstream,
@@ -146,17 +148,7 @@ fn postgres_stopped_is_503_with_nothing_forwarded_and_started_again_serves() {
         &["--store", &pg.url(), "--admin-listen", "127.0.0.1:0"],
     );
     let admin = gateway.admin.clone().unwrap();
-    let ready = || {
-        runtime().block_on(async {
-            http()
-                .get(format!("http://{admin}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let ready = || readyz(&admin).0;
     assert_eq!(ready(), 200);
     pg.stop();
     let (status, _, body) = runtime().block_on(post(&gateway.url, "down-1"));
@@ -339,23 +331,7 @@ fn a_clock_an_hour_ahead_of_postgres_is_warned_about() {
         .env("FAKETIME", "+1h")
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     let gateway = Gateway::spawn(command);
-    let startup = gateway.startup.join("\n");
-    let warning = startup
-        .lines()
-        .find(|line| line.contains("clock is at least"))
-        .unwrap_or_else(|| panic!("no warning about the clocks in {startup}"));
-    assert!(warning.contains("WARN"), "{warning}");
-    assert!(
-        warning.contains("ahead of the PostgreSQL server's"),
-        "{warning}"
-    );
-    let ms: u64 = warning
-        .split("at least ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!((3_590_000..=3_600_000).contains(&ms), "{warning}");
+    gateway.assert_warned_an_hour_apart("ahead of the PostgreSQL server's");
     // Without the shift, no warning.
     let gateway = Gateway::start(&upstream, &["--store", &pg.url()]);
     let startup = gateway.startup.join("\n");

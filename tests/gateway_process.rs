@@ -7,7 +7,7 @@
 use crate::support;
 
 use std::time::Duration;
-use support::gateway::{Gateway, http, retry_until_outcome_unknown, runtime};
+use support::gateway::{Gateway, http, readyz, retry_until_outcome_unknown, runtime};
 use support::redis::RedisServer;
 use support::{client, github_env, read_outputs, slow_upstream, wait_entered};
 
@@ -255,15 +255,7 @@ fn redis_down_is_503_and_nothing_is_forwarded() {
     assert_eq!(status, 503);
     assert!(body.contains("store-unavailable"), "{body}");
     assert_eq!(upstream.requests().len(), 0);
-    let ready = runtime().block_on(async {
-        http()
-            .get(format!("http://{}/readyz", gateway.admin.as_ref().unwrap()))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(ready, 503);
+    assert_eq!(readyz(gateway.admin.as_ref().unwrap()).0, 503);
 }
 
 #[test]
@@ -354,16 +346,7 @@ fn refuses_to_start_on_a_redis_cluster_node_sentinel_or_replica() {
         &["--store", &primary.url(), "--admin-listen", "127.0.0.1:0"],
     );
     let admin = gateway.admin.clone().unwrap();
-    let ready = || {
-        runtime().block_on(async {
-            let answer = http()
-                .get(format!("http://{admin}/readyz"))
-                .send()
-                .await
-                .unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        })
-    };
+    let ready = || readyz(&admin);
     assert_eq!(ready().0, 200);
     let post = |key: &'static str| {
         post_in_background(gateway.url.clone(), key)
@@ -402,16 +385,7 @@ fn a_redis_that_comes_to_evict_makes_the_gateway_not_ready() {
         "{warning}"
     );
     let admin = gateway.admin.clone().unwrap();
-    let ready = || {
-        runtime().block_on(async {
-            let answer = http()
-                .get(format!("http://{admin}/readyz"))
-                .send()
-                .await
-                .unwrap();
-            (answer.status().as_u16(), answer.text().await.unwrap())
-        })
-    };
+    let ready = || readyz(&admin);
     assert_eq!(ready().0, 200);
     assert_eq!(redis.command("CONFIG SET maxmemory 64mb"), "+OK");
     let (status, reason) = ready();
@@ -529,20 +503,7 @@ fn a_clock_apart_from_the_store_servers_is_warned_about() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let store = format!("redis://127.0.0.1:{port}/0");
     let gateway = Gateway::start(&upstream, &["--store", &store]);
-    let startup = gateway.startup.join("\n");
-    let warning = startup
-        .lines()
-        .find(|line| line.contains("clock is at least"))
-        .unwrap_or_else(|| panic!("no warning about the clocks in {startup}"));
-    assert!(warning.contains("WARN"), "{warning}");
-    assert!(warning.contains("behind the Redis server's"), "{warning}");
-    let ms: u64 = warning
-        .split("at least ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!((3_590_000..=3_600_000).contains(&ms), "{warning}");
+    gateway.assert_warned_an_hour_apart("behind the Redis server's");
 }
 
 #[test]

@@ -122,6 +122,26 @@ impl Gateway {
         }
     }
 
+    /// Asserts that the gateway warned at start-up that its clock is an
+    /// hour `apart` (`"behind the Redis server's"`, `"ahead of the
+    /// PostgreSQL server's"`) from its store server's.
+    pub fn assert_warned_an_hour_apart(&self, apart: &str) {
+        let startup = self.startup.join("\n");
+        let warning = startup
+            .lines()
+            .find(|line| line.contains("clock is at least"))
+            .unwrap_or_else(|| panic!("no warning about the clocks in {startup}"));
+        assert!(warning.contains("WARN"), "{warning}");
+        assert!(warning.contains(apart), "{warning}");
+        let ms: u64 = warning
+            .split("at least ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!((3_590_000..=3_600_000).contains(&ms), "{warning}");
+    }
+
     pub fn signal(&self, signal: i32) {
         #[allow(unsafe_code)]
         // SAFETY: kill(2) on our own child's pid.
@@ -229,6 +249,18 @@ pub fn metrics(admin: &str) -> String {
             .text()
             .await
             .unwrap()
+    })
+}
+
+/// The admin listener's `/readyz`: its status, and the reason it gives.
+pub fn readyz(admin: &str) -> (u16, String) {
+    runtime().block_on(async {
+        let answer = http()
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
     })
 }
 
