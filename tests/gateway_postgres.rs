@@ -384,25 +384,15 @@ fn store_connections_keep_a_gateway_within_the_server_s_limit() {
             });
             // The role's two connections wait for the lock: the pool has
             // opened all it could.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let waiting: i64 = admin
-                    .query_one(
-                        // pg_locks, not pg_stat_activity: this transaction
-                        // would see one snapshot of the latter.
-                        "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted \
-                         AND relation = 'idempotency_gateway_records'::regclass",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                if waiting == 2 {
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "{waiting} waiting");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            support::postgres::until_count(
+                &admin,
+                // pg_locks, not pg_stat_activity: this transaction would
+                // see one snapshot of the latter.
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted \
+                 AND relation = 'idempotency_gateway_records'::regclass",
+                2,
+            )
+            .await;
             let refused = refusals.then(|| {
                 tokio::task::block_in_place(|| gateway.log_line_with("no connection left"))
             });

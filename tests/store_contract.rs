@@ -553,18 +553,22 @@ async fn cached_postgres_store_keeps_the_contract() {
     contract(Arc::new(Cached::new(store)), true).await;
 }
 
+/// Two stores on `url`, connected at once, as two replicas would be.
+async fn two_replicas(url: &str, options: &Options) -> [Arc<PostgresStore>; 2] {
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(url, options),
+        PostgresStore::connect(url, options)
+    );
+    [Arc::new(a.unwrap()), Arc::new(b.unwrap())]
+}
+
 /// Claims from separate pools (as from two replicas) still have one winner,
 /// and two stores migrating at once leave one schema.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_claims_across_replicas_have_one_winner() {
     let server = support::postgres::PostgresServer::start();
     let url = server.url();
-    let options = Options::default();
-    let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, &options),
-        PostgresStore::connect(&url, &options)
-    );
-    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    let replicas = two_replicas(&url, &Options::default()).await;
     claims_racing_through(&replicas, "replicas", 40).await;
 }
 
@@ -580,11 +584,7 @@ async fn postgres_store_through_pgbouncer_in_transaction_mode_keeps_the_contract
         ..Options::default()
     };
     let url = bouncer.url();
-    let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, &unnamed),
-        PostgresStore::connect(&url, &unnamed)
-    );
-    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    let replicas = two_replicas(&url, &unnamed).await;
     contract(replicas[0].clone(), true).await;
     claims_racing_through(&replicas, "pooled replicas", 40).await;
 }
@@ -596,12 +596,7 @@ async fn postgres_store_through_pgbouncer_in_session_mode_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
     let bouncer = support::postgres::PgBouncer::session_mode(&server);
     let url = bouncer.url();
-    let options = Options::default();
-    let (a, b) = tokio::join!(
-        PostgresStore::connect(&url, &options),
-        PostgresStore::connect(&url, &options)
-    );
-    let replicas = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    let replicas = two_replicas(&url, &Options::default()).await;
     contract(replicas[0].clone(), true).await;
     claims_racing_through(&replicas, "pooled replicas", 40).await;
 }
@@ -703,21 +698,13 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
         admin.batch_execute("COMMIT").await.unwrap();
         // Until no other session runs a statement: a finish that outlived
         // its call would have committed by then.
-        loop {
-            let running: i64 = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-                     AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if running == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        support::postgres::until_count(
+            &admin,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            0,
+        )
+        .await;
         if statements == Statements::Prepared {
             // Cancelled by the server: the claim is still in flight.
             assert!(
@@ -804,20 +791,12 @@ async fn postgres_a_replica_waits_out_a_long_migration() {
     let url = server.url();
     let replica =
         tokio::spawn(async move { PostgresStore::connect(&url, &Options::default()).await });
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    support::postgres::until_count(
+        &admin,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        1,
+    )
+    .await;
     // Longer than a statement may run in a call.
     tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
     admin.batch_execute("COMMIT").await.unwrap();

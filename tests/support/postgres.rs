@@ -258,6 +258,21 @@ impl Drop for PostgresServer {
     }
 }
 
+/// Runs `count` (a query of one number) on `client` until it gives
+/// `wanted`; fails after 30 s, with the last count.
+#[cfg(feature = "gateway")]
+pub async fn until_count(client: &tokio_postgres::Client, count: &str, wanted: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: i64 = client.query_one(count, &[]).await.unwrap().get(0);
+        if now == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{count}: {now}, not {wanted}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// PgBouncer in front of a [`PostgresServer`], on a free loopback port, as
 /// platform teams pool PostgreSQL for many replicas. Run as `nobody` when
 /// the tests run as root (PgBouncer refuses root), killed on drop; fails,
