@@ -508,6 +508,85 @@ async fn redis_orphaned_claims_expire_one_ttl_after_their_lease() {
     );
 }
 
+/// A large answer is given the time to move it, on a connection of its
+/// own: a 96 MiB answer (an allowance of 5 s) is stored while Redis holds
+/// writes (`CLIENT PAUSE … WRITE`) for 2.5 s after it has arrived, longer
+/// than a small call may take; meanwhile a small record is read on the
+/// shared connection without waiting behind it; and the answer is then
+/// claimed by its size and loaded whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_large_answer_is_given_the_time_to_move_it() {
+    use idempotent_request::gateway::store::allowance::CALL_TIMEOUT;
+    use std::time::{Duration, Instant};
+    let server = support::redis::RedisServer::start();
+    let store = Arc::new(RedisStore::connect(&server.url(), 3_600_000).await.unwrap());
+    let (small, large, token) = (id("small"), id("large"), [1; 16]);
+    for key in [&small, &large] {
+        let won = store.claim(key, &FP, &token, NOW + 60_000, NOW).await;
+        assert_eq!(won.unwrap(), Claimed::Won);
+    }
+    let finished = store
+        .finish(&small, &token, &response("small"), NOW + 60_000, NOW)
+        .await;
+    assert!(finished.unwrap());
+    let body = "x".repeat(96 << 20);
+    assert_eq!(server.command("CLIENT PAUSE 60000 WRITE"), "+OK");
+    let finish = tokio::spawn({
+        let (store, large, answer) = (store.clone(), large.clone(), response(&body));
+        async move {
+            store
+                .finish(&large, &token, &answer, NOW + 60_000, NOW)
+                .await
+        }
+    });
+    // The large finish has reached Redis whole and waits out the pause
+    // (a postponed command blocks its client).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            !finish.is_finished() && Instant::now() < deadline,
+            "the large finish never waited in Redis"
+        );
+        let clients: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if !clients.contains("blocked_clients:0") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let held = Instant::now();
+    match store.load(&small, NOW).await {
+        Ok(Some(Record::Done { outcome, .. })) => assert_eq!(outcome, response("small")),
+        other => panic!(
+            "the small record was not read: {:?}",
+            other.map(|r| r.is_some())
+        ),
+    }
+    // The fault: the write is held longer than a small call may last.
+    tokio::time::sleep_until((held + CALL_TIMEOUT + Duration::from_millis(500)).into()).await;
+    assert_eq!(server.command("CLIENT UNPAUSE"), "+OK");
+    let stored = finish.await.unwrap();
+    assert!(stored.unwrap(), "the large answer was not stored");
+    let claimed = store.claim(&large, &FP, &[2; 16], NOW + 60_000, NOW).await;
+    assert!(
+        matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 96 << 20),
+        "{:?}",
+        claimed.map(|c| matches!(c, Claimed::Won))
+    );
+    match store.load(&large, NOW).await.unwrap() {
+        Some(Record::Done {
+            outcome: Outcome::Response(answer),
+            ..
+        }) => assert!(answer.body == body.as_bytes()),
+        _ => panic!("no stored answer"),
+    }
+}
+
 /// The sweep deletes a backlog larger than one batch, in batches.
 async fn sweep_clears_a_backlog_larger_than_one_batch(store: impl Store) {
     use idempotent_request::gateway::store::SWEEP_BATCH;

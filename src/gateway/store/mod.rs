@@ -30,6 +30,7 @@
 //! The SQLite and Redis stores are used behind [`cached::Cached`], which
 //! answers replays of recent done records from memory.
 
+pub mod allowance;
 pub mod cached;
 pub mod memory;
 pub mod postgres;

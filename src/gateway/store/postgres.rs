@@ -32,6 +32,7 @@
 //! and migrated at start-up under a transaction-scoped advisory lock, so two
 //! replicas starting at once apply each migration once.
 
+use super::allowance::{CALL_TIMEOUT, allowance, is_large};
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
@@ -47,9 +48,6 @@ const BYTEA: Type = Type::BYTEA;
 const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 
-/// The longest any one store call may take, connection included.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The server's own bound on each of the gateway's statements, below
 /// [`CALL_TIMEOUT`]: a statement that waits (for a lock another session
 /// holds, say) is cancelled by the server before the gateway gives up on
@@ -59,13 +57,6 @@ const STATEMENT_TIMEOUT_SETTING: &str = "SET statement_timeout TO 1500";
 
 /// [`STATEMENT_TIMEOUT_SETTING`]'s bound.
 const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
-
-/// The slowest rate at which a large answer (over [`INLINE_OUTCOME`]
-/// bytes) is expected to reach the server or come back from it: a call
-/// that moves one gets [`CALL_TIMEOUT`] and the time to move it at this
-/// rate (8 s more for 256 MiB), so answers up to `--max-body` are stored
-/// and replayed, not cut off at 2 s whatever their size.
-const BULK_BYTES_PER_SECOND: f64 = 32.0 * 1024.0 * 1024.0;
 
 /// Connections per gateway process at most, unless `--store-connections`
 /// says otherwise.
@@ -547,10 +538,10 @@ impl PostgresStore {
     }
 
     /// Runs `statement`, which moves `bytes` of an answer to or from the
-    /// server, on a pooled connection ([`Self::on_connection`]). A call
-    /// that moves more than [`INLINE_OUTCOME`] bytes is given the time to
-    /// move them ([`allowance`]), and runs in a transaction of its own
-    /// whose `statement_timeout` fits it.
+    /// server, on a pooled connection ([`Self::on_connection`]). A large
+    /// call ([`is_large`]) is given the time to move them ([`allowance`]),
+    /// and runs in a transaction of its own whose `statement_timeout` fits
+    /// it.
     async fn run(
         &self,
         statement: &Sql,
@@ -563,7 +554,7 @@ impl PostgresStore {
                 Statements::Prepared => Some(prepare(client, statement).await?),
                 Statements::Unnamed => None,
             };
-            if bytes <= INLINE_OUTCOME {
+            if !is_large(bytes) {
                 let connection: &tokio_postgres::Client = client;
                 return run_on(connection, prepared.as_ref(), statement, values).await;
             }
@@ -633,16 +624,6 @@ impl PostgresStore {
 struct Ran {
     rows: Vec<tokio_postgres::Row>,
     changed: u64,
-}
-
-/// How long a call that moves `bytes` of an answer may take:
-/// [`CALL_TIMEOUT`], and for more than [`INLINE_OUTCOME`] bytes the time to
-/// move them at [`BULK_BYTES_PER_SECOND`].
-fn allowance(bytes: usize) -> Duration {
-    if bytes <= INLINE_OUTCOME {
-        return CALL_TIMEOUT;
-    }
-    CALL_TIMEOUT + Duration::from_secs_f64(bytes as f64 / BULK_BYTES_PER_SECOND)
 }
 
 /// Runs `statement` on a connection or a transaction: `prepared` when
@@ -978,15 +959,6 @@ mod tests {
         for statement in reads {
             assert!(statement.text.trim_start().starts_with("SELECT"));
         }
-    }
-
-    #[test]
-    fn a_large_answer_is_given_the_time_to_move_it() {
-        assert_eq!(allowance(0), CALL_TIMEOUT);
-        assert_eq!(allowance(INLINE_OUTCOME), CALL_TIMEOUT);
-        assert!(allowance(INLINE_OUTCOME + 1) > CALL_TIMEOUT);
-        let largest = allowance(256 << 20);
-        assert_eq!(largest, CALL_TIMEOUT + Duration::from_secs(8));
     }
 
     #[test]

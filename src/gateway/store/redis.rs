@@ -13,17 +13,29 @@
 //! and is then removed by Redis itself); a done record gets a Redis expiry
 //! at its `expires_at`, and is also treated as absent past `expires_at` in
 //! case clocks differ.
+//!
+//! Calls share one multiplexed connection, each bounded by
+//! [`CALL_TIMEOUT`]. A call that moves a large answer (a finish that stores
+//! one, a load that reads one) runs on a connection of its own, bounded by
+//! the time to move it ([`allowance`]): it neither times out at 2 s nor
+//! holds up the small calls queued behind it on the shared connection. A
+//! call that timed out is dropped with its connection, so a large command
+//! Redis had not wholly received is never run; one that was received may
+//! still have run, which the proxy's retry (same token) recognises.
 
+use super::allowance::{CALL_TIMEOUT, allowance, is_large};
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
 };
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
-use std::time::Duration;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{AsyncConnectionConfig, Script, Value};
 
 /// A Redis-backed store.
 pub struct RedisStore {
+    /// Opens the large calls' connections.
+    client: redis::Client,
+    /// The small calls' shared connection.
     connection: ConnectionManager,
     scripts: Scripts,
     /// How long an orphaned claim outlives its lease (the records' TTL).
@@ -209,14 +221,15 @@ impl RedisStore {
             StoreError("the Redis URL is not valid (redis://HOST:PORT/DB)".to_owned())
         })?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1);
         let connection = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
         let store = Self {
+            client,
             connection,
             scripts: Scripts {
                 claim: Script::new(CLAIM),
@@ -340,21 +353,41 @@ impl RedisStore {
         }
     }
 
+    /// Runs `script` on `id`'s record with `args`, which move `bytes` of
+    /// an answer: on the shared connection, or for a large call
+    /// ([`is_large`]) on one of its own ([`Self::large_call`]).
     async fn invoke(
         &self,
         script: &Script,
         id: &RecordId,
         args: &[&[u8]],
+        bytes: usize,
     ) -> Result<Value, StoreError> {
         let mut invocation = script.key(redis_key(id));
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut connection = self.connection.clone();
-        invocation
-            .invoke_async(&mut connection)
+        let result = if is_large(bytes) {
+            let mut connection = self.large_call(bytes).await?;
+            invocation.invoke_async(&mut connection).await
+        } else {
+            let mut connection = self.connection.clone();
+            invocation.invoke_async(&mut connection).await
+        };
+        result.map_err(|e| StoreError(format!("Redis: {e}")))
+    }
+
+    /// A connection of its own for one call that moves `bytes` of an
+    /// answer, its answer awaited for [`allowance`]`(bytes)`; closed when
+    /// the call is done or dropped.
+    async fn large_call(&self, bytes: usize) -> Result<impl ConnectionLike, StoreError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(allowance(bytes)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| StoreError(format!("Redis: {e}")))
+            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))
     }
 }
 
@@ -505,6 +538,7 @@ impl Store for RedisStore {
                     expiry.as_bytes(),
                     inline.as_bytes(),
                 ],
+                0,
             )
             .await?;
         if is_one(&reply) {
@@ -527,6 +561,7 @@ impl Store for RedisStore {
                     &self.scripts.renew,
                     id,
                     &[token, lease.as_bytes(), expiry.as_bytes()],
+                    0,
                 )
                 .await?,
         ))
@@ -557,6 +592,7 @@ impl Store for RedisStore {
                     ttl.as_bytes(),
                     stored.as_bytes(),
                 ],
+                outcome.len(),
             )
             .await?;
         Ok(is_one(&reply))
@@ -564,7 +600,7 @@ impl Store for RedisStore {
 
     async fn release(&self, id: &RecordId, token: &Token) -> Result<bool, StoreError> {
         Ok(is_one(
-            &self.invoke(&self.scripts.release, id, &[token]).await?,
+            &self.invoke(&self.scripts.release, id, &[token], 0).await?,
         ))
     }
 
@@ -589,17 +625,32 @@ impl Store for RedisStore {
             now.as_bytes(),
             ttl.as_bytes(),
         ];
-        let reply = self.invoke(&self.scripts.expire_lease, id, &args).await?;
+        let reply = self
+            .invoke(&self.scripts.expire_lease, id, &args, outcome.len())
+            .await?;
         decode_hash(reply)
     }
 
+    /// Asks the stored answer's size first (`HSTRLEN`, which does not
+    /// read it), so a large one is read on a connection of its own with
+    /// the time to move it.
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+        let key = redis_key(id);
         let mut connection = self.connection.clone();
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(redis_key(id))
+        let size: usize = redis::cmd("HSTRLEN")
+            .arg(&key)
+            .arg("outcome")
             .query_async(&mut connection)
             .await
             .map_err(|e| StoreError(format!("Redis: {e}")))?;
+        let mut read = redis::cmd("HGETALL");
+        read.arg(&key);
+        let reply: Result<Value, _> = if is_large(size) {
+            read.query_async(&mut self.large_call(size).await?).await
+        } else {
+            read.query_async(&mut connection).await
+        };
+        let reply = reply.map_err(|e| StoreError(format!("Redis: {e}")))?;
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
 
