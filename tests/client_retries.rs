@@ -275,6 +275,49 @@ fn connection_refused_until_attempts_run_out_exits_3() {
     );
 }
 
+/// A response head past what the client reads (101 fields; one field of
+/// 500 KiB) is an answer the server gave, and would be given again: it is
+/// not retried, the error says what was too large and what to do, and no
+/// header value reaches the log or the outputs. Exit 3: no response read.
+#[test]
+fn a_response_head_too_large_to_read_is_final_and_named() {
+    let secret = "hunter2-in-a-header";
+    let many = (0..101).fold(Response::new(201), |r, n| {
+        r.header(&format!("x-field-{n}"), secret)
+    });
+    let long = Response::new(201).header("x-long", &format!("{secret}{}", "a".repeat(500 << 10)));
+    for (what, response) in [("101 fields", many), ("a 500 KiB field", long)] {
+        let server = Server::start(scripted(vec![response]));
+        let dir = tempfile::tempdir().unwrap();
+        let assert = client()
+            .envs(github_env(dir.path()))
+            .args(["--url", &server.url("/")])
+            .args(FAST)
+            .assert()
+            .code(3);
+        assert_eq!(server.requests().len(), 1, "{what}: retried");
+        let out = read_outputs(dir.path());
+        assert_eq!(out["attempts"], "1", "{what}");
+        assert!(!out.contains_key("status"), "{what}");
+        let error = &out["error"];
+        assert!(
+            error.contains("response head is larger than this client reads")
+                && error.contains("100 header fields")
+                && error.contains("Not retried")
+                && error.contains("fewer or shorter headers"),
+            "{what}: {error}"
+        );
+        let log = both_streams(&assert);
+        assert!(!log.contains(secret), "{what}: {log}");
+        assert!(
+            !std::fs::read_to_string(dir.path().join("output"))
+                .unwrap_or_default()
+                .contains(secret),
+            "{what}"
+        );
+    }
+}
+
 #[test]
 fn client_errors_are_final_and_outputs_are_written() {
     let server = Server::start(scripted(vec![

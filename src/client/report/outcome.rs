@@ -143,6 +143,14 @@ fn failure_message(
                 "{what}. Raise `max-response-size` if the response is expected to be this large."
             ),
         ),
+        (_, Some(Failure::HeadTooLarge)) => (
+            "Request failed: response head too large".to_owned(),
+            format!(
+                "{what}. Not retried: the server answered, and every retry would get the same \
+                 head. The server may have acted on the request. Have it send fewer or shorter \
+                 headers (a proxy in front of it may be adding them).{rerun}"
+            ),
+        ),
         (_, Some(Failure::Local)) => ("Request failed".to_owned(), format!("{what}.")),
         (_, Some(Failure::BodyChanged)) => (
             "Request stopped: body-file changed".to_owned(),

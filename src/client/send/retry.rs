@@ -36,6 +36,10 @@ pub enum Failure {
     Tls,
     /// The response body exceeded `max-response-size`: final.
     TooLarge,
+    /// The response's head (status line and headers) is more than the
+    /// HTTP client reads: final, since the server answered and every retry
+    /// would get the same head.
+    HeadTooLarge,
     /// The request could not be built (the body file vanished, a response
     /// file could not be written): final.
     Local,
@@ -123,7 +127,11 @@ pub fn decide(
         Outcome::Status { retry_after, .. } => retry_after.and_then(|v| retry_after::parse(v, now)),
         Outcome::Failure(Failure::NotSent | Failure::NoResponse) => None,
         Outcome::Failure(
-            Failure::Tls | Failure::TooLarge | Failure::Local | Failure::BodyChanged,
+            Failure::Tls
+            | Failure::TooLarge
+            | Failure::HeadTooLarge
+            | Failure::Local
+            | Failure::BodyChanged,
         ) => {
             return Decision::Stop(StopReason::FinalFailure);
         }
@@ -226,6 +234,7 @@ mod tests {
         for final_failure in [
             Failure::Tls,
             Failure::TooLarge,
+            Failure::HeadTooLarge,
             Failure::Local,
             Failure::BodyChanged,
         ] {

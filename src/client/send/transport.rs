@@ -534,6 +534,18 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
             reason: one_line(&format!("TLS failure: {tls}")),
         };
     }
+    // hyper's words for a head past its limits (HTTP/1.1: 100 fields, its
+    // read buffer); it is not exposed as a kind of reqwest's error.
+    if error_chain(error).contains("message head is too large") {
+        return AttemptFailure {
+            kind: Failure::HeadTooLarge,
+            reason: format!(
+                "the server's response head is larger than this client reads (at most \
+                 {HEAD_FIELDS} header fields and {} KiB in all over HTTP/1.1)",
+                HEAD_BYTES / 1024
+            ),
+        };
+    }
     let kind = if error.is_connect() {
         Failure::NotSent
     } else {
@@ -544,6 +556,14 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
         reason: plain_words(error),
     }
 }
+
+/// The most header fields the HTTP client reads in a response head
+/// (hyper's HTTP/1.1 default).
+pub const HEAD_FIELDS: usize = 100;
+
+/// The most bytes of a response head the HTTP client reads over HTTP/1.1
+/// (hyper's read buffer: 8 KiB and 4 KiB a field).
+pub const HEAD_BYTES: u64 = 8192 + 4096 * 100;
 
 /// Says what went wrong in words a CI log reader knows.
 fn plain_words(error: &reqwest::Error) -> String {
