@@ -581,6 +581,48 @@ fn refuses_to_start_with_a_key_or_caller_header_it_cannot_read() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A PostgreSQL-only flag given with another store is refused, even at its
+/// default value and from the environment: it would be ignored.
+#[test]
+fn refuses_postgres_only_settings_for_another_store() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let given = [
+        (
+            "--store-pooler",
+            "session",
+            "IDEMPOTENCY_GATEWAY_STORE_POOLER",
+        ),
+        (
+            "--store-connections",
+            "16",
+            "IDEMPOTENCY_GATEWAY_STORE_CONNECTIONS",
+        ),
+    ];
+    for (flag, value, variable) in given {
+        for store in ["memory", "sqlite:never-created.db"] {
+            for by_variable in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut command = if by_variable {
+                    let mut command = Gateway::command(&upstream, &["--store", store]);
+                    command.env(variable, value);
+                    command
+                } else {
+                    Gateway::command(&upstream, &["--store", store, flag, value])
+                };
+                command.current_dir(dir.path());
+                let (code, stderr) = Gateway::refused(command);
+                assert_eq!(code, Some(2), "{flag} {store} {by_variable}: {stderr}");
+                assert!(
+                    stderr.contains(&format!("{flag} is for a PostgreSQL store")),
+                    "{stderr}"
+                );
+                assert!(!dir.path().join("never-created.db").exists());
+            }
+        }
+    }
+    assert!(upstream.requests().is_empty());
+}
+
 #[test]
 fn client_binary_lost_response_is_replayed_through_the_gateway() {
     // The upstream knows nothing about keys; the client gives up on the

@@ -3,7 +3,6 @@
 //! for invalid settings, 1 when the store cannot be opened, the JWKS cannot
 //! be read, or the listener fails.
 
-use clap::Parser;
 use idempotent_request::gateway::caller::CallerRule;
 use idempotent_request::gateway::config::{Args, Scope};
 use idempotent_request::gateway::jwt::Jwt;
@@ -23,7 +22,7 @@ use std::sync::Arc;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match Args::try_parse_given(std::env::args_os()) {
         Ok(args) => args,
         Err(e) if !e.use_stderr() => {
             // --help and --version.

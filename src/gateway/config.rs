@@ -6,7 +6,7 @@
 use super::caller::CallerRule;
 use super::proxy::Settings;
 use super::server::Limits;
-use super::store::postgres::{DEFAULT_CONNECTIONS, Options as PostgresOptions, Statements};
+use super::store::postgres::{Options as PostgresOptions, Statements};
 use super::store::sqlite::Durability;
 use crate::shared::redact::redact_url;
 use crate::shared::regular_file::read_regular;
@@ -395,6 +395,48 @@ pub struct Args {
     /// On SIGTERM, how long in-flight forwards may take to finish and be stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// The PostgreSQL-only flags with a default (`--store-pooler`,
+    /// `--store-connections`) given on the command line or in the
+    /// environment, at their default or not ([`Args::try_parse_given`]).
+    #[arg(skip)]
+    pub given: Vec<&'static str>,
+}
+
+/// Flags only a PostgreSQL store reads, by clap's id; each is refused with
+/// another store when given at all, even at its default value. Besides
+/// them, `--store-ca-file`, which has no default.
+const POSTGRES_ONLY: [(&str, &str, &str); 2] = [
+    ("store_pooler", "--store-pooler", ""),
+    (
+        "store_connections",
+        "--store-connections",
+        " (Redis uses one connection)",
+    ),
+];
+
+impl Args {
+    /// Parses `words` (the program's name first) and the environment, and
+    /// notes which PostgreSQL-only flags were given ([`Args::given`]),
+    /// which their parsed values cannot tell from their defaults.
+    pub fn try_parse_given<I, T>(words: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Self::command().try_get_matches_from(words)?;
+        let mut args = Self::from_arg_matches(&matches)?;
+        args.given = POSTGRES_ONLY
+            .iter()
+            .map(|(id, ..)| *id)
+            .filter(|id| {
+                matches
+                    .value_source(id)
+                    .is_some_and(|source| source != ValueSource::DefaultValue)
+            })
+            .collect();
+        Ok(args)
+    }
 }
 
 /// How to verify bearer JWTs, when `--jwt-*` is given.
@@ -444,25 +486,17 @@ impl Args {
                     .to_owned(),
             );
         }
-        // Flags only a PostgreSQL store reads, when given another value
-        // than their default.
-        let postgres_only = [
-            (self.store_ca_file.is_some(), "--store-ca-file", ""),
-            (
-                self.store_pooler == Statements::Unnamed,
-                "--store-pooler",
-                "",
-            ),
-            (
-                self.store_connections != DEFAULT_CONNECTIONS,
-                "--store-connections",
-                " (Redis uses one connection)",
-            ),
-        ];
-        if !matches!(self.store, StoreSpec::Postgres(_))
-            && let Some((_, flag, why)) = postgres_only.iter().find(|(given, ..)| *given)
-        {
-            return Err(format!("{flag} is for a PostgreSQL store{why}"));
+        if !matches!(self.store, StoreSpec::Postgres(_)) {
+            if self.store_ca_file.is_some() {
+                return Err("--store-ca-file is for a PostgreSQL store".to_owned());
+            }
+            // Any value counts, the default too: it would be ignored.
+            if let Some((_, flag, why)) = POSTGRES_ONLY
+                .iter()
+                .find(|(id, ..)| self.given.contains(id))
+            {
+                return Err(format!("{flag} is for a PostgreSQL store{why}"));
+            }
         }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
@@ -585,7 +619,7 @@ mod tests {
 
     fn args(extra: &[&str]) -> Result<Args, clap::Error> {
         let base = ["idempotency-gateway", "--upstream", "http://127.0.0.1:9000"];
-        Args::try_parse_from(base.iter().chain(extra))
+        Args::try_parse_given(base.iter().chain(extra))
     }
 
     #[test]
@@ -731,6 +765,20 @@ mod tests {
         let a = args(&[&postgres[..], &["--store-pooler", "session"][..]].concat()).unwrap();
         assert_eq!(a.store_options().postgres.statements, Statements::Prepared);
         assert!(args(&["--store-pooler", "statement"]).is_err());
+        // Given at its default, it would be ignored all the same.
+        for mode in ["none", "session"] {
+            let a = args(&["--store-pooler", mode]).unwrap();
+            assert!(
+                a.validate().unwrap_err().contains("--store-pooler"),
+                "{mode}"
+            );
+        }
+        assert!(
+            args(&["--store", "redis://127.0.0.1:6379/0"])
+                .unwrap()
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -744,8 +792,15 @@ mod tests {
         for bad in ["0", "1025", "many", "18446744073709551615"] {
             assert!(args(&["--store-connections", bad]).is_err(), "{bad}");
         }
-        let a = args(&["--store-connections", "4"]).unwrap();
-        assert!(a.validate().unwrap_err().contains("--store-connections"));
+        for connections in ["4", "16"] {
+            let a = args(&["--store-connections", connections]).unwrap();
+            assert!(a.validate().unwrap_err().contains("--store-connections"));
+        }
+        let a = args(&postgres).unwrap();
+        assert_eq!(
+            a.store_options().postgres.connections,
+            crate::gateway::store::postgres::DEFAULT_CONNECTIONS
+        );
     }
 
     #[test]
