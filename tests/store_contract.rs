@@ -293,6 +293,50 @@ async fn lapsed_lease_becomes_outcome_unknown<S: Store>(store: &S) {
     ));
 }
 
+/// The rare race: a holder stores its answer after its lease lapsed, just
+/// before a claim of the same key expires the lease. `expire_lease` returns
+/// the holder's record when its answer is small, and `None` (look again)
+/// when it is large, which the next claim reports by its size: only `load`
+/// returns a large answer.
+async fn a_lease_expired_over_a_finished_answer_returns_only_a_small_one<S: Store>(store: &S) {
+    let (holder, later) = ([1; 16], [2; 16]);
+    let unknown = Outcome::Unknown("the holder crashed".into());
+    let large = "L".repeat(INLINE_OUTCOME + 1);
+    for (key, body) in [("race-small", "small"), ("race-large", large.as_str())] {
+        let key = id(key);
+        store
+            .claim(&key, &FP, &holder, NOW + 100, NOW)
+            .await
+            .unwrap();
+        let stored = store
+            .finish(&key, &holder, &response(body), NOW + 10_000, NOW + 50)
+            .await;
+        assert!(stored.unwrap());
+        let found = store
+            .expire_lease(&key, &holder, &unknown, NOW + 10_000, NOW + 200)
+            .await
+            .unwrap();
+        if body.len() > INLINE_OUTCOME {
+            assert_eq!(found, None, "a large answer came back whole");
+            let claimed = store
+                .claim(&key, &FP, &later, NOW + 60_000, NOW + 200)
+                .await
+                .unwrap();
+            assert!(matches!(claimed, Claimed::Large { .. }), "{claimed:?}");
+        } else {
+            assert!(
+                matches!(&found, Some(Record::Done { outcome, .. }) if *outcome == response(body)),
+                "{found:?}"
+            );
+        }
+        let loaded = store.load(&key, NOW + 200).await.unwrap();
+        assert!(
+            matches!(&loaded, Some(Record::Done { outcome, .. }) if *outcome == response(body)),
+            "the holder's answer was replaced"
+        );
+    }
+}
+
 /// A claim whose answer was lost (a store timeout) is retried with the same
 /// token: the retry must win, not find a stranger's claim.
 async fn the_same_token_claims_again<S: Store>(store: &S) {
@@ -397,6 +441,7 @@ async fn contract<S: Store>(store: Arc<S>, sweeps: bool) {
         sweep_turns_lapsed_claims_into_unknown(&*store).await;
     }
     lapsed_lease_becomes_outcome_unknown(&*store).await;
+    a_lease_expired_over_a_finished_answer_returns_only_a_small_one(&*store).await;
     concurrent_claims_have_exactly_one_winner(store.clone()).await;
     store.ping().await.unwrap();
 }

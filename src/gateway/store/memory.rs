@@ -344,7 +344,7 @@ impl Store for MemoryStore {
                 };
                 entry.insert(done);
             }
-            entry.get().cloned()
+            entry.get().filter(|record| !record.is_large()).cloned()
         }))
     }
 

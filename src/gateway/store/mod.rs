@@ -22,7 +22,9 @@
 //!   [`INLINE_OUTCOME`] bytes returns its fingerprint and size without the
 //!   outcome ([`Claimed::Large`]); `load` reads it whole. So a crowd of
 //!   replays of a large answer reads it into memory only as fast as the
-//!   caller makes room for it, not once per request before any check.
+//!   caller makes room for it, not once per request before any check. For
+//!   the same reason `expire_lease` returns such a record as `None` (look
+//!   again): only `load` returns a large outcome.
 //!
 //! Times are milliseconds since the Unix epoch, passed in by the caller, so
 //! tests control the clock.
@@ -131,6 +133,12 @@ impl Record {
             Record::InFlight { .. } => true,
             Record::Done { expires_at, .. } => *expires_at > now,
         }
+    }
+
+    /// Whether it is a done record whose outcome is over [`INLINE_OUTCOME`]
+    /// bytes: one that only `load` returns.
+    pub fn is_large(&self) -> bool {
+        matches!(self, Record::Done { outcome, .. } if outcome.size() > INLINE_OUTCOME)
     }
 
     /// The fingerprint of the request that created the record.
@@ -256,9 +264,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// If `id` is still in flight under `token` and its lease ran out before
-    /// `now`, stores `outcome` in its place. Returns the record as it now is,
-    /// whole: the outcome just stored, or, rarely (its holder finished after
-    /// its lease lapsed), the holder's.
+    /// `now`, stores `outcome` in its place. Returns the record as it now is:
+    /// the outcome just stored, or, rarely (its holder finished after its
+    /// lease lapsed), the holder's; but `None`, as for no record, when that
+    /// is a done record with an outcome over [`INLINE_OUTCOME`] bytes
+    /// ([`Record::is_large`]), so the caller looks again and its claim
+    /// reports it [`Claimed::Large`], read only once there is room for it.
     fn expire_lease(
         &self,
         id: &RecordId,

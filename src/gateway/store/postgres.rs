@@ -606,8 +606,9 @@ impl PostgresStore {
     }
 
     /// The record, read in the time its stored answer's size needs (asked
-    /// first: `octet_length` does not fetch it).
-    async fn read(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+    /// first: `octet_length` does not fetch it); `None` when there is none,
+    /// or when its answer is over `most` bytes.
+    async fn read(&self, id: &RecordId, most: usize) -> Result<Option<Record>, StoreError> {
         let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
         let size = self.query(&SIZE, &key).await?;
         let Some(size) = size.first() else {
@@ -615,6 +616,9 @@ impl PostgresStore {
         };
         let size: Option<i64> = size.try_get(0).map_err(|_| corrupt())?;
         let bytes = size.map_or(Ok(0), usize::try_from).map_err(|_| corrupt())?;
+        if bytes > most {
+            return Ok(None);
+        }
         let ran = self.run(&READ, &key, bytes).await?;
         ran.rows.first().map(|row| record(row, 0)).transpose()
     }
@@ -849,11 +853,12 @@ impl Store for PostgresStore {
     ) -> Result<Option<Record>, StoreError> {
         self.settle(&EXPIRE_LEASE, id, token, outcome, expires_at, now)
             .await?;
-        self.read(id).await
+        self.read(id, INLINE_OUTCOME).await
     }
 
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        Ok(self.read(id).await?.filter(|record| record.is_live(now)))
+        let record = self.read(id, usize::MAX).await?;
+        Ok(record.filter(|record| record.is_live(now)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

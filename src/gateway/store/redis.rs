@@ -106,8 +106,9 @@ end
 return 0
 ";
 
-/// KEYS[1] record; ARGV: token, outcome, expires_at, now, time to live (ms).
-/// Returns the hash.
+/// KEYS[1] record; ARGV: token, outcome, expires_at, now, time to live
+/// (ms), the largest outcome returned whole. Returns the hash, or an empty
+/// one for a larger outcome (the caller looks again).
 const EXPIRE_LEASE: &str = r"
 if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEYS[1], 'token') == ARGV[1]
    and tonumber(redis.call('HGET', KEYS[1], 'lease_until')) <= tonumber(ARGV[4]) then
@@ -115,6 +116,7 @@ if redis.call('HGET', KEYS[1], 'state') == 'inflight' and redis.call('HGET', KEY
   redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2], 'expires_at', ARGV[3], 'stored_at', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
+if redis.call('HSTRLEN', KEYS[1], 'outcome') > tonumber(ARGV[6]) then return {} end
 return redis.call('HGETALL', KEYS[1])
 ";
 
@@ -618,12 +620,14 @@ impl Store for RedisStore {
             expires_at.to_string(),
             now.to_string(),
         );
-        let args: [&[u8]; 5] = [
+        let inline = INLINE_OUTCOME.to_string();
+        let args: [&[u8]; 6] = [
             token,
             &outcome,
             expires.as_bytes(),
             now.as_bytes(),
             ttl.as_bytes(),
+            inline.as_bytes(),
         ];
         let reply = self
             .invoke(&self.scripts.expire_lease, id, &args, outcome.len())

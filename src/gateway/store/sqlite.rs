@@ -792,10 +792,14 @@ impl Store for SqliteStore {
         let row = self
             .run(move |c| {
                 settle(c, EXPIRE_LEASE, &id, &token, &outcome, expires_at, now)?;
-                read(c, &id, usize::MAX)
+                read(c, &id, INLINE_OUTCOME)
             })
             .await?;
-        row.map(RawRow::into_record).transpose()
+        match row.map(RawRow::into_claimed).transpose()? {
+            Some(Claimed::Existing(record)) => Ok(Some(record)),
+            // Large: left for the claim that looks again, and `load`.
+            _ => Ok(None),
+        }
     }
 
     async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
