@@ -87,8 +87,8 @@ for round in $(seq "${rounds}"); do
   echo "${row}"
 done
 
-ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# shellcheck source=scripts/bench/cpu.sh
+. scripts/bench/cpu.sh
 forward() { # url pid: "requests/s, CPU µs/request"
   local before out
   before=$(cpu_ticks "$2")

@@ -141,16 +141,8 @@ start_gateway() { # name, store, extra args...
   serving[${gateway}]=$!
 }
 
-# CPU time (user and system, every thread) the processes have used, in
-# clock ticks: fields 14 and 15 of /proc/PID/stat.
-ticks=$(getconf CLK_TCK)
-cpu_ticks() { # pids...
-  local pid total=0
-  for pid in "$@"; do
-    total=$((total + $(awk '{ print $14 + $15 }' "/proc/${pid}/stat")))
-  done
-  echo "${total}"
-}
+# shellcheck source=scripts/bench/cpu.sh
+. scripts/bench/cpu.sh
 
 declare -A rps p99 rpss sat_p50s sat_p99s sat_errors sat_cpus cpu
 # One wrk measurement of row `id` (--latency output: requests/s, the 50th

@@ -124,7 +124,7 @@ step "actionlint"
 actionlint .github/workflows/*.yml tests/action/workflow.yml
 
 step "shellcheck"
-shellcheck scripts/*.sh tests/action/*.sh tests/gitlab/*.sh .ci/run
+shellcheck -x scripts/*.sh scripts/bench/*.sh tests/action/*.sh tests/gitlab/*.sh .ci/run
 
 step "the action end to end under act"
 bash tests/action/e2e.sh
