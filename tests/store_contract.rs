@@ -9,7 +9,7 @@ use idempotent_request::gateway::store::memory::MemoryStore;
 use idempotent_request::gateway::store::postgres::{
     MIGRATION_LOCK, Options, PostgresStore, Statements,
 };
-use idempotent_request::gateway::store::redis::RedisStore;
+use idempotent_request::gateway::store::redis::{LARGE_CALLS_NAME, RedisStore};
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoredResponse,
@@ -558,7 +558,8 @@ async fn redis_orphaned_claims_expire_one_ttl_after_their_lease() {
 /// writes (`CLIENT PAUSE … WRITE`) for 2.5 s after it has arrived, longer
 /// than a small call may take; meanwhile a small record is read on the
 /// shared connection without waiting behind it; and the answer is then
-/// claimed by its size and loaded whole.
+/// claimed by its size and loaded whole. Large calls reuse their
+/// connections, and replace one Redis closed while it sat idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     use idempotent_request::gateway::store::allowance::CALL_TIMEOUT;
@@ -630,6 +631,64 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         }) => assert!(answer.body == body.as_bytes()),
         _ => panic!("no stored answer"),
     }
+    let medium = id("medium");
+    let answer = response(&"m".repeat(INLINE_OUTCOME * 2));
+    assert_eq!(
+        store
+            .claim(&medium, &FP, &token, NOW + 60_000, NOW)
+            .await
+            .unwrap(),
+        Claimed::Won
+    );
+    let stored = store
+        .finish(&medium, &token, &answer, NOW + 60_000, NOW)
+        .await;
+    assert!(stored.unwrap());
+    let loads_whole = async || match store.load(&medium, NOW).await.unwrap() {
+        Some(Record::Done { outcome, .. }) => assert!(outcome == answer),
+        _ => panic!("no stored answer"),
+    };
+    // Large calls reuse their connections rather than open one each.
+    let mut opened = async || -> u64 {
+        let stats: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let field = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"));
+        field.unwrap().trim().parse().unwrap()
+    };
+    let before = opened().await;
+    for _ in 0..3 {
+        loads_whole().await;
+    }
+    assert_eq!(opened().await, before, "a large call opened a connection");
+    // One Redis closed while it sat idle is replaced, not used.
+    let mut killer = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    let large_ids: Vec<&str> = list
+        .lines()
+        .filter(|line| line.contains(&format!(" name={LARGE_CALLS_NAME} ")))
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert!(!large_ids.is_empty(), "{list}");
+    for id in large_ids {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut killer)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+    }
+    loads_whole().await;
 }
 
 /// The sweep deletes a backlog larger than one batch, in batches.

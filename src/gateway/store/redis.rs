@@ -16,20 +16,28 @@
 //!
 //! Calls share one multiplexed connection, each bounded by
 //! [`CALL_TIMEOUT`]. A call that moves a large answer (a finish that stores
-//! one, a load that reads one) runs on a connection of its own, bounded by
-//! the time to move it ([`allowance`]): it neither times out at 2 s nor
-//! holds up the small calls queued behind it on the shared connection. A
-//! call that timed out is dropped with its connection, so a large command
-//! Redis had not wholly received is never run; one that was received may
-//! still have run, which the proxy's retry (same token) recognises.
+//! one, a load that reads one) runs on a connection apart, one call at a
+//! time, bounded by the time to move it ([`allowance`]): it neither times
+//! out at 2 s nor holds up the small calls queued behind it on the shared
+//! connection. Up to [`IDLE_LARGE`] such connections are kept for the next
+//! large calls. A call that failed or timed out is dropped with its
+//! connection, so a large command Redis had not wholly received is never
+//! run; one that was received may still have run, which the proxy's retry
+//! (same token) recognises.
 
 use super::allowance::{CALL_TIMEOUT, allowance, is_large};
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
 };
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
+
+/// How many large calls' connections are kept idle for the next.
+pub const IDLE_LARGE: usize = 4;
+
+/// The client name (`CLIENT SETNAME`) of the large calls' connections.
+pub const LARGE_CALLS_NAME: &str = "idempotency-gateway-large";
 
 /// A Redis-backed store.
 pub struct RedisStore {
@@ -37,6 +45,8 @@ pub struct RedisStore {
     client: redis::Client,
     /// The small calls' shared connection.
     connection: ConnectionManager,
+    /// Large calls' connections kept for the next large call.
+    idle_large: std::sync::Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     /// How long an orphaned claim outlives its lease (the records' TTL).
     orphan_ttl_ms: u64,
@@ -233,6 +243,7 @@ impl RedisStore {
         let store = Self {
             client,
             connection,
+            idle_large: std::sync::Mutex::new(Vec::new()),
             scripts: Scripts {
                 claim: Script::new(CLAIM),
                 renew: Script::new(RENEW),
@@ -369,27 +380,74 @@ impl RedisStore {
         for arg in args {
             invocation.arg(*arg);
         }
-        let result = if is_large(bytes) {
-            let mut connection = self.large_call(bytes).await?;
-            invocation.invoke_async(&mut connection).await
-        } else {
-            let mut connection = self.connection.clone();
-            invocation.invoke_async(&mut connection).await
-        };
+        if is_large(bytes) {
+            return self
+                .large_call(bytes, async |connection| {
+                    invocation.invoke_async(connection).await
+                })
+                .await;
+        }
+        let mut connection = self.connection.clone();
+        let result = invocation.invoke_async(&mut connection).await;
         result.map_err(|e| StoreError(format!("Redis: {e}")))
     }
 
-    /// A connection of its own for one call that moves `bytes` of an
-    /// answer, its answer awaited for [`allowance`]`(bytes)`; closed when
-    /// the call is done or dropped.
-    async fn large_call(&self, bytes: usize) -> Result<impl ConnectionLike, StoreError> {
+    /// Runs `call`, which moves `bytes` of an answer, on a connection of
+    /// its own, its answer awaited for [`allowance`]`(bytes)`. The
+    /// connection is an idle one kept from an earlier large call (if it
+    /// still answers `PING`) or a new one; after a call that succeeded it
+    /// is kept for the next, up to [`IDLE_LARGE`] of them, so a stream of
+    /// large answers does not open a connection per call; after one that
+    /// failed, or was dropped, it is closed.
+    async fn large_call<T>(
+        &self,
+        bytes: usize,
+        call: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.large_connection().await?;
+        connection.set_response_timeout(allowance(bytes));
+        let result = call(&mut connection).await;
+        if result.is_ok() {
+            let mut idle = self.idle_large.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_LARGE {
+                idle.push(connection);
+            }
+        }
+        result.map_err(|e| StoreError(format!("Redis: {e}")))
+    }
+
+    /// An idle large-call connection that still answers, or a new one.
+    async fn large_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        loop {
+            let kept = self
+                .idle_large
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let Some(mut kept) = kept else { break };
+            // Closed by Redis while idle (its `timeout`, a restart): drop it.
+            kept.set_response_timeout(CALL_TIMEOUT);
+            let ping = redis::cmd("PING").query_async::<String>(&mut kept).await;
+            if ping.is_ok() {
+                return Ok(kept);
+            }
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(allowance(bytes)));
-        self.client
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let mut connection = self
+            .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))
+            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
+        // Told apart in `CLIENT LIST`; a Redis that refuses `CLIENT` is
+        // used all the same.
+        let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(LARGE_CALLS_NAME)
+            .query_async(&mut connection)
+            .await;
+        Ok(connection)
     }
 }
 
@@ -649,12 +707,13 @@ impl Store for RedisStore {
             .map_err(|e| StoreError(format!("Redis: {e}")))?;
         let mut read = redis::cmd("HGETALL");
         read.arg(&key);
-        let reply: Result<Value, _> = if is_large(size) {
-            read.query_async(&mut self.large_call(size).await?).await
+        let reply: Value = if is_large(size) {
+            self.large_call(size, async |large| read.query_async(large).await)
+                .await?
         } else {
-            read.query_async(&mut connection).await
+            let reply = read.query_async(&mut connection).await;
+            reply.map_err(|e| StoreError(format!("Redis: {e}")))?
         };
-        let reply = reply.map_err(|e| StoreError(format!("Redis: {e}")))?;
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
 
