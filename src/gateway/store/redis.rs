@@ -34,7 +34,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
 
 /// How many large calls' connections are kept idle for the next.
-pub const IDLE_LARGE: usize = 4;
+pub const IDLE_LARGE: usize = 16;
 
 /// The client name (`CLIENT SETNAME`) of the large calls' connections.
 pub const LARGE_CALLS_NAME: &str = "idempotency-gateway-large";
