@@ -9,7 +9,7 @@ use idempotent_request::gateway::store::memory::MemoryStore;
 use idempotent_request::gateway::store::postgres::{
     MIGRATION_LOCK, Options, PostgresStore, Statements,
 };
-use idempotent_request::gateway::store::redis::{LARGE_CALLS_NAME, RedisStore};
+use idempotent_request::gateway::store::redis::{LARGE_CALLS_NAME, RedisStore, UNASKED_IDLE};
 use idempotent_request::gateway::store::sqlite::{Durability, SqliteStore};
 use idempotent_request::gateway::store::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoredResponse,
@@ -171,12 +171,12 @@ async fn large_outcomes_are_claimed_by_size_and_loaded_whole<S: Store>(store: &S
     let (a, b) = ([1; 16], [2; 16]);
     let body = "b".repeat(INLINE_OUTCOME + 1);
     let large = response(&body);
-    assert_eq!(store.load(&id("big"), NOW).await.unwrap(), None);
+    assert_eq!(store.load(&id("big"), NOW, 0).await.unwrap(), None);
     store
         .claim(&id("big"), &FP, &a, NOW + 60_000, NOW)
         .await
         .unwrap();
-    let in_flight = store.load(&id("big"), NOW).await.unwrap();
+    let in_flight = store.load(&id("big"), NOW, 0).await.unwrap();
     assert!(
         matches!(in_flight, Some(Record::InFlight { token, .. }) if token == a),
         "{in_flight:?}"
@@ -202,7 +202,7 @@ async fn large_outcomes_are_claimed_by_size_and_loaded_whole<S: Store>(store: &S
             other => panic!("a large record was claimed as {other:?}"),
         }
         assert_eq!(
-            store.load(&id("big"), NOW + 999).await.unwrap(),
+            store.load(&id("big"), NOW + 999, body.len()).await.unwrap(),
             Some(Record::Done {
                 fingerprint: FP,
                 outcome: large.clone(),
@@ -211,7 +211,13 @@ async fn large_outcomes_are_claimed_by_size_and_loaded_whole<S: Store>(store: &S
             })
         );
     }
-    assert_eq!(store.load(&id("big"), NOW + 1000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .load(&id("big"), NOW + 1000, body.len())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store
             .claim(&id("big"), &FP, &b, NOW + 1000 + 60_000, NOW + 1000)
@@ -329,7 +335,7 @@ async fn a_lease_expired_over_a_finished_answer_returns_only_a_small_one<S: Stor
                 "{found:?}"
             );
         }
-        let loaded = store.load(&key, NOW + 200).await.unwrap();
+        let loaded = store.load(&key, NOW + 200, body.len()).await.unwrap();
         assert!(
             matches!(&loaded, Some(Record::Done { outcome, .. }) if *outcome == response(body)),
             "the holder's answer was replaced"
@@ -606,7 +612,7 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         tokio::task::yield_now().await;
     }
     let held = Instant::now();
-    match store.load(&small, NOW).await {
+    match store.load(&small, NOW, 0).await {
         Ok(Some(Record::Done { outcome, .. })) => assert_eq!(outcome, response("small")),
         other => panic!(
             "the small record was not read: {:?}",
@@ -624,7 +630,7 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         "{:?}",
         claimed.map(|c| matches!(c, Claimed::Won))
     );
-    match store.load(&large, NOW).await.unwrap() {
+    match store.load(&large, NOW, body.len()).await.unwrap() {
         Some(Record::Done {
             outcome: Outcome::Response(answer),
             ..
@@ -644,7 +650,7 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         .finish(&medium, &token, &answer, NOW + 60_000, NOW)
         .await;
     assert!(stored.unwrap());
-    let loads_whole = async || match store.load(&medium, NOW).await.unwrap() {
+    let loads_whole = async || match store.load(&medium, NOW, answer.size()).await.unwrap() {
         Some(Record::Done { outcome, .. }) => assert!(outcome == answer),
         _ => panic!("no stored answer"),
     };
@@ -665,7 +671,8 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         loads_whole().await;
     }
     assert_eq!(opened().await, before, "a large call opened a connection");
-    // One Redis closed while it sat idle is replaced, not used.
+    // One Redis closed while it sat idle (a second or more: asked with
+    // PING) is replaced, not used.
     let mut killer = client.get_multiplexed_async_connection().await.unwrap();
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
@@ -688,7 +695,67 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
             .unwrap();
         assert_eq!(killed, 1);
     }
+    tokio::time::sleep(UNASKED_IDLE).await;
     loads_whole().await;
+}
+
+/// A large answer is read in the time its size needs: `store` reaches its
+/// server through a relay that holds a reply back for 2.5 s once 8 MiB of
+/// it have come (longer than a small call may take); a 96 MiB answer (an
+/// allowance of 5 s) is loaded whole.
+async fn a_large_answer_is_read_in_the_time_it_needs(store: impl Store, key: &str) {
+    let (key, token) = (id(key), [1; 16]);
+    let body = "r".repeat(96 << 20);
+    let won = store.claim(&key, &FP, &token, NOW + 60_000, NOW).await;
+    assert_eq!(won.unwrap(), Claimed::Won);
+    let stored = store
+        .finish(&key, &token, &response(&body), NOW + 60_000, NOW)
+        .await;
+    assert!(stored.unwrap());
+    let Ok(Claimed::Large { size, .. }) = store.claim(&key, &FP, &[2; 16], NOW + 60_000, NOW).await
+    else {
+        panic!("the answer was not claimed by its size");
+    };
+    match store.load(&key, NOW, size).await {
+        Ok(Some(Record::Done {
+            outcome: Outcome::Response(answer),
+            ..
+        })) => assert!(answer.body == body.as_bytes()),
+        Ok(_) => panic!("no stored answer"),
+        Err(e) => panic!("the load failed: {e}"),
+    }
+}
+
+/// Holds a reply back for 2.5 s once 8 MiB of it have come.
+fn slow_large_replies(port: u16) -> support::relay::SlowLargeReplies {
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let hold = std::time::Duration::from_millis(2500);
+    support::relay::SlowLargeReplies::start(server, 8 << 20, hold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_large_answer_is_read_in_the_time_it_needs() {
+    let server = support::redis::RedisServer::start();
+    let relay = slow_large_replies(server.port);
+    let url = format!("redis://{}/0", relay.addr);
+    let store = RedisStore::connect(&url, 3_600_000).await.unwrap();
+    a_large_answer_is_read_in_the_time_it_needs(store, "read-slowly").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_answer_is_read_in_the_time_it_needs() {
+    let server = support::postgres::PostgresServer::start();
+    let relay = slow_large_replies(server.port);
+    let url = format!("postgres://gateway@{}/postgres", relay.addr);
+    for statements in [Statements::Prepared, Statements::Unnamed] {
+        let options = Options {
+            statements,
+            ..Options::default()
+        };
+        let store = PostgresStore::connect(&url, &options).await.unwrap();
+        let key = format!("read-slowly-{statements:?}");
+        a_large_answer_is_read_in_the_time_it_needs(store, &key).await;
+    }
 }
 
 /// The sweep deletes a backlog larger than one batch, in batches.
@@ -892,7 +959,7 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
             // Cancelled by the server: the claim is still in flight.
             assert!(
                 matches!(
-                    store.load(&held, NOW).await.unwrap(),
+                    store.load(&held, NOW, 0).await.unwrap(),
                     Some(Record::InFlight { .. })
                 ),
                 "the finish committed after its call failed"
@@ -949,7 +1016,7 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
             "{statements:?}: {:?}",
             claimed.map(|c| matches!(c, Claimed::Won))
         );
-        match store.load(&key, NOW).await.unwrap() {
+        match store.load(&key, NOW, body.len()).await.unwrap() {
             Some(Record::Done {
                 outcome: Outcome::Response(answer),
                 ..

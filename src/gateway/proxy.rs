@@ -397,7 +397,7 @@ impl Gateway {
                     let Ok(held) = self.answers.hold(room) else {
                         return replay_refused();
                     };
-                    let load = self.store.load(&id, now);
+                    let load = self.store.load(&id, now, size);
                     match self.timed(StoreOperation::Load, load).await {
                         Err(e) => return store_failed(&e),
                         Ok(Some(Record::Done {

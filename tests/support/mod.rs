@@ -12,6 +12,7 @@ pub mod markdown;
 #[cfg(unix)]
 pub mod postgres;
 pub mod redis;
+pub mod relay;
 pub mod tls;
 
 use sha2::{Digest, Sha256};

@@ -136,11 +136,16 @@ impl<S: Store> Store for Cached<S> {
             .await
     }
 
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        size: usize,
+    ) -> Result<Option<Record>, StoreError> {
         if let Some(record) = self.cached(id, now) {
             return Ok(Some(record));
         }
-        let record = self.inner.load(id, now).await?;
+        let record = self.inner.load(id, now, size).await?;
         if let Some(record) = &record {
             self.remember(id, record);
         }
@@ -194,8 +199,8 @@ mod tests {
         match replay.unwrap() {
             Claimed::Existing(Record::Done { .. }) => {}
             // A large one is read whole by `load` (which may cache it too).
-            Claimed::Large { .. } => {
-                let loaded = store.load(&id(key), 1).await.unwrap();
+            Claimed::Large { size, .. } => {
+                let loaded = store.load(&id(key), 1, size).await.unwrap();
                 assert!(matches!(loaded, Some(Record::Done { .. })));
             }
             other => panic!("{other:?}"),

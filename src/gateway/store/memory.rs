@@ -348,7 +348,12 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        _size: usize,
+    ) -> Result<Option<Record>, StoreError> {
         let (hash, shard) = self.shard(id);
         Ok(shard
             .find(hash, |slot| slot.id == *id)

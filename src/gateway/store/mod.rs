@@ -281,11 +281,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The live record of `id` with its whole outcome (a done record that
     /// expired before `now` counts as absent): what a claim answered with
-    /// [`Claimed::Large`] reads.
+    /// [`Claimed::Large`] reads. `size` is the size that claim reported,
+    /// by which a networked store sets the time the read may take (a
+    /// record changed since is read all the same).
     fn load(
         &self,
         id: &RecordId,
         now: u64,
+        size: usize,
     ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
     /// Checks that the store answers.
@@ -392,8 +395,13 @@ impl Store for AnyStore {
     ) -> Result<Option<Record>, StoreError> {
         dispatch!(self, s => s.expire_lease(id, token, outcome, expires_at, now))
     }
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        dispatch!(self, s => s.load(id, now))
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        size: usize,
+    ) -> Result<Option<Record>, StoreError> {
+        dispatch!(self, s => s.load(id, now, size))
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping())

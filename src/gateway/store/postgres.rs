@@ -856,8 +856,16 @@ impl Store for PostgresStore {
         self.read(id, INLINE_OUTCOME).await
     }
 
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        let record = self.read(id, usize::MAX).await?;
+    /// In the time `size` needs ([`allowance`]).
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        size: usize,
+    ) -> Result<Option<Record>, StoreError> {
+        let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
+        let ran = self.run(&READ, &key, size).await?;
+        let record = ran.rows.first().map(|row| record(row, 0)).transpose()?;
         Ok(record.filter(|record| record.is_live(now)))
     }
 

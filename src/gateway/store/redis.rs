@@ -20,7 +20,8 @@
 //! time, bounded by the time to move it ([`allowance`]): it neither times
 //! out at 2 s nor holds up the small calls queued behind it on the shared
 //! connection. Up to [`IDLE_LARGE`] such connections are kept for the next
-//! large calls. A call that failed or timed out is dropped with its
+//! large calls (one idle for [`UNASKED_IDLE`] or more must answer `PING`
+//! first). A call that failed or timed out is dropped with its
 //! connection, so a large command Redis had not wholly received is never
 //! run; one that was received may still have run, which the proxy's retry
 //! (same token) recognises.
@@ -32,9 +33,14 @@ use super::{
 };
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
+use std::time::{Duration, Instant};
 
 /// How many large calls' connections are kept idle for the next.
 pub const IDLE_LARGE: usize = 16;
+
+/// How long a large-call connection may sit idle and be used again without
+/// a `PING` first.
+pub const UNASKED_IDLE: Duration = Duration::from_secs(1);
 
 /// The client name (`CLIENT SETNAME`) of the large calls' connections.
 pub const LARGE_CALLS_NAME: &str = "idempotency-gateway-large";
@@ -45,8 +51,9 @@ pub struct RedisStore {
     client: redis::Client,
     /// The small calls' shared connection.
     connection: ConnectionManager,
-    /// Large calls' connections kept for the next large call.
-    idle_large: std::sync::Mutex<Vec<MultiplexedConnection>>,
+    /// Large calls' connections kept for the next large call, each with
+    /// when it was put back.
+    idle_large: std::sync::Mutex<Vec<(MultiplexedConnection, Instant)>>,
     scripts: Scripts,
     /// How long an orphaned claim outlives its lease (the records' TTL).
     orphan_ttl_ms: u64,
@@ -410,13 +417,14 @@ impl RedisStore {
         if result.is_ok() {
             let mut idle = self.idle_large.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < IDLE_LARGE {
-                idle.push(connection);
+                idle.push((connection, Instant::now()));
             }
         }
         result.map_err(|e| StoreError(format!("Redis: {e}")))
     }
 
-    /// An idle large-call connection that still answers, or a new one.
+    /// An idle large-call connection that still answers (asked with `PING`
+    /// when it sat idle for [`UNASKED_IDLE`] or more), or a new one.
     async fn large_connection(&self) -> Result<MultiplexedConnection, StoreError> {
         loop {
             let kept = self
@@ -424,8 +432,13 @@ impl RedisStore {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop();
-            let Some(mut kept) = kept else { break };
-            // Closed by Redis while idle (its `timeout`, a restart): drop it.
+            let Some((mut kept, since)) = kept else { break };
+            // Closed by Redis while idle (its `timeout`, a restart): asked
+            // only after a pause, so a stream of large calls pays no round
+            // trip for it.
+            if since.elapsed() < UNASKED_IDLE {
+                return Ok(kept);
+            }
             kept.set_response_timeout(CALL_TIMEOUT);
             let ping = redis::cmd("PING").query_async::<String>(&mut kept).await;
             if ping.is_ok() {
@@ -693,25 +706,21 @@ impl Store for RedisStore {
         decode_hash(reply)
     }
 
-    /// Asks the stored answer's size first (`HSTRLEN`, which does not
-    /// read it), so a large one is read on a connection of its own with
+    /// A large answer (by `size`) is read on a large-call connection, with
     /// the time to move it.
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
-        let key = redis_key(id);
-        let mut connection = self.connection.clone();
-        let size: usize = redis::cmd("HSTRLEN")
-            .arg(&key)
-            .arg("outcome")
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| StoreError(format!("Redis: {e}")))?;
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        size: usize,
+    ) -> Result<Option<Record>, StoreError> {
         let mut read = redis::cmd("HGETALL");
-        read.arg(&key);
+        read.arg(redis_key(id));
         let reply: Value = if is_large(size) {
             self.large_call(size, async |large| read.query_async(large).await)
                 .await?
         } else {
-            let reply = read.query_async(&mut connection).await;
+            let reply = read.query_async(&mut self.connection.clone()).await;
             reply.map_err(|e| StoreError(format!("Redis: {e}")))?
         };
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))

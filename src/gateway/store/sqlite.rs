@@ -802,7 +802,12 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn load(&self, id: &RecordId, now: u64) -> Result<Option<Record>, StoreError> {
+    async fn load(
+        &self,
+        id: &RecordId,
+        now: u64,
+        _size: usize,
+    ) -> Result<Option<Record>, StoreError> {
         // A claim's answer is given after its batch committed, so the
         // record it found large is there for this connection to read.
         let turn = self.reading.clone().acquire_owned().await;
@@ -968,7 +973,7 @@ mod tests {
         );
         assert!(store.finish(&id, &[1; 16], &large, 1000, 0).await.unwrap());
         let busy = WriterHeld::hold(store.writer.clone());
-        let loaded = store.load(&id, 1).await.unwrap();
+        let loaded = store.load(&id, 1, large.size()).await.unwrap();
         assert!(
             !busy.has_let_go(),
             "the load waited for the writer's connection"
