@@ -752,6 +752,25 @@ fn the_store_password_can_come_from_a_file() {
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // An answer over 64 KiB is stored and read on connections of its own,
+    // which log in with the same password.
+    let large = Server::start(|_| Reply::Respond(Response::new(201).body(vec![b'L'; 200_000])));
+    let gateway = Gateway::start(
+        &large,
+        &["--store", &store, "--store-password-file", &file_arg],
+    );
+    for replayed in [false, true] {
+        let answer = raw_post(&gateway, "POST", "/deployments", "pw-large");
+        assert_eq!(
+            status_of(&answer),
+            201,
+            "{}",
+            &answer[..200.min(answer.len())]
+        );
+        assert!(answer.ends_with(&"L".repeat(200_000)));
+        assert_eq!(answer.contains("idempotent-replayed: true"), replayed);
+    }
+    assert_eq!(large.requests().len(), 1);
     let sqlite = Gateway::command(
         &upstream,
         &["--store", "memory", "--store-password-file", &file_arg],

@@ -401,8 +401,8 @@ impl RedisStore {
 
     /// Runs `call`, which moves `bytes` of an answer, on a connection of
     /// its own, its answer awaited for [`allowance`]`(bytes)`. The
-    /// connection is an idle one kept from an earlier large call (if it
-    /// still answers `PING`) or a new one; after a call that succeeded it
+    /// connection is an idle one kept from an earlier large call
+    /// ([`Self::large_connection`]) or a new one; after a call that succeeded it
     /// is kept for the next, up to [`IDLE_LARGE`] of them, so a stream of
     /// large answers does not open a connection per call; after one that
     /// failed, or was dropped, it is closed.
