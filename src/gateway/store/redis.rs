@@ -424,15 +424,16 @@ impl RedisStore {
     }
 
     /// An idle large-call connection that still answers (asked with `PING`
-    /// when it sat idle for [`UNASKED_IDLE`] or more), or a new one.
+    /// when it sat idle for [`UNASKED_IDLE`] or more), or a new one. One
+    /// that does not answer takes the other idle ones with it (a restart of
+    /// Redis closed them all), so a call asks at most once.
     async fn large_connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        loop {
-            let kept = self
-                .idle_large
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let Some((mut kept, since)) = kept else { break };
+        let kept = self
+            .idle_large
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        if let Some((mut kept, since)) = kept {
             // Closed by Redis while idle (its `timeout`, a restart): asked
             // only after a pause, so a stream of large calls pays no round
             // trip for it.
@@ -444,6 +445,10 @@ impl RedisStore {
             if ping.is_ok() {
                 return Ok(kept);
             }
+            self.idle_large
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
