@@ -637,6 +637,24 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
         }) => assert!(answer.body == body.as_bytes()),
         _ => panic!("no stored answer"),
     }
+    // A connection that moved more than KEPT_UP_TO is closed, not kept
+    // with the buffers it grew.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if !clients.contains(&format!(" name={LARGE_CALLS_NAME} ")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a large-call connection was kept: {clients}"
+        );
+        tokio::task::yield_now().await;
+    }
     let medium = id("medium");
     let answer = response(&"m".repeat(INLINE_OUTCOME * 2));
     assert_eq!(

@@ -21,7 +21,8 @@
 //! out at 2 s nor holds up the small calls queued behind it on the shared
 //! connection. Up to [`IDLE_LARGE`] such connections are kept for the next
 //! large calls (one idle for [`UNASKED_IDLE`] or more must answer `PING`
-//! first). A call that failed or timed out is dropped with its
+//! first), but not one that moved more than [`KEPT_UP_TO`]: it would keep
+//! the buffers it grew. A call that failed or timed out is dropped with its
 //! connection, so a large command Redis had not wholly received is never
 //! run; one that was received may still have run, which the proxy's retry
 //! (same token) recognises.
@@ -37,6 +38,12 @@ use std::time::{Duration, Instant};
 
 /// How many large calls' connections are kept idle for the next.
 pub const IDLE_LARGE: usize = 16;
+
+/// The largest call whose connection is kept for the next large call: a
+/// connection keeps the buffers it grew to move an answer, so one that
+/// moved more is closed (a call of this size or more moves enough bytes
+/// that opening a connection for it costs little beside them).
+pub const KEPT_UP_TO: usize = 1 << 20;
 
 /// How long a large-call connection may sit idle and be used again without
 /// a `PING` first.
@@ -402,10 +409,11 @@ impl RedisStore {
     /// Runs `call`, which moves `bytes` of an answer, on a connection of
     /// its own, its answer awaited for [`allowance`]`(bytes)`. The
     /// connection is an idle one kept from an earlier large call
-    /// ([`Self::large_connection`]) or a new one; after a call that succeeded it
-    /// is kept for the next, up to [`IDLE_LARGE`] of them, so a stream of
-    /// large answers does not open a connection per call; after one that
-    /// failed, or was dropped, it is closed.
+    /// ([`Self::large_connection`]) or a new one; after a call that
+    /// succeeded and moved at most [`KEPT_UP_TO`] it is kept for the next,
+    /// up to [`IDLE_LARGE`] of them, so a stream of large answers does not
+    /// open a connection per call; after one that moved more, failed, or
+    /// was dropped, it is closed.
     async fn large_call<T>(
         &self,
         bytes: usize,
@@ -414,7 +422,7 @@ impl RedisStore {
         let mut connection = self.large_connection().await?;
         connection.set_response_timeout(allowance(bytes));
         let result = call(&mut connection).await;
-        if result.is_ok() {
+        if result.is_ok() && bytes <= KEPT_UP_TO {
             let mut idle = self.idle_large.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < IDLE_LARGE {
                 idle.push((connection, Instant::now()));
