@@ -417,7 +417,84 @@ pub(crate) fn encode_outcome(outcome: &Outcome) -> Vec<u8> {
     postcard::to_stdvec(outcome).expect("outcomes serialise")
 }
 
-/// Decodes an outcome written by [`encode_outcome`].
-pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Outcome, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError(format!("corrupt stored outcome: {e}")))
+/// Decodes an outcome written by [`encode_outcome`]. An answer's body is
+/// moved to the front of `bytes` and keeps its allocation, so an answer
+/// loaded from a store is not held twice while it is decoded.
+pub(crate) fn decode_outcome(mut bytes: Vec<u8>) -> Result<Outcome, StoreError> {
+    let corrupt = |e: postcard::Error| StoreError(format!("corrupt stored outcome: {e}"));
+    let (status, headers, body) = match postcard::from_bytes(&bytes).map_err(corrupt)? {
+        OutcomeView::Response(answer) => (answer.status, answer.headers, answer.body),
+        OutcomeView::Unknown(detail) => return Ok(Outcome::Unknown(detail.to_owned())),
+        OutcomeView::NotStored(detail) => return Ok(Outcome::NotStored(detail.to_owned())),
+    };
+    // Where the body lies in `bytes`: it was borrowed from them.
+    let start = (body.as_ptr() as usize).saturating_sub(bytes.as_ptr() as usize);
+    let range = start..start + body.len();
+    if range.end > bytes.len() {
+        return Err(StoreError("corrupt stored outcome".to_owned()));
+    }
+    bytes.copy_within(range.clone(), 0);
+    bytes.truncate(range.len());
+    Ok(Outcome::Response(StoredResponse {
+        status,
+        headers,
+        body: bytes,
+    }))
+}
+
+/// [`Outcome`] as encoded, its answer's body borrowed: the same fields in
+/// the same order (postcard writes a `Vec<u8>` and a `&[u8]` alike).
+#[derive(Deserialize)]
+enum OutcomeView<'a> {
+    Response(#[serde(borrow)] StoredResponseView<'a>),
+    Unknown(&'a str),
+    NotStored(&'a str),
+}
+
+/// [`StoredResponse`] as encoded, its body borrowed.
+#[derive(Deserialize)]
+struct StoredResponseView<'a> {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    #[serde(borrow)]
+    body: &'a [u8],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_decode_as_encoded_and_a_body_keeps_its_bytes_allocation() {
+        let answer = Outcome::Response(StoredResponse {
+            status: 201,
+            headers: vec![
+                ("set-cookie".into(), b"a=1".to_vec()),
+                ("set-cookie".into(), vec![0xff, b'b']),
+            ],
+            body: (0..=255u8).cycle().take(100_000).collect(),
+        });
+        let empty = Outcome::Response(StoredResponse {
+            status: 204,
+            headers: vec![],
+            body: vec![],
+        });
+        let details = [
+            Outcome::Unknown("the upstream reset the connection".into()),
+            Outcome::NotStored(String::new()),
+        ];
+        for outcome in [&answer, &empty, &details[0], &details[1]] {
+            assert_eq!(&decode_outcome(encode_outcome(outcome)).unwrap(), outcome);
+        }
+        let bytes = encode_outcome(&answer);
+        let allocation = bytes.as_ptr();
+        let Outcome::Response(decoded) = decode_outcome(bytes).unwrap() else {
+            panic!("an answer decoded as another outcome");
+        };
+        assert_eq!(decoded.body.as_ptr(), allocation, "the body was copied");
+        let mut truncated = encode_outcome(&answer);
+        truncated.truncate(truncated.len() - 1);
+        assert!(decode_outcome(truncated).is_err());
+        assert!(decode_outcome(vec![9, 1, 2]).is_err());
+    }
 }

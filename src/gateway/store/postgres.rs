@@ -735,7 +735,7 @@ fn record(row: &tokio_postgres::Row, first: usize) -> Result<Record, StoreError>
         }),
         (None, None, Some(expires_at), Some(outcome)) => Ok(Record::Done {
             fingerprint,
-            outcome: decode_outcome(&outcome)?,
+            outcome: decode_outcome(outcome)?,
             expires_at: non_negative(expires_at)?,
             stored_at: stored_at.map(non_negative).transpose()?,
         }),

@@ -484,6 +484,14 @@ fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a [u8]> {
         .map(|(_, v)| v.as_slice())
 }
 
+/// The value of `name`, moved out (an outcome can be megabytes).
+fn take_field(fields: &mut Fields, name: &str) -> Option<Vec<u8>> {
+    fields
+        .iter_mut()
+        .find(|(n, _)| n == name.as_bytes())
+        .map(|(_, v)| std::mem::take(v))
+}
+
 fn number(bytes: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(bytes?).ok()?.parse().ok()
 }
@@ -538,35 +546,43 @@ fn decode_claimed(value: Value) -> Result<Claimed, StoreError> {
             size: usize::try_from(size).map_err(|_| corrupt())?,
         });
     }
-    decode_fields(&fields)?
+    decode_fields(fields)?
         .map(Claimed::Existing)
         .ok_or_else(|| StoreError("Redis returned an empty record for a claim".to_owned()))
 }
 
 /// Decodes an `HGETALL` reply; `None` for an empty hash.
 fn decode_hash(value: Value) -> Result<Option<Record>, StoreError> {
-    decode_fields(&hash_fields(value)?)
+    decode_fields(hash_fields(value)?)
 }
 
-fn decode_fields(fields: &Fields) -> Result<Option<Record>, StoreError> {
+fn decode_fields(mut fields: Fields) -> Result<Option<Record>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
-    let fingerprint = fingerprint_field(fields)?;
-    match field(fields, "state") {
+    let fingerprint = fingerprint_field(&fields)?;
+    let number_of = |name| number(field(&fields, name)).ok_or_else(corrupt);
+    match field(&fields, "state") {
         Some(b"inflight") => Ok(Some(Record::InFlight {
             fingerprint,
-            token: field(fields, "token")
+            token: field(&fields, "token")
                 .and_then(|t| t.try_into().ok())
                 .ok_or_else(corrupt)?,
-            lease_until: number(field(fields, "lease_until")).ok_or_else(corrupt)?,
+            lease_until: number_of("lease_until")?,
         })),
-        Some(b"done") => Ok(Some(Record::Done {
-            fingerprint,
-            outcome: decode_outcome(field(fields, "outcome").ok_or_else(corrupt)?)?,
-            expires_at: number(field(fields, "expires_at")).ok_or_else(corrupt)?,
-            stored_at: number(field(fields, "stored_at")),
-        })),
+        Some(b"done") => {
+            let (expires_at, stored_at) = (
+                number_of("expires_at")?,
+                number(field(&fields, "stored_at")),
+            );
+            let outcome = take_field(&mut fields, "outcome").ok_or_else(corrupt)?;
+            Ok(Some(Record::Done {
+                fingerprint,
+                outcome: decode_outcome(outcome)?,
+                expires_at,
+                stored_at,
+            }))
+        }
         _ => Err(corrupt()),
     }
 }

@@ -675,7 +675,7 @@ impl RawRow {
             }),
             (None, None, Some(expires), Some(outcome)) => Ok(Record::Done {
                 fingerprint,
-                outcome: decode_outcome(&outcome)?,
+                outcome: decode_outcome(outcome)?,
                 expires_at: expires as u64,
                 stored_at: self.stored_at.map(|at| at as u64),
             }),
