@@ -19,10 +19,12 @@
 //! one, a load that reads one) runs on a connection apart, one call at a
 //! time, bounded by the time to move it ([`allowance`]): it neither times
 //! out at 2 s nor holds up the small calls queued behind it on the shared
-//! connection. Up to [`IDLE_LARGE`] such connections are kept for the next
-//! large calls (one idle for [`UNASKED_IDLE`] or more must answer `PING`
-//! first), but not one that moved more than [`KEPT_UP_TO`]: it would keep
-//! the buffers it grew. A call that failed or timed out is dropped with its
+//! connection. At most [`LARGE_AT_ONCE`] such calls run at once (one that
+//! waits longer than [`CALL_TIMEOUT`] for its turn fails), and as many
+//! connections are kept for the next large calls (one idle for
+//! [`UNASKED_IDLE`] or more must answer `PING` first), but not one that
+//! moved more than [`KEPT_UP_TO`]: it would keep the buffers it grew. A
+//! call that failed or timed out is dropped with its
 //! connection, so a large command Redis had not wholly received is never
 //! run; one that was received may still have run, which the proxy's retry
 //! (same token) recognises.
@@ -36,8 +38,10 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Script, Value};
 use std::time::{Duration, Instant};
 
-/// How many large calls' connections are kept idle for the next.
-pub const IDLE_LARGE: usize = 16;
+/// How many large calls run at once, each on a connection of its own; as
+/// many connections are kept idle for the next. Each holds the answer it
+/// moves two or three times over while it parses it, so they are few.
+pub const LARGE_AT_ONCE: usize = 4;
 
 /// The largest call whose connection is kept for the next large call: a
 /// connection keeps the buffers it grew to move an answer, so one that
@@ -58,6 +62,8 @@ pub struct RedisStore {
     client: redis::Client,
     /// The small calls' shared connection.
     connection: ConnectionManager,
+    /// Turns of the [`LARGE_AT_ONCE`] large calls.
+    large_turns: tokio::sync::Semaphore,
     /// Large calls' connections kept for the next large call, each with
     /// when it was put back.
     idle_large: std::sync::Mutex<Vec<(MultiplexedConnection, Instant)>>,
@@ -257,6 +263,7 @@ impl RedisStore {
         let store = Self {
             client,
             connection,
+            large_turns: tokio::sync::Semaphore::new(LARGE_AT_ONCE),
             idle_large: std::sync::Mutex::new(Vec::new()),
             scripts: Scripts {
                 claim: Script::new(CLAIM),
@@ -407,11 +414,13 @@ impl RedisStore {
     }
 
     /// Runs `call`, which moves `bytes` of an answer, on a connection of
-    /// its own, its answer awaited for [`allowance`]`(bytes)`. The
+    /// its own, its answer awaited for [`allowance`]`(bytes)`, once it has
+    /// one of the [`LARGE_AT_ONCE`] turns (waited for up to
+    /// [`CALL_TIMEOUT`]). The
     /// connection is an idle one kept from an earlier large call
     /// ([`Self::large_connection`]) or a new one; after a call that
     /// succeeded and moved at most [`KEPT_UP_TO`] it is kept for the next,
-    /// up to [`IDLE_LARGE`] of them, so a stream of large answers does not
+    /// up to [`LARGE_AT_ONCE`] of them, so a stream of large answers does not
     /// open a connection per call; after one that moved more, failed, or
     /// was dropped, it is closed.
     async fn large_call<T>(
@@ -419,12 +428,20 @@ impl RedisStore {
         bytes: usize,
         call: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
+        let turn = tokio::time::timeout(CALL_TIMEOUT, self.large_turns.acquire()).await;
+        let Ok(Ok(_turn)) = turn else {
+            return Err(StoreError(format!(
+                "Redis: {LARGE_AT_ONCE} large answers were moving for {} s and this one \
+                 could not wait longer for its turn",
+                CALL_TIMEOUT.as_secs()
+            )));
+        };
         let mut connection = self.large_connection().await?;
         connection.set_response_timeout(allowance(bytes));
         let result = call(&mut connection).await;
         if result.is_ok() && bytes <= KEPT_UP_TO {
             let mut idle = self.idle_large.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < IDLE_LARGE {
+            if idle.len() < LARGE_AT_ONCE {
                 idle.push((connection, Instant::now()));
             }
         }
