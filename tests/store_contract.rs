@@ -717,6 +717,49 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     loads_whole().await;
 }
 
+/// At most four large calls run at once: with four loads of a 24 MiB
+/// answer (an allowance of 2.75 s) held back on their way from Redis (a
+/// relay), a fifth waits 2 s for its turn and fails, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_runs_at_most_four_large_calls_at_once() {
+    use idempotent_request::gateway::store::redis::LARGE_AT_ONCE;
+    use std::time::{Duration, Instant};
+    let server = support::redis::RedisServer::start();
+    let server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port));
+    let relay =
+        support::relay::SlowLargeReplies::start(server_addr, 8 << 20, Duration::from_secs(10));
+    let url = format!("redis://{}/0", relay.addr);
+    let store = Arc::new(RedisStore::connect(&url, 3_600_000).await.unwrap());
+    let (key, token) = (id("turns"), [1; 16]);
+    let answer = response(&"q".repeat(24 << 20));
+    let won = store.claim(&key, &FP, &token, NOW + 60_000, NOW).await;
+    assert_eq!(won.unwrap(), Claimed::Won);
+    let stored = store.finish(&key, &token, &answer, NOW + 60_000, NOW).await;
+    assert!(stored.unwrap());
+    let size = answer.size();
+    let held: Vec<_> = (0..LARGE_AT_ONCE)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.load(&key, NOW, size).await.map(drop) })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while relay.holding() < LARGE_AT_ONCE {
+        assert!(
+            Instant::now() < deadline,
+            "the loads never reached the relay"
+        );
+        tokio::task::yield_now().await;
+    }
+    let fifth = store.load(&key, NOW, size).await;
+    let error = fifth.expect_err("a fifth large call ran").0;
+    assert!(error.contains("turn"), "{error}");
+    // Held back past their allowance, the four time out.
+    for call in held {
+        call.await.unwrap().ok();
+    }
+}
+
 /// A large answer is read in the time its size needs: `store` reaches its
 /// server through a relay that holds a reply back for 2.5 s once 8 MiB of
 /// it have come (longer than a small call may take); a 96 MiB answer (an
