@@ -588,6 +588,11 @@ fn refuses_postgres_only_settings_for_another_store() {
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let given = [
         (
+            "--store-ca-file",
+            "ca.pem",
+            "IDEMPOTENCY_GATEWAY_STORE_CA_FILE",
+        ),
+        (
             "--store-pooler",
             "session",
             "IDEMPOTENCY_GATEWAY_STORE_POOLER",

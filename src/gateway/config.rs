@@ -395,7 +395,7 @@ pub struct Args {
     /// On SIGTERM, how long in-flight forwards may take to finish and be stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// The PostgreSQL-only flags with a default (`--store-pooler`,
+    /// The PostgreSQL-only flags (`--store-ca-file`, `--store-pooler`,
     /// `--store-connections`) given on the command line or in the
     /// environment, at their default or not ([`Args::try_parse_given`]).
     #[arg(skip)]
@@ -403,9 +403,9 @@ pub struct Args {
 }
 
 /// Flags only a PostgreSQL store reads, by clap's id; each is refused with
-/// another store when given at all, even at its default value. Besides
-/// them, `--store-ca-file`, which has no default.
-const POSTGRES_ONLY: [(&str, &str, &str); 2] = [
+/// another store when given at all, even at its default value.
+const POSTGRES_ONLY: [(&str, &str, &str); 3] = [
+    ("store_ca_file", "--store-ca-file", ""),
     ("store_pooler", "--store-pooler", ""),
     (
         "store_connections",
@@ -486,17 +486,13 @@ impl Args {
                     .to_owned(),
             );
         }
-        if !matches!(self.store, StoreSpec::Postgres(_)) {
-            if self.store_ca_file.is_some() {
-                return Err("--store-ca-file is for a PostgreSQL store".to_owned());
-            }
-            // Any value counts, the default too: it would be ignored.
-            if let Some((_, flag, why)) = POSTGRES_ONLY
+        // Any value counts, the default too: it would be ignored.
+        if !matches!(self.store, StoreSpec::Postgres(_))
+            && let Some((_, flag, why)) = POSTGRES_ONLY
                 .iter()
                 .find(|(id, ..)| self.given.contains(id))
-            {
-                return Err(format!("{flag} is for a PostgreSQL store{why}"));
-            }
+        {
+            return Err(format!("{flag} is for a PostgreSQL store{why}"));
         }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
@@ -765,6 +761,8 @@ mod tests {
         let a = args(&[&postgres[..], &["--store-pooler", "session"][..]].concat()).unwrap();
         assert_eq!(a.store_options().postgres.statements, Statements::Prepared);
         assert!(args(&["--store-pooler", "statement"]).is_err());
+        let a = args(&["--store-ca-file", "ca.pem"]).unwrap();
+        assert!(a.validate().unwrap_err().contains("--store-ca-file"));
         // Given at its default, it would be ignored all the same.
         for mode in ["none", "session"] {
             let a = args(&["--store-pooler", mode]).unwrap();
