@@ -605,10 +605,10 @@ impl PostgresStore {
         Ok(ran.changed)
     }
 
-    /// The record, read in the time its stored answer's size needs (asked
-    /// first: `octet_length` does not fetch it); `None` when there is none,
-    /// or when its answer is over `most` bytes.
-    async fn read(&self, id: &RecordId, most: usize) -> Result<Option<Record>, StoreError> {
+    /// The record, unless its stored answer is over [`INLINE_OUTCOME`]
+    /// bytes (asked first: `octet_length` does not fetch it); `None` then,
+    /// and when there is none.
+    async fn read_small(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
         let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
         let size = self.query(&SIZE, &key).await?;
         let Some(size) = size.first() else {
@@ -616,9 +616,15 @@ impl PostgresStore {
         };
         let size: Option<i64> = size.try_get(0).map_err(|_| corrupt())?;
         let bytes = size.map_or(Ok(0), usize::try_from).map_err(|_| corrupt())?;
-        if bytes > most {
+        if is_large(bytes) {
             return Ok(None);
         }
+        self.read(id, bytes).await
+    }
+
+    /// The record, read in the time an answer of `bytes` needs.
+    async fn read(&self, id: &RecordId, bytes: usize) -> Result<Option<Record>, StoreError> {
+        let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
         let ran = self.run(&READ, &key, bytes).await?;
         ran.rows.first().map(|row| record(row, 0)).transpose()
     }
@@ -853,7 +859,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<Record>, StoreError> {
         self.settle(&EXPIRE_LEASE, id, token, outcome, expires_at, now)
             .await?;
-        self.read(id, INLINE_OUTCOME).await
+        self.read_small(id).await
     }
 
     /// In the time `size` needs ([`allowance`]).
@@ -863,9 +869,7 @@ impl Store for PostgresStore {
         now: u64,
         size: usize,
     ) -> Result<Option<Record>, StoreError> {
-        let key: [&(dyn ToSql + Sync); 2] = [&&id.caller[..], &id.key];
-        let ran = self.run(&READ, &key, size).await?;
-        let record = ran.rows.first().map(|row| record(row, 0)).transpose()?;
+        let record = self.read(id, size).await?;
         Ok(record.filter(|record| record.is_live(now)))
     }
 
