@@ -233,6 +233,16 @@ fn refusal_of_kind(mode: Option<&str>, role: Option<&str>) -> Option<&'static st
     }
 }
 
+/// A command Redis failed or did not answer in time.
+fn failed(e: redis::RedisError) -> StoreError {
+    StoreError(format!("Redis: {e}"))
+}
+
+/// A connection Redis did not accept.
+fn not_reached(e: redis::RedisError) -> StoreError {
+    StoreError(format!("cannot reach Redis: {e}"))
+}
+
 fn redis_key(id: &RecordId) -> Vec<u8> {
     let mut key = b"idempotency-gateway:".to_vec();
     for byte in id.caller {
@@ -259,7 +269,7 @@ impl RedisStore {
         let connection = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
+            .map_err(not_reached)?;
         let store = Self {
             client,
             connection,
@@ -373,7 +383,7 @@ impl RedisStore {
             .query_async::<String>(&mut connection)
             .await
             .map(drop)
-            .map_err(|e| StoreError(format!("Redis: {e}")))
+            .map_err(failed)
     }
 
     /// Whether Redis may evict this store's keys, from `maxmemory*`.
@@ -410,7 +420,7 @@ impl RedisStore {
         }
         let mut connection = self.connection.clone();
         let result = invocation.invoke_async(&mut connection).await;
-        result.map_err(|e| StoreError(format!("Redis: {e}")))
+        result.map_err(failed)
     }
 
     /// Runs `call`, which moves `bytes` of an answer, on a connection of
@@ -445,7 +455,7 @@ impl RedisStore {
                 idle.push((connection, Instant::now()));
             }
         }
-        result.map_err(|e| StoreError(format!("Redis: {e}")))
+        result.map_err(failed)
     }
 
     /// An idle large-call connection that still answers (asked with `PING`
@@ -482,7 +492,7 @@ impl RedisStore {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| StoreError(format!("cannot reach Redis: {e}")))?;
+            .map_err(not_reached)?;
         // Told apart in `CLIENT LIST`; a Redis that refuses `CLIENT` is
         // used all the same.
         let _: redis::RedisResult<()> = redis::cmd("CLIENT")
@@ -767,7 +777,7 @@ impl Store for RedisStore {
                 .await?
         } else {
             let reply = read.query_async(&mut self.connection.clone()).await;
-            reply.map_err(|e| StoreError(format!("Redis: {e}")))?
+            reply.map_err(failed)?
         };
         Ok(decode_hash(reply)?.filter(|record| record.is_live(now)))
     }
