@@ -573,14 +573,9 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     let server = support::redis::RedisServer::start();
     let store = Arc::new(RedisStore::connect(&server.url(), 3_600_000).await.unwrap());
     let (small, large, token) = (id("small"), id("large"), [1; 16]);
-    for key in [&small, &large] {
-        let won = store.claim(key, &FP, &token, NOW + 60_000, NOW).await;
-        assert_eq!(won.unwrap(), Claimed::Won);
-    }
-    let finished = store
-        .finish(&small, &token, &response("small"), NOW + 60_000, NOW)
-        .await;
-    assert!(finished.unwrap());
+    stored(&*store, &small, &token, &response("small")).await;
+    let won = store.claim(&large, &FP, &token, NOW + 60_000, NOW).await;
+    assert_eq!(won.unwrap(), Claimed::Won);
     let body = "x".repeat(96 << 20);
     assert_eq!(server.command("CLIENT PAUSE 60000 WRITE"), "+OK");
     let finish = tokio::spawn({
@@ -622,21 +617,9 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     // The fault: the write is held longer than a small call may last.
     tokio::time::sleep_until((held + CALL_TIMEOUT + Duration::from_millis(500)).into()).await;
     assert_eq!(server.command("CLIENT UNPAUSE"), "+OK");
-    let stored = finish.await.unwrap();
-    assert!(stored.unwrap(), "the large answer was not stored");
-    let claimed = store.claim(&large, &FP, &[2; 16], NOW + 60_000, NOW).await;
-    assert!(
-        matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 96 << 20),
-        "{:?}",
-        claimed.map(|c| matches!(c, Claimed::Won))
-    );
-    match store.load(&large, NOW, body.len()).await.unwrap() {
-        Some(Record::Done {
-            outcome: Outcome::Response(answer),
-            ..
-        }) => assert!(answer.body == body.as_bytes()),
-        _ => panic!("no stored answer"),
-    }
+    let finished = finish.await.unwrap();
+    assert!(finished.unwrap(), "the large answer was not stored");
+    claimed_by_size_and_loaded_whole(&*store, &large, &body, "96 MiB").await;
     // A connection that moved more than KEPT_UP_TO is closed, not kept
     // with the buffers it grew.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -657,17 +640,7 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     }
     let medium = id("medium");
     let answer = response(&"m".repeat(INLINE_OUTCOME * 2));
-    assert_eq!(
-        store
-            .claim(&medium, &FP, &token, NOW + 60_000, NOW)
-            .await
-            .unwrap(),
-        Claimed::Won
-    );
-    let stored = store
-        .finish(&medium, &token, &answer, NOW + 60_000, NOW)
-        .await;
-    assert!(stored.unwrap());
+    stored(&*store, &medium, &token, &answer).await;
     let loads_whole = async || match store.load(&medium, NOW, answer.size()).await.unwrap() {
         Some(Record::Done { outcome, .. }) => assert!(outcome == answer),
         _ => panic!("no stored answer"),
@@ -732,10 +705,7 @@ async fn redis_runs_at_most_four_large_calls_at_once() {
     let store = Arc::new(RedisStore::connect(&url, 3_600_000).await.unwrap());
     let (key, token) = (id("turns"), [1; 16]);
     let answer = response(&"q".repeat(24 << 20));
-    let won = store.claim(&key, &FP, &token, NOW + 60_000, NOW).await;
-    assert_eq!(won.unwrap(), Claimed::Won);
-    let stored = store.finish(&key, &token, &answer, NOW + 60_000, NOW).await;
-    assert!(stored.unwrap());
+    stored(&*store, &key, &token, &answer).await;
     let size = answer.size();
     let held: Vec<_> = (0..LARGE_AT_ONCE)
         .map(|_| {
@@ -760,31 +730,49 @@ async fn redis_runs_at_most_four_large_calls_at_once() {
     }
 }
 
+/// Claims `key` with `token` and stores `outcome` over the claim.
+async fn stored(store: &impl Store, key: &RecordId, token: &[u8; 16], outcome: &Outcome) {
+    let won = store.claim(key, &FP, token, NOW + 60_000, NOW).await;
+    assert_eq!(won.unwrap(), Claimed::Won);
+    let finished = store.finish(key, token, outcome, NOW + 60_000, NOW).await;
+    assert!(finished.unwrap(), "the answer was not stored");
+}
+
+/// The stored answer `body` (over `INLINE_OUTCOME`) is claimed by its size,
+/// as the proxy claims it, and loaded whole with that size; `what` names
+/// the case in a failure.
+async fn claimed_by_size_and_loaded_whole(
+    store: &impl Store,
+    key: &RecordId,
+    body: &str,
+    what: &str,
+) {
+    let claimed = store.claim(key, &FP, &[2; 16], NOW + 60_000, NOW).await;
+    let Ok(Claimed::Large { size, .. }) = claimed else {
+        panic!(
+            "{what}: not claimed by its size: {:?}",
+            claimed.map(|c| matches!(c, Claimed::Won))
+        );
+    };
+    assert!(size > body.len(), "{what}: a size of {size}");
+    match store.load(key, NOW, size).await {
+        Ok(Some(Record::Done {
+            outcome: Outcome::Response(answer),
+            ..
+        })) => assert!(answer.body == body.as_bytes(), "{what}"),
+        Ok(_) => panic!("{what}: no stored answer"),
+        Err(e) => panic!("{what}: the load failed: {e}"),
+    }
+}
+
 /// A large answer is read in the time its size needs: `store` reaches its
 /// server through a relay that holds a reply back for 2.5 s once 8 MiB of
 /// it have come (longer than a small call may take); a 96 MiB answer (an
 /// allowance of 5 s) is loaded whole.
 async fn a_large_answer_is_read_in_the_time_it_needs(store: impl Store, key: &str) {
-    let (key, token) = (id(key), [1; 16]);
     let body = "r".repeat(96 << 20);
-    let won = store.claim(&key, &FP, &token, NOW + 60_000, NOW).await;
-    assert_eq!(won.unwrap(), Claimed::Won);
-    let stored = store
-        .finish(&key, &token, &response(&body), NOW + 60_000, NOW)
-        .await;
-    assert!(stored.unwrap());
-    let Ok(Claimed::Large { size, .. }) = store.claim(&key, &FP, &[2; 16], NOW + 60_000, NOW).await
-    else {
-        panic!("the answer was not claimed by its size");
-    };
-    match store.load(&key, NOW, size).await {
-        Ok(Some(Record::Done {
-            outcome: Outcome::Response(answer),
-            ..
-        })) => assert!(answer.body == body.as_bytes()),
-        Ok(_) => panic!("no stored answer"),
-        Err(e) => panic!("the load failed: {e}"),
-    }
+    stored(&store, &id(key), &[1; 16], &response(&body)).await;
+    claimed_by_size_and_loaded_whole(&store, &id(key), &body, key).await;
 }
 
 /// Holds a reply back for 2.5 s once 8 MiB of it have come.
@@ -1058,32 +1046,10 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
             .await
             .unwrap();
         let key = id(&format!("large-{statements:?}"));
-        let token = [1; 16];
         let body = "x".repeat(96 << 20);
-        assert_eq!(
-            store
-                .claim(&key, &FP, &token, NOW + 60_000, NOW)
-                .await
-                .unwrap(),
-            Claimed::Won
-        );
-        let stored = store
-            .finish(&key, &token, &response(&body), NOW + 60_000, NOW)
-            .await;
-        assert!(stored.unwrap(), "{statements:?}");
-        let claimed = store.claim(&key, &FP, &[2; 16], NOW + 60_000, NOW).await;
-        assert!(
-            matches!(claimed, Ok(Claimed::Large { size, .. }) if size > 96 << 20),
-            "{statements:?}: {:?}",
-            claimed.map(|c| matches!(c, Claimed::Won))
-        );
-        match store.load(&key, NOW, body.len()).await.unwrap() {
-            Some(Record::Done {
-                outcome: Outcome::Response(answer),
-                ..
-            }) => assert!(answer.body == body.as_bytes(), "{statements:?}"),
-            _ => panic!("{statements:?}: no stored answer"),
-        }
+        stored(&store, &key, &[1; 16], &response(&body)).await;
+        let what = format!("{statements:?}");
+        claimed_by_size_and_loaded_whole(&store, &key, &body, &what).await;
     }
 }
 
