@@ -23,6 +23,12 @@ fn post_in_background(
     })
 }
 
+/// The status of one POST with `key`, answered.
+fn status_of_post(gateway: &Gateway, key: &'static str) -> u16 {
+    let answered = post_in_background(gateway.url.clone(), key).join();
+    answered.unwrap().expect("the POST was answered").0
+}
+
 /// POSTs `/deployments/{n}` with key `{prefix}-{n}` for `n` in `0..count`,
 /// one after another; the statuses in order.
 fn post_numbered(url: &str, prefix: &str, count: usize) -> Vec<u16> {
@@ -263,13 +269,7 @@ fn redis_back_after_an_outage_serves_again_without_a_restart() {
     let mut redis = RedisServer::start();
     let (upstream, _entered) = slow_upstream(Duration::ZERO);
     let gateway = Gateway::start(&upstream, &["--store", &redis.url()]);
-    let post = |key: &'static str| {
-        post_in_background(gateway.url.clone(), key)
-            .join()
-            .unwrap()
-            .unwrap()
-            .0
-    };
+    let post = |key: &'static str| status_of_post(&gateway, key);
     assert_eq!(post("before"), 201);
     redis.stop();
     assert_eq!(post("during"), 503);
@@ -348,13 +348,7 @@ fn refuses_to_start_on_a_redis_cluster_node_sentinel_or_replica() {
     let admin = gateway.admin.clone().unwrap();
     let ready = || readyz(&admin);
     assert_eq!(ready().0, 200);
-    let post = |key: &'static str| {
-        post_in_background(gateway.url.clone(), key)
-            .join()
-            .unwrap()
-            .unwrap()
-            .0
-    };
+    let post = |key: &'static str| status_of_post(&gateway, key);
     assert_eq!(post("on-the-primary"), 201);
     assert_eq!(
         primary.command(&format!("REPLICAOF 127.0.0.1 {}", replica.port)),
