@@ -48,14 +48,12 @@ const BYTEA: Type = Type::BYTEA;
 const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 
-/// The server's own bound on each of the gateway's statements, below
-/// [`CALL_TIMEOUT`]: a statement that waits (for a lock another session
-/// holds, say) is cancelled by the server before the gateway gives up on
-/// it, so it cannot commit after its call failed, and its connection comes
-/// back to the pool ready for the next call.
-const STATEMENT_TIMEOUT_SETTING: &str = "SET statement_timeout TO 1500";
-
-/// [`STATEMENT_TIMEOUT_SETTING`]'s bound.
+/// The server's own bound on each of the gateway's statements
+/// (`statement_timeout`), below [`CALL_TIMEOUT`]: a statement that waits
+/// (for a lock another session holds, say) is cancelled by the server
+/// before the gateway gives up on it, so it cannot commit after its call
+/// failed, and its connection comes back to the pool ready for the next
+/// call.
 const STATEMENT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Connections per gateway process at most, unless `--store-connections`
@@ -311,7 +309,7 @@ fn local_only(config: &tokio_postgres::Config) -> bool {
 /// a commit across a crash of the server and is left as configured.
 ///
 /// With prepared statements it also bounds each statement on the server
-/// ([`STATEMENT_TIMEOUT_SETTING`]); not through a pooler in transaction
+/// ([`STATEMENT_TIMEOUT`]); not through a pooler in transaction
 /// mode, where a session's setting stays on whichever server connection ran
 /// it (the README asks for it on the role there).
 fn session_settings(statements: Statements) -> Hook {
@@ -326,7 +324,10 @@ fn session_settings(statements: Statements) -> Hook {
                 .map_err(HookError::Backend)?;
             if bounded {
                 client
-                    .batch_execute(STATEMENT_TIMEOUT_SETTING)
+                    .batch_execute(&format!(
+                        "SET statement_timeout TO {}",
+                        STATEMENT_TIMEOUT.as_millis()
+                    ))
                     .await
                     .map_err(HookError::Backend)?;
             }
