@@ -559,11 +559,11 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
 
 /// The most header fields the HTTP client reads in a response head
 /// (hyper's HTTP/1.1 default).
-pub const HEAD_FIELDS: usize = 100;
+const HEAD_FIELDS: usize = 100;
 
 /// The most bytes of a response head the HTTP client reads over HTTP/1.1
 /// (hyper's read buffer: 8 KiB and 4 KiB a field).
-pub const HEAD_BYTES: u64 = 8192 + 4096 * 100;
+const HEAD_BYTES: u64 = 8192 + 4096 * 100;
 
 /// Says what went wrong in words a CI log reader knows.
 fn plain_words(error: &reqwest::Error) -> String {
