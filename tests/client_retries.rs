@@ -287,19 +287,7 @@ fn a_response_head_too_large_to_read_is_final_and_named() {
     });
     let long = Response::new(201).header("x-long", &format!("{secret}{}", "a".repeat(500 << 10)));
     for (what, response) in [("101 fields", many), ("a 500 KiB field", long)] {
-        let server = Server::start(scripted(vec![response]));
-        let dir = tempfile::tempdir().unwrap();
-        let assert = client()
-            .envs(github_env(dir.path()))
-            .args(["--url", &server.url("/")])
-            .args(FAST)
-            .assert()
-            .code(3);
-        assert_eq!(server.requests().len(), 1, "{what}: retried");
-        let out = read_outputs(dir.path());
-        assert_eq!(out["attempts"], "1", "{what}");
-        assert!(!out.contains_key("status"), "{what}");
-        let error = &out["error"];
+        let error = final_after_one_attempt(Server::start(scripted(vec![response])), secret, what);
         assert!(
             error.contains("response head is larger than this client reads")
                 && error.contains("100 header fields")
@@ -307,15 +295,73 @@ fn a_response_head_too_large_to_read_is_final_and_named() {
                 && error.contains("fewer or shorter headers"),
             "{what}: {error}"
         );
-        let log = both_streams(&assert);
-        assert!(!log.contains(secret), "{what}: {log}");
+    }
+}
+
+/// Runs the client under GitHub Actions against `server`, which answers
+/// with something it cannot read: exit 3 after one request, no `status`,
+/// and `secret` (in the answer) nowhere in the log or the outputs. The
+/// `error` output.
+fn final_after_one_attempt(server: Server, secret: &str, what: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let assert = client()
+        .envs(github_env(dir.path()))
+        .args(["--url", &server.url("/")])
+        .args(FAST)
+        .assert()
+        .code(3);
+    assert_eq!(server.requests().len(), 1, "{what}: retried");
+    let out = read_outputs(dir.path());
+    assert_eq!(out["attempts"], "1", "{what}");
+    assert!(!out.contains_key("status"), "{what}");
+    let log = both_streams(&assert);
+    assert!(!log.contains(secret), "{what}: {log}");
+    let outputs = std::fs::read_to_string(dir.path().join("output")).unwrap_or_default();
+    assert!(!outputs.contains(secret), "{what}");
+    out["error"].clone()
+}
+
+/// An answer that is not a valid HTTP response head (another protocol on
+/// the port, an invalid status line, two `Content-Length`s that disagree)
+/// came from something that read the request, and a retry would get the
+/// same: it is not retried, exit 3, and the error says what to check
+/// without quoting the answer's bytes. A head cut off by a close is a lost
+/// answer and still retried.
+#[test]
+fn an_answer_that_is_not_http_is_final_and_not_quoted() {
+    let secret = "hunter2-in-an-answer";
+    for (what, bytes) in [
+        (
+            "another protocol",
+            format!("-ERR unknown command '{secret}'\r\n"),
+        ),
+        (
+            "a bad status line",
+            format!("HTTP/1.1 20 {secret}\r\ncontent-length: 0\r\n\r\n"),
+        ),
+        (
+            "conflicting lengths",
+            format!(
+                "HTTP/1.1 201 Created\r\ncontent-length: 2\r\ncontent-length: 3\r\nx: {secret}\r\n\r\nok!"
+            ),
+        ),
+    ] {
+        let server = Server::start(move |_| Reply::Raw(bytes.clone().into_bytes()));
+        let error = final_after_one_attempt(server, secret, what);
         assert!(
-            !std::fs::read_to_string(dir.path().join("output"))
-                .unwrap_or_default()
-                .contains(secret),
-            "{what}"
+            error.contains("is not a valid HTTP response")
+                && error.contains("Not retried")
+                && error.contains("scheme matches the port"),
+            "{what}: {error}"
         );
     }
+    let cut = Server::start(|_| Reply::Raw(b"HTTP/1.1 201 Created\r\ncontent-le".to_vec()));
+    client()
+        .args(["--url", &cut.url("/"), "--max-attempts", "2"])
+        .args(FAST)
+        .assert()
+        .code(3);
+    assert_eq!(cut.requests().len(), 2, "a head cut off is retried");
 }
 
 #[test]

@@ -156,6 +156,8 @@ pub enum Reply {
     Truncate(Response),
     /// Answer after a delay (a slow upstream; other connections go on).
     Delay(std::time::Duration, Response),
+    /// Send these bytes as they are (a broken or non-HTTP answer), then close.
+    Raw(Vec<u8>),
 }
 
 type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -283,6 +285,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
                 let _ = stream.flush().await;
+            }
+            Reply::Raw(bytes) => {
+                let _ = stream.write_all(&bytes).await;
+                let _ = stream.flush().await;
+                return;
             }
             Reply::Drop => return,
             Reply::Reset => {

@@ -74,8 +74,8 @@ Exit codes:
   2  invalid input or configuration; nothing was sent (also a body-file that
      changed during the run: its changed bytes were never sent whole)
   3  no HTTP response (transport errors until attempts or the deadline ran out,
-     TLS failure, response larger than max-response-size); `verify`: the server
-     could not be reached
+     TLS failure, response larger than max-response-size, a response head too
+     large or not valid HTTP); `verify`: the server could not be reached
   4  a re-run refused by the re-run guard (key-ttl): the key may have expired
 
 Every option can also be set as the environment variable INPUT_<NAME>

@@ -151,6 +151,16 @@ fn failure_message(
                  headers (a proxy in front of it may be adding them).{rerun}"
             ),
         ),
+        (_, Some(Failure::NotHttp)) => (
+            "Request failed: not an HTTP response".to_owned(),
+            format!(
+                "{what}. Not retried: something answered, and every retry would get the same \
+                 answer. Check that `url` names an HTTP server and that its scheme matches the \
+                 port (an `http://` URL to a TLS port, or a port that speaks another protocol, \
+                 can be answered like this), or whether a proxy in between breaks HTTP. An \
+                 HTTP server may have acted on the request.{rerun}"
+            ),
+        ),
         (_, Some(Failure::Local)) => ("Request failed".to_owned(), format!("{what}.")),
         (_, Some(Failure::BodyChanged)) => (
             "Request stopped: body-file changed".to_owned(),

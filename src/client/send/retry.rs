@@ -40,6 +40,10 @@ pub enum Failure {
     /// HTTP client reads: final, since the server answered and every retry
     /// would get the same head.
     HeadTooLarge,
+    /// The answer is not a valid HTTP response head (not HTTP at all, an
+    /// invalid status line, a malformed or conflicting framing header):
+    /// final, since something answered and every retry would get the same.
+    NotHttp,
     /// The request could not be built (the body file vanished, a response
     /// file could not be written): final.
     Local,
@@ -130,6 +134,7 @@ pub fn decide(
             Failure::Tls
             | Failure::TooLarge
             | Failure::HeadTooLarge
+            | Failure::NotHttp
             | Failure::Local
             | Failure::BodyChanged,
         ) => {
@@ -235,6 +240,7 @@ mod tests {
             Failure::Tls,
             Failure::TooLarge,
             Failure::HeadTooLarge,
+            Failure::NotHttp,
             Failure::Local,
             Failure::BodyChanged,
         ] {

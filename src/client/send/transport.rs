@@ -534,16 +534,29 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
             reason: one_line(&format!("TLS failure: {tls}")),
         };
     }
-    // hyper's words for a head past its limits (HTTP/1.1: 100 fields, its
-    // read buffer); it is not exposed as a kind of reqwest's error.
-    if error_chain(error).contains("message head is too large") {
+    // A head hyper could not parse (HTTP/1.1) is an answer, not a lost
+    // one; reqwest does not expose it as a kind of its own error.
+    if let Some(parse) = causes(error)
+        .filter_map(|e| e.downcast_ref::<hyper::Error>())
+        .find(|e| e.is_parse())
+    {
+        if parse.is_parse_too_large() {
+            return AttemptFailure {
+                kind: Failure::HeadTooLarge,
+                reason: format!(
+                    "the server's response head is larger than this client reads (at most \
+                     {HEAD_FIELDS} header fields and {} KiB in all over HTTP/1.1)",
+                    HEAD_BYTES / 1024
+                ),
+            };
+        }
+        // hyper's own fixed words (`invalid HTTP status-code parsed`),
+        // never the peer's bytes.
         return AttemptFailure {
-            kind: Failure::HeadTooLarge,
-            reason: format!(
-                "the server's response head is larger than this client reads (at most \
-                 {HEAD_FIELDS} header fields and {} KiB in all over HTTP/1.1)",
-                HEAD_BYTES / 1024
-            ),
+            kind: Failure::NotHttp,
+            reason: one_line(&format!(
+                "the server's answer is not a valid HTTP response ({parse})"
+            )),
         };
     }
     let kind = if error.is_connect() {
