@@ -14,6 +14,14 @@ fn echo(request: &support::Request) -> Reply {
 fn every_bad_input_exits_2_and_sends_nothing() {
     let server = Server::start(echo);
     let url = server.url("/");
+    // A "billion laughs": nine levels of ten aliases each.
+    let laughs = (1..9).fold(
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned(),
+        |doc, n| {
+            let previous = format!("*a{}", n - 1);
+            format!("{doc}a{n}: &a{n} [{}]\n", vec![previous; 10].join(", "))
+        },
+    );
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("url", vec![]),
         ("url", vec!["--url", "ftp://127.0.0.1/"]),
@@ -22,6 +30,7 @@ fn every_bad_input_exits_2_and_sends_nothing() {
         ("headers", vec!["--headers", "Idempotency-Key: mine"]),
         ("json", vec!["--body", "x", "--json", "{}"]),
         ("json", vec!["--json", "{unclosed: ["]),
+        ("json", vec!["--json", &laughs]),
         ("body-file", vec!["--body-file", "/nonexistent/file"]),
         ("idempotency-key", vec!["--idempotency-key", "has space"]),
         ("key-scope", vec!["--key-scope", "forever"]),

@@ -39,10 +39,22 @@ fn describe_json(error: &serde_json::Error) -> String {
 }
 
 fn describe_yaml(error: &serde_saphyr::Error) -> String {
-    let kind = match error {
-        serde_saphyr::Error::Eof { .. } => "it ends early".to_owned(),
-        serde_saphyr::Error::Unexpected { expected, .. } => format!("expected {expected}"),
-        serde_saphyr::Error::MultipleDocuments { .. } => "more than one document".to_owned(),
+    use serde_saphyr::Error;
+    // The reader wraps its error in a snippet of the document (never shown
+    // here) and in an alias's locations; the kind is the innermost error's.
+    let mut inner = error;
+    while let Error::WithSnippet { error, .. } | Error::AliasError { error, .. } = inner {
+        inner = error;
+    }
+    let kind = match inner {
+        Error::Eof { .. } => "it ends early".to_owned(),
+        Error::Unexpected { expected, .. } => format!("expected {expected}"),
+        Error::MultipleDocuments { .. } => "more than one document".to_owned(),
+        Error::DuplicateMappingKey { .. } => "a key repeated in one mapping".to_owned(),
+        Error::UnknownAnchor { .. } => "an alias to an anchor that is not defined".to_owned(),
+        Error::Budget { .. } => "more than the YAML reader takes (its aliases expand to too \
+                                 many values, or it is too large or too deeply nested)"
+            .to_owned(),
         _ => "a syntax error".to_owned(),
     };
     match error.location() {
@@ -77,6 +89,30 @@ mod tests {
             err.contains("not valid JSON") && err.contains("YAML"),
             "{err}"
         );
+    }
+
+    /// Each kind of YAML error is named, wrapped or not, and none quotes
+    /// the document: a key's name, an anchor's, a value.
+    #[test]
+    fn yaml_errors_are_named_by_kind() {
+        let laughs = (1..8).fold("a0: &a0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n".to_owned(), |doc, n| {
+            let prev = format!("*a{}", n - 1);
+            format!("{doc}a{n}: &a{n} [{}]\n", vec![prev; 10].join(", "))
+        });
+        for (document, kind) in [
+            ("token: 1\ntoken: 2\n", "a key repeated in one mapping"),
+            (
+                "token: *hunter2\n",
+                "an alias to an anchor that is not defined",
+            ),
+            (laughs.as_str(), "more than the YAML reader takes"),
+        ] {
+            let err = to_json_bytes(document).unwrap_err();
+            assert!(err.contains(kind), "{kind}: {err}");
+            for secret in ["token", "hunter2", "lol"] {
+                assert!(!err.contains(secret), "{secret} in {err}");
+            }
+        }
     }
 
     #[test]
