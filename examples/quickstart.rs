@@ -53,6 +53,7 @@ fn main() {
                 durability: Durability::Process,
                 ttl_ms: ttl.as_millis() as u64,
                 postgres: Default::default(),
+                password_file: None,
                 memory_max_bytes: idempotent_request::gateway::store::memory::DEFAULT_MAX_BYTES,
             },
         )

@@ -784,6 +784,55 @@ fn the_store_password_can_come_from_a_file() {
     );
 }
 
+/// A password rotated in `--store-password-file` is used by every Redis
+/// connection opened after it, the shared one's reconnection and the
+/// large answers' alike: once Redis has closed the gateway's connections,
+/// the same gateway serves and replays again without a restart.
+#[test]
+fn a_rotated_redis_password_is_read_again_for_new_connections() {
+    let upstream = Server::start(|request| {
+        let size = if request.path.contains("large") {
+            200_000
+        } else {
+            2
+        };
+        Reply::Respond(Response::new(201).body(vec![b'L'; size]))
+    });
+    let redis = RedisServer::start_with(&["--requirepass", "first-password"]);
+    let (gateway, file, _dir) =
+        Gateway::with_password_file(&upstream, &redis.url(), "first-password");
+    let post = |target: &str, key: &str| {
+        let answer = raw_post(&gateway, "POST", target, key);
+        (
+            status_of(&answer),
+            answer.contains("idempotent-replayed: true"),
+        )
+    };
+    assert_eq!(post("/small", "rotated-1"), (201, false));
+    assert_eq!(post("/large", "rotated-2"), (201, false));
+
+    std::fs::write(&file, "second-password\n").unwrap();
+    let set = redis.command_as("first-password", "CONFIG SET requirepass second-password");
+    assert_eq!(set, "+OK");
+    let killed = redis.command_as("second-password", "CLIENT KILL TYPE normal SKIPME yes");
+    assert!(killed.starts_with(':') && killed != ":0", "{killed}");
+    // Reconnecting is not signalled: polled, each refusal forwarding nothing.
+    let until_served = |target: &str, key: &str| {
+        for _ in 0..100 {
+            match post(target, key) {
+                (503, _) => std::thread::sleep(Duration::from_millis(100)),
+                answered => return answered,
+            }
+        }
+        panic!("{target}: still 503 with the rotated password");
+    };
+    assert_eq!(until_served("/small", "rotated-3"), (201, false));
+    assert_eq!(until_served("/large", "rotated-4"), (201, false));
+    assert_eq!(post("/small", "rotated-1"), (201, true));
+    assert_eq!(post("/large", "rotated-2"), (201, true));
+    assert_eq!(upstream.requests().len(), 4, "each key forwarded once");
+}
+
 /// A FIFO named as the store's password or CA file would block start-up
 /// until someone writes to it: refused at once (exit 1) instead, like an
 /// oversized file. The child is killed if it has not exited in 20 s, so a

@@ -285,6 +285,42 @@ fn the_postgres_password_comes_from_a_file_or_pgpassword_and_is_never_printed() 
     assert!(lines.iter().all(|l| !l.contains(password)), "{lines:?}");
 }
 
+/// A password rotated in `--store-password-file` is used by the
+/// connections opened after it: once the server has ended the gateway's
+/// sessions, the same gateway serves and replays again without a restart.
+#[test]
+fn a_rotated_postgres_password_is_read_again_for_new_connections() {
+    let mut pg = PostgresServer::start_with(&support::postgres::Options {
+        password: Some("first-password"),
+        ..Default::default()
+    });
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let (gateway, file, _dir) = Gateway::with_password_file(&upstream, &pg.url(), "first-password");
+    let post = |key: &'static str| {
+        let (status, replayed, _) = runtime().block_on(post(&gateway.url, key));
+        (status, replayed)
+    };
+    assert_eq!(post("rotated-1"), (201, false));
+
+    pg.set_password("second-password");
+    std::fs::write(&file, "second-password\n").unwrap();
+    pg.sql(&["SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE application_name = 'idempotency-gateway'"]);
+    // The pool notices closed connections as calls meet them: polled, each
+    // refusal forwarding nothing.
+    let mut after = post("rotated-2");
+    for _ in 0..100 {
+        if after.0 != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        after = post("rotated-2");
+    }
+    assert_eq!(after, (201, false), "still 503 with the rotated password");
+    assert_eq!(post("rotated-1"), (201, true));
+    assert_eq!(upstream.requests().len(), 2, "each key forwarded once");
+}
+
 /// TLS to PostgreSQL, verified: a CA given with --store-ca-file is
 /// trusted; without it the server's certificate is refused.
 #[test]

@@ -504,7 +504,9 @@ async fn sqlite_records_survive_reopening() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_keeps_the_contract() {
     let server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000, None)
+        .await
+        .unwrap();
     // Redis expires records itself, so its sweep has nothing to count.
     contract(Arc::new(store), false).await;
 }
@@ -513,14 +515,18 @@ async fn redis_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_redis_store_keeps_the_contract() {
     let server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000, None)
+        .await
+        .unwrap();
     contract(Arc::new(Cached::new(store)), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_a_store_error() {
     let mut server = support::redis::RedisServer::start();
-    let store = RedisStore::connect(&server.url(), 3_600_000).await.unwrap();
+    let store = RedisStore::connect(&server.url(), 3_600_000, None)
+        .await
+        .unwrap();
     server.stop();
     assert!(
         store
@@ -538,7 +544,7 @@ async fn redis_down_is_a_store_error() {
 async fn redis_orphaned_claims_expire_one_ttl_after_their_lease() {
     let server = support::redis::RedisServer::start();
     let orphan_ttl = 600_000;
-    let store = RedisStore::connect(&server.url(), orphan_ttl)
+    let store = RedisStore::connect(&server.url(), orphan_ttl, None)
         .await
         .unwrap();
     store
@@ -571,7 +577,11 @@ async fn redis_a_large_answer_is_given_the_time_to_move_it() {
     use idempotent_request::gateway::store::allowance::CALL_TIMEOUT;
     use std::time::{Duration, Instant};
     let server = support::redis::RedisServer::start();
-    let store = Arc::new(RedisStore::connect(&server.url(), 3_600_000).await.unwrap());
+    let store = Arc::new(
+        RedisStore::connect(&server.url(), 3_600_000, None)
+            .await
+            .unwrap(),
+    );
     let (small, large, token) = (id("small"), id("large"), [1; 16]);
     stored(&*store, &small, &token, &response("small")).await;
     let won = store.claim(&large, &FP, &token, NOW + 60_000, NOW).await;
@@ -702,7 +712,7 @@ async fn redis_runs_at_most_four_large_calls_at_once() {
     let relay =
         support::relay::SlowLargeReplies::start(server_addr, 8 << 20, Duration::from_secs(10));
     let url = format!("redis://{}/0", relay.addr);
-    let store = Arc::new(RedisStore::connect(&url, 3_600_000).await.unwrap());
+    let store = Arc::new(RedisStore::connect(&url, 3_600_000, None).await.unwrap());
     let (key, token) = (id("turns"), [1; 16]);
     let answer = response(&"q".repeat(24 << 20));
     stored(&*store, &key, &token, &answer).await;
@@ -787,7 +797,7 @@ async fn redis_a_large_answer_is_read_in_the_time_it_needs() {
     let server = support::redis::RedisServer::start();
     let relay = slow_large_replies(server.port);
     let url = format!("redis://{}/0", relay.addr);
-    let store = RedisStore::connect(&url, 3_600_000).await.unwrap();
+    let store = RedisStore::connect(&url, 3_600_000, None).await.unwrap();
     a_large_answer_is_read_in_the_time_it_needs(store, "read-slowly").await;
 }
 
@@ -801,7 +811,7 @@ async fn postgres_a_large_answer_is_read_in_the_time_it_needs() {
             statements,
             ..Options::default()
         };
-        let store = PostgresStore::connect(&url, &options).await.unwrap();
+        let store = PostgresStore::connect(&url, &options, None).await.unwrap();
         let key = format!("read-slowly-{statements:?}");
         a_large_answer_is_read_in_the_time_it_needs(store, &key).await;
     }
@@ -836,7 +846,7 @@ async fn sqlite_sweep_clears_a_backlog_larger_than_one_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), &Options::default())
+    let store = PostgresStore::connect(&server.url(), &Options::default(), None)
         .await
         .unwrap();
     contract(Arc::new(store), true).await;
@@ -846,7 +856,7 @@ async fn postgres_store_keeps_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_postgres_store_keeps_the_contract() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), &Options::default())
+    let store = PostgresStore::connect(&server.url(), &Options::default(), None)
         .await
         .unwrap();
     contract(Arc::new(Cached::new(store)), true).await;
@@ -855,8 +865,8 @@ async fn cached_postgres_store_keeps_the_contract() {
 /// Two stores on `url`, connected at once, as two replicas would be.
 async fn two_replicas(url: &str, options: &Options) -> [Arc<PostgresStore>; 2] {
     let (a, b) = tokio::join!(
-        PostgresStore::connect(url, options),
-        PostgresStore::connect(url, options)
+        PostgresStore::connect(url, options, None),
+        PostgresStore::connect(url, options, None)
     );
     [Arc::new(a.unwrap()), Arc::new(b.unwrap())]
 }
@@ -908,7 +918,7 @@ async fn postgres_prepared_statements_through_pgbouncer_fail_naming_the_fix() {
     let server = support::postgres::PostgresServer::start();
     let bouncer = support::postgres::PgBouncer::transaction_mode(&server);
     let store = Arc::new(
-        PostgresStore::connect(&bouncer.url(), &Options::default())
+        PostgresStore::connect(&bouncer.url(), &Options::default(), None)
             .await
             .unwrap(),
     );
@@ -961,7 +971,7 @@ async fn postgres_a_statement_left_waiting_does_not_hold_up_the_next_call() {
             connections: 1,
             ..Options::default()
         };
-        let store = PostgresStore::connect(&server.url(), &options)
+        let store = PostgresStore::connect(&server.url(), &options, None)
             .await
             .unwrap();
         assert_eq!(store.max_connections(), 1);
@@ -1031,7 +1041,7 @@ async fn postgres_a_large_answer_is_given_the_time_to_move_it() {
             statements,
             ..Options::default()
         };
-        let store = PostgresStore::connect(&server.url(), &options)
+        let store = PostgresStore::connect(&server.url(), &options, None)
             .await
             .unwrap();
         let admin = superuser(&server).await;
@@ -1067,7 +1077,7 @@ async fn postgres_a_replica_waits_out_a_long_migration() {
         .unwrap();
     let url = server.url();
     let replica =
-        tokio::spawn(async move { PostgresStore::connect(&url, &Options::default()).await });
+        tokio::spawn(async move { PostgresStore::connect(&url, &Options::default(), None).await });
     support::postgres::until_count(
         &admin,
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
@@ -1090,7 +1100,7 @@ async fn postgres_a_replica_waits_out_a_long_migration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_sweep_clears_a_backlog_larger_than_one_batch() {
     let server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), &Options::default())
+    let store = PostgresStore::connect(&server.url(), &Options::default(), None)
         .await
         .unwrap();
     sweep_clears_a_backlog_larger_than_one_batch(store).await;
@@ -1122,7 +1132,7 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
         .unwrap()
         .get(0);
     assert_eq!(plain, "off", "a new session of the role starts with off");
-    let store = PostgresStore::connect(&server.url(), &Options::default())
+    let store = PostgresStore::connect(&server.url(), &Options::default(), None)
         .await
         .unwrap();
     // Each claim's insert notes the setting its session committed with.
@@ -1168,7 +1178,7 @@ async fn postgres_claims_commit_durably_whatever_the_role_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_is_a_store_error_and_recovers_by_itself() {
     let mut server = support::postgres::PostgresServer::start();
-    let store = PostgresStore::connect(&server.url(), &Options::default())
+    let store = PostgresStore::connect(&server.url(), &Options::default(), None)
         .await
         .unwrap();
     store.ping().await.unwrap();

@@ -9,7 +9,6 @@ use super::server::Limits;
 use super::store::postgres::{Options as PostgresOptions, Statements};
 use super::store::sqlite::Durability;
 use crate::shared::redact::redact_url;
-use crate::shared::regular_file::read_regular;
 use crate::shared::units::{parse_duration, parse_size};
 use axum::http::{HeaderName, Method};
 use clap::Parser;
@@ -92,10 +91,6 @@ fn parse_header(text: &str) -> Result<HeaderName, String> {
 /// rewrites per hop) and its body's form (`Content-Type`,
 /// `Content-Encoding`, `Expect`). Unrelated requests share their values,
 /// so as a "key" they would replay one request's answer to another.
-/// The most `--store-password-file` may hold: a password, not a file of
-/// another kind named by mistake.
-const PASSWORD_FILE_LIMIT: u64 = 64 * 1024;
-
 const FRAMING_HEADERS: [HeaderName; 5] = [
     axum::http::header::HOST,
     axum::http::header::CONTENT_LENGTH,
@@ -311,7 +306,7 @@ pub struct Args {
     /// Where records live: `sqlite:PATH`, `postgres://USER@HOST:PORT/DB` or `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
-    /// Regular file (at most 64 KiB) whose first line is the store's password (PostgreSQL, Redis), so it is not in the URL.
+    /// Regular file (at most 64 KiB) whose first line is the store's password (PostgreSQL, Redis), so it is not in the URL; read again for each new connection, so a rotated password needs no restart.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
     /// Regular PEM file (at most 1 MiB) of CA certificates trusted for TLS to PostgreSQL, besides the platform's roots.
@@ -511,27 +506,15 @@ impl Args {
     }
 
     /// The store, with the password from `--store-password-file` (its first
-    /// line) put into the URL. Never prints the password.
+    /// line) put into the URL: the start-up password, which also checks the
+    /// file before anything opens (the stores read it again for each new
+    /// connection). Never prints the password.
     pub fn store(&self) -> Result<StoreSpec, String> {
         let Some(file) = &self.store_password_file else {
             return Ok(self.store.clone());
         };
-        // A regular file only: a FIFO would block start-up until written.
-        let text = read_regular(file, PASSWORD_FILE_LIMIT)
-            .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other))
-            .map_err(|e| {
-                format!(
-                    "cannot read --store-password-file `{}`: {e}",
-                    file.display()
-                )
-            })?;
-        let password = text.lines().next().unwrap_or_default();
-        if password.is_empty() {
-            return Err(format!(
-                "--store-password-file `{}` is empty; put the password on its first line",
-                file.display()
-            ));
-        }
+        let password = super::store::password::read(file)?;
+        let password = password.as_str();
         let with_password = |url: &str| -> Result<String, String> {
             let mut parsed = Url::parse(url)
                 .map_err(|_| format!("the --store URL {} is not a valid URL", self.store))?;
@@ -592,6 +575,7 @@ impl Args {
                 statements: self.store_pooler,
                 connections: self.store_connections,
             },
+            password_file: self.store_password_file.clone(),
             memory_max_bytes: self.memory_max_bytes,
         }
     }

@@ -58,6 +58,10 @@ pub struct StoreOptions {
     /// How PostgreSQL is connected to (`--store-ca-file`, `--store-pooler`,
     /// `--store-connections`).
     pub postgres: store::postgres::Options,
+    /// `--store-password-file` (PostgreSQL, Redis): read again for every
+    /// new connection, so a rotated password needs no restart. The
+    /// start-up password is in the store's URL.
+    pub password_file: Option<std::path::PathBuf>,
     /// The memory store's bound on its records' bytes.
     pub memory_max_bytes: usize,
 }
@@ -76,10 +80,16 @@ pub async fn open_store(
             options.durability,
         )?)),
         StoreSpec::Redis(url) => AnyStore::Redis(Box::new(Cached::new(
-            store::redis::RedisStore::connect(url, options.ttl_ms).await?,
+            store::redis::RedisStore::connect(url, options.ttl_ms, options.password_file.clone())
+                .await?,
         ))),
         StoreSpec::Postgres(url) => AnyStore::Postgres(Box::new(Cached::new(
-            store::postgres::PostgresStore::connect(url, &options.postgres).await?,
+            store::postgres::PostgresStore::connect(
+                url,
+                &options.postgres,
+                options.password_file.clone(),
+            )
+            .await?,
         ))),
     })
 }

@@ -23,6 +23,25 @@ impl Gateway {
         Self::spawn(Self::command(upstream, args))
     }
 
+    /// Starts it on `store` with `password` in a `--store-password-file`
+    /// of its own; the gateway and that file (in a directory that lives as
+    /// long as the returned guard), to rewrite.
+    pub fn with_password_file(
+        upstream: &Server,
+        store: &str,
+        password: &str,
+    ) -> (Self, std::path::PathBuf, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("store-password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let file_arg = file.display().to_string();
+        let gateway = Self::start(
+            upstream,
+            &["--store", store, "--store-password-file", &file_arg],
+        );
+        (gateway, file, dir)
+    }
+
     /// The command [`Gateway::start`] runs, to adjust before [`Gateway::spawn`].
     pub fn command(upstream: &Server, args: &[&str]) -> Command {
         Self::command_for(&upstream.url(""), args)

@@ -14,6 +14,8 @@ pub struct PostgresServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     child: Option<Child>,
+    /// The `gateway` user's password, when the server requires one.
+    password: Option<String>,
 }
 
 /// Where `initdb` and `postgres` are: on PATH, or Debian's own directory.
@@ -134,6 +136,7 @@ impl PostgresServer {
             dir,
             bin,
             child: None,
+            password: options.password.map(str::to_owned),
         };
         server.resume();
         server
@@ -144,8 +147,9 @@ impl PostgresServer {
         format!("postgres://gateway@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Runs each of `statements` as the `gateway` superuser, one at a time
-    /// (so `CREATE DATABASE` can be among them).
+    /// Runs each of `statements` as the `gateway` superuser (with its
+    /// password, if it has one), one at a time (so `CREATE DATABASE` can be
+    /// among them).
     #[cfg(feature = "gateway")]
     pub fn sql(&self, statements: &[&str]) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -153,14 +157,24 @@ impl PostgresServer {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let mut config: tokio_postgres::Config = self.url().parse().unwrap();
+            if let Some(password) = &self.password {
+                config.password(password);
+            }
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(connection);
             for statement in statements {
                 client.batch_execute(statement).await.unwrap();
             }
         });
+    }
+
+    /// Changes the `gateway` user's password (sessions already open stay
+    /// logged in, as on any PostgreSQL server).
+    #[cfg(feature = "gateway")]
+    pub fn set_password(&mut self, password: &str) {
+        self.sql(&[&format!("ALTER ROLE gateway PASSWORD '{password}'")]);
+        self.password = Some(password.to_owned());
     }
 
     /// Starts the server again on the same data directory and port (after

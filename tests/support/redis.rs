@@ -114,6 +114,23 @@ impl RedisServer {
         line.trim_end().to_owned()
     }
 
+    /// Sends one inline command after `AUTH password` on the same
+    /// connection; the command's first reply line.
+    pub fn command_as(&self, password: &str, command: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .write_all(format!("AUTH {password}\r\n{command}\r\n").as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), "+OK", "AUTH");
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

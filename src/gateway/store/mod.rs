@@ -35,6 +35,7 @@
 pub mod allowance;
 pub mod cached;
 pub mod memory;
+pub mod password;
 pub mod postgres;
 pub mod redis;
 pub mod skew;

@@ -24,7 +24,9 @@
 //! is kept on a session but that `synchronous_commit`.
 //!
 //! Calls go through a pool that replaces broken connections by itself, so a
-//! restarted server is used again without restarting the gateway. Every
+//! restarted server is used again without restarting the gateway; each new
+//! connection reads `--store-password-file` again (`Connector`), so a
+//! rotated password needs no restart either. Every
 //! call is bounded by [`CALL_TIMEOUT`]; a call that timed out may still have
 //! committed, which the proxy's claim retry (same token) recognises.
 //!
@@ -33,6 +35,7 @@
 //! replicas starting at once apply each migration once.
 
 use super::allowance::{CALL_TIMEOUT, allowance, is_large};
+use super::password::PasswordFile;
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
@@ -351,14 +354,58 @@ fn session_settings(statements: Statements) -> Hook {
     })
 }
 
+/// Opens the pool's connections: with the password read from
+/// `--store-password-file` at that moment, when one is given.
+struct Connector {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    password: Option<PasswordFile>,
+}
+
+type Connecting<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                    tokio_postgres::Error,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+impl deadpool_postgres::Connect for Connector {
+    fn connect(&self, config: &tokio_postgres::Config) -> Connecting<'_> {
+        let mut config = config.clone();
+        if let Some(file) = &self.password {
+            config.password(file.current());
+        }
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let (client, connection) = config.connect(tls).await?;
+            // A connection that breaks fails the call that uses it, which
+            // says so; the pool then replaces it.
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok((client, driver))
+        })
+    }
+}
+
 impl PostgresStore {
     /// Connects to `url`, checks that the server answers and migrates the
     /// schema. TLS is verified against the platform's roots and the
     /// certificates in `ca_file`; without an `sslmode` in the URL it is
     /// required except on loopback. `options.statements` says how
     /// statements reach the server (behind a pooler in transaction mode,
-    /// unnamed); at most `options.connections` are open at once.
-    pub async fn connect(url: &str, options: &Options) -> Result<Self, StoreError> {
+    /// unnamed); at most `options.connections` are open at once. With
+    /// `password_file`, every connection opened after start-up reads its
+    /// password from it again (the URL holds the start-up password).
+    pub async fn connect(
+        url: &str,
+        options: &Options,
+        password_file: Option<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
             StoreError(
                 "the PostgreSQL URL is not valid (postgres://USER@HOST:PORT/DB[?sslmode=require])"
@@ -377,9 +424,16 @@ impl PostgresStore {
         config.application_name("idempotency-gateway");
         let tls =
             tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(options.ca_file.as_deref())?);
-        let manager = Manager::from_config(
+        let password = password_file.map(|path| {
+            let first = config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default();
+            PasswordFile::new(path, first)
+        });
+        let manager = Manager::from_connect(
             config,
-            tls,
+            Connector { tls, password },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -28,14 +28,20 @@
 //! connection, so a large command Redis had not wholly received is never
 //! run; one that was received may still have run, which the proxy's retry
 //! (same token) recognises.
+//!
+//! Every connection, the shared one's reconnections included, authenticates
+//! with the password `--store-password-file` holds when it opens
+//! (`FilePassword`), so a rotated password needs no restart.
 
 use super::allowance::{CALL_TIMEOUT, allowance, is_large};
+use super::password::PasswordFile;
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
 };
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{AsyncConnectionConfig, BasicAuth, Script, StreamingCredentialsProvider, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many large calls run at once, each on a connection of its own; as
@@ -60,6 +66,8 @@ pub const LARGE_CALLS_NAME: &str = "idempotency-gateway-large";
 pub struct RedisStore {
     /// Opens the large calls' connections.
     client: redis::Client,
+    /// Their password, read again for each (`--store-password-file`).
+    password: Option<FilePassword>,
     /// The small calls' shared connection.
     connection: ConnectionManager,
     /// Turns of the [`LARGE_AT_ONCE`] large calls.
@@ -253,25 +261,68 @@ fn redis_key(id: &RecordId) -> Vec<u8> {
     key
 }
 
+/// Gives each new connection the password in `--store-password-file` as
+/// it is when the connection opens, with the URL's user (`default` when it
+/// names none). The connection asks for it once, and once more to
+/// re-authenticate when it is set up (one `AUTH` more per connection);
+/// the stream then ends, so nothing re-reads the file for a connection
+/// already open.
+#[derive(Clone)]
+struct FilePassword {
+    user: String,
+    file: Arc<PasswordFile>,
+}
+
+impl StreamingCredentialsProvider for FilePassword {
+    fn subscribe(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = redis::RedisResult<BasicAuth>> + Send + 'static>,
+    > {
+        let credentials = BasicAuth::new(self.user.clone(), self.file.current());
+        Box::pin(futures_util::stream::iter([Ok(credentials)]))
+    }
+}
+
 impl RedisStore {
     /// Connects to `url` and checks that Redis answers a command (so a
     /// wrong password fails here); fails when it does not within a few
     /// seconds. `orphan_ttl_ms` is how long a claim key outlives its lease
-    /// (give the records' TTL).
-    pub async fn connect(url: &str, orphan_ttl_ms: u64) -> Result<Self, StoreError> {
+    /// (give the records' TTL). With `password_file`, every connection
+    /// opened afterwards reads its password from it again (the URL holds
+    /// the start-up password).
+    pub async fn connect(
+        url: &str,
+        orphan_ttl_ms: u64,
+        password_file: Option<std::path::PathBuf>,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|_| {
             StoreError("the Redis URL is not valid (redis://HOST:PORT/DB)".to_owned())
         })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let password = password_file.map(|path| {
+            let settings = client.get_connection_info().redis_settings();
+            FilePassword {
+                user: settings.username().unwrap_or("default").to_owned(),
+                file: Arc::new(PasswordFile::new(
+                    path,
+                    settings.password().unwrap_or_default().to_owned(),
+                )),
+            }
+        });
+        let mut config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1);
+        if let Some(password) = &password {
+            config = config.set_credentials_provider(password.clone());
+        }
         let connection = client
             .get_connection_manager_with_config(config)
             .await
             .map_err(not_reached)?;
         let store = Self {
             client,
+            password,
             connection,
             large_turns: tokio::sync::Semaphore::new(LARGE_AT_ONCE),
             idle_large: std::sync::Mutex::new(Vec::new()),
@@ -485,9 +536,12 @@ impl RedisStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
         }
-        let config = AsyncConnectionConfig::new()
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT));
+        if let Some(password) = &self.password {
+            config = config.set_credentials_provider(password.clone());
+        }
         let mut connection = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
