@@ -833,12 +833,78 @@ fn a_rotated_redis_password_is_read_again_for_new_connections() {
     assert_eq!(upstream.requests().len(), 4, "each key forwarded once");
 }
 
-/// A FIFO named as the store's password or CA file would block start-up
-/// until someone writes to it: refused at once (exit 1) instead, like an
-/// oversized file. The child is killed if it has not exited in 20 s, so a
-/// regression fails here rather than hanging the suite.
+/// An https upstream is verified: with its CA in `--upstream-ca-file` it
+/// is forwarded to and its answer replayed; without, its certificate is
+/// refused before anything is sent (`502`, the claim released, the retry
+/// forwarded once the gateway trusts it). An http upstream needs no CA
+/// certificates: a host without any (a container built from scratch)
+/// serves it, where an https one does not start without
+/// `--upstream-ca-file` and says so.
 #[test]
-fn store_password_and_ca_files_must_be_regular_files() {
+fn an_https_upstream_is_verified_against_the_platform_and_the_ca_file() {
+    let pki = support::tls::Pki::new();
+    let upstream = Server::start_tls(pki.server_config(false), |_| {
+        Reply::Respond(Response::new(201).body("{}"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let ca = ca.display().to_string();
+    let answer = |gateway: &Gateway, key: &str| {
+        let answer = raw_post(gateway, "POST", "/deployments", key);
+        (status_of(&answer), answer)
+    };
+
+    let untrusted = Gateway::start(&upstream, &["--store", "memory"]);
+    let (status, refused) = answer(&untrusted, "tls-1");
+    assert_eq!(status, 502, "{refused}");
+    assert!(refused.contains("certificate"), "{refused}");
+    assert!(upstream.requests().is_empty(), "nothing sent");
+    drop(untrusted);
+
+    let trusted = Gateway::start(&upstream, &["--store", "memory", "--upstream-ca-file", &ca]);
+    assert_eq!(answer(&trusted, "tls-1").0, 201);
+    let (status, replay) = answer(&trusted, "tls-1");
+    assert_eq!(status, 201);
+    assert!(replay.contains("idempotent-replayed: true"), "{replay}");
+    assert_eq!(upstream.requests().len(), 1);
+
+    // A host with no CA certificates at all.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let without_roots = |upstream: &Server, extra: &[&str]| {
+        let mut command = Gateway::command(upstream, &[&["--store", "memory"], extra].concat());
+        command
+            .env("SSL_CERT_FILE", &empty)
+            .env("SSL_CERT_DIR", dir.path().join("no-such-dir"));
+        command
+    };
+    let refused = without_roots(&upstream, &[]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--upstream-ca-file"), "{stderr}");
+    let own_ca = Gateway::spawn(without_roots(&upstream, &["--upstream-ca-file", &ca]));
+    assert_eq!(answer(&own_ca, "tls-2").0, 201);
+    let (plain, calls) = counting();
+    let plain_gateway = Gateway::spawn(without_roots(&plain, &[]));
+    assert_eq!(answer(&plain_gateway, "tls-3").0, 201);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let http_with_ca = Gateway::command(&plain, &["--upstream-ca-file", &ca])
+        .output()
+        .unwrap();
+    assert_eq!(http_with_ca.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&http_with_ca.stderr);
+    assert!(stderr.contains("is for an https upstream"), "{stderr}");
+}
+
+/// A FIFO named as the store's password or CA file, or the upstream's CA
+/// file, would block start-up until someone writes to it: refused at once
+/// (exit 1) instead, like an oversized file. The child is killed if it has
+/// not exited in 20 s, so a regression fails here rather than hanging the
+/// suite.
+#[test]
+fn password_and_ca_files_must_be_regular_files() {
     let (upstream, _) = counting();
     let dir = tempfile::tempdir().unwrap();
     let fifo = support::fifo(dir.path(), "secret.fifo")
@@ -849,13 +915,26 @@ fn store_password_and_ca_files_must_be_regular_files() {
     let huge = huge.display().to_string();
     // Port 1 on loopback: nothing listens, and the file is read first.
     let postgres = "postgres://gateway@127.0.0.1:1/db";
-    for (flag, store, file) in [
-        ("--store-password-file", "redis://127.0.0.1:1", &fifo),
-        ("--store-ca-file", postgres, &fifo),
-        ("--store-password-file", "redis://127.0.0.1:1", &huge),
-        ("--store-ca-file", postgres, &huge),
+    let (plain, tls) = (upstream.url(""), "https://127.0.0.1:1");
+    for (flag, store, file, upstream) in [
+        (
+            "--store-password-file",
+            "redis://127.0.0.1:1",
+            &fifo,
+            &*plain,
+        ),
+        ("--store-ca-file", postgres, &fifo, &plain),
+        ("--upstream-ca-file", "memory", &fifo, tls),
+        (
+            "--store-password-file",
+            "redis://127.0.0.1:1",
+            &huge,
+            &plain,
+        ),
+        ("--store-ca-file", postgres, &huge, &plain),
+        ("--upstream-ca-file", "memory", &huge, tls),
     ] {
-        let mut command = Gateway::command(&upstream, &["--store", store, flag, file]);
+        let mut command = Gateway::command_for(upstream, &["--store", store, flag, file]);
         let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -280,7 +280,8 @@ fn non_empty(text: &str) -> Result<String, String> {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  clean shutdown after SIGTERM or Ctrl-C
-  1  the store cannot be opened, the JWKS cannot be read, or a listener fails
+  1  the store cannot be opened, the JWKS or --upstream-ca-file cannot be
+     read, or a listener fails
   2  invalid flags or environment variables
 
 Every flag can also be set as the environment variable shown with it; a flag
@@ -303,6 +304,9 @@ pub struct Args {
     /// The API behind the gateway, e.g. http://127.0.0.1:9000 (a path prefix is kept; no user-info).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_UPSTREAM", value_parser = parse_upstream)]
     pub upstream: Url,
+    /// Regular PEM file (at most 1 MiB) of CA certificates trusted for an https upstream, besides the platform's roots.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Where records live: `sqlite:PATH`, `postgres://USER@HOST:PORT/DB` or `redis://HOST:PORT/DB` (shared by replicas), or `memory`.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_STORE", default_value = "sqlite:./idempotency.db", value_parser = parse_store)]
     pub store: StoreSpec,
@@ -473,6 +477,12 @@ impl Args {
                 self.max_buffered, self.max_body
             ));
         }
+        if self.upstream_ca_file.is_some() && self.upstream.scheme() != "https" {
+            return Err(
+                "--upstream-ca-file is for an https upstream; an http --upstream uses no TLS"
+                    .to_owned(),
+            );
+        }
         if self.store_password_file.is_some()
             && !matches!(self.store, StoreSpec::Redis(_) | StoreSpec::Postgres(_))
         {
@@ -551,6 +561,7 @@ impl Args {
     pub fn settings(&self, caller: CallerRule) -> Settings {
         Settings {
             upstream: self.upstream.clone(),
+            upstream_ca_file: self.upstream_ca_file.clone(),
             methods: self.methods.clone(),
             require_key: self.require_key,
             key_header: self.key_header.clone(),

@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod target;
+pub mod tls;
 pub mod unsplit;
 pub mod upstream;
 pub mod upstream_pool;

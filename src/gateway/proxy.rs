@@ -69,6 +69,9 @@ use url::Url;
 pub struct Settings {
     /// Where requests go.
     pub upstream: Url,
+    /// CA certificates trusted for an `https` upstream besides the
+    /// platform's roots (`--upstream-ca-file`).
+    pub upstream_ca_file: Option<std::path::PathBuf>,
     /// Methods given idempotency semantics.
     pub methods: Vec<Method>,
     /// Whether a covered request without a key is refused.
@@ -101,6 +104,7 @@ impl Settings {
     pub fn new(upstream: Url) -> Self {
         Self {
             upstream,
+            upstream_ca_file: None,
             methods: vec![Method::POST, Method::PATCH],
             require_key: false,
             key_header: HeaderName::from_static("idempotency-key"),
@@ -150,7 +154,11 @@ type Handled = (RequestOutcome, Option<String>, Response);
 impl Gateway {
     /// Builds the gateway and its upstream client.
     pub fn new(settings: Settings, store: AnyStore, clock: Arc<dyn Clock>) -> Result<Self, String> {
-        let upstream = Upstream::new(&settings.upstream, settings.upstream_timeout)?;
+        let upstream = Upstream::new(
+            &settings.upstream,
+            settings.upstream_timeout,
+            settings.upstream_ca_file.as_deref(),
+        )?;
         Ok(Self {
             budget: Budget::new(settings.max_buffered),
             answers: Budget::new(settings.max_buffered),

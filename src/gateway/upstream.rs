@@ -73,16 +73,38 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for `url` whose answers must be complete within `timeout`.
-    pub fn new(url: &url::Url, timeout: Duration) -> Result<Self, String> {
+    /// An `https` upstream is verified against the platform's roots and
+    /// the CA certificates in `ca_file` (`--upstream-ca-file`); an `http`
+    /// one needs neither, so a host without CA certificates (a container
+    /// built from scratch) can serve it.
+    pub fn new(
+        url: &url::Url,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         let connect_timeout = timeout.min(Duration::from_secs(10));
         http.set_connect_timeout(Some(connect_timeout));
+        let roots = match url.scheme() {
+            "https" => {
+                let roots = crate::gateway::tls::roots(ca_file, "--upstream-ca-file")?;
+                if roots.is_empty() {
+                    return Err(
+                        "no CA certificates to verify the https upstream with: this \
+                                host has none (install its CA certificates package) and no \
+                                --upstream-ca-file was given"
+                            .to_owned(),
+                    );
+                }
+                roots
+            }
+            _ => rustls::RootCertStore::empty(),
+        };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("cannot load the platform's TLS roots: {e}"))?
+            .with_tls_config(crate::gateway::tls::client_config(roots)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()

@@ -40,7 +40,6 @@ use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
     encode_outcome, skew,
 };
-use crate::shared::regular_file::read_regular;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
 use std::time::Duration;
@@ -352,6 +351,12 @@ fn session_settings(statements: Statements) -> Hook {
             Ok(())
         })
     })
+}
+
+/// TLS to the server: the platform's roots and those in `--store-ca-file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
+    let roots = crate::gateway::tls::roots(ca_file, "--store-ca-file").map_err(StoreError)?;
+    crate::gateway::tls::client_config(roots).map_err(StoreError)
 }
 
 /// Opens the pool's connections: with the password read from
@@ -726,50 +731,6 @@ async fn prepare(
         .prepare_typed_cached(statement.text, statement.types)
         .await
         .map_err(|e| store_error(&e))
-}
-
-/// The most `--store-ca-file` may hold: a bundle of CA certificates, not a
-/// file of another kind named by mistake.
-const CA_FILE_LIMIT: u64 = 1024 * 1024;
-
-/// The TLS client configuration: ring, the platform's roots and those in
-/// `ca_file`.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, StoreError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for certificate in found.certs {
-        // A certificate the store cannot parse is skipped, as browsers do.
-        let _ = roots.add(certificate);
-    }
-    if let Some(path) = ca_file {
-        let shown = path.display();
-        // A regular file only: a FIFO would block start-up until written.
-        let pem = read_regular(path, CA_FILE_LIMIT)
-            .map_err(|e| StoreError(format!("cannot read --store-ca-file `{shown}`: {e}")))?;
-        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| StoreError(format!("cannot read --store-ca-file `{shown}`: {e}")))?;
-        if certificates.is_empty() {
-            return Err(StoreError(format!(
-                "--store-ca-file `{shown}` holds no PEM certificate"
-            )));
-        }
-        for certificate in certificates {
-            roots.add(certificate).map_err(|e| {
-                StoreError(format!(
-                    "a certificate in --store-ca-file `{shown}` is not usable: {e}"
-                ))
-            })?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The record in `row`, whose columns from `first` on are `fingerprint,

@@ -1,0 +1,56 @@
+//! TLS for the gateway's own connections out (an `https` upstream,
+//! PostgreSQL): rustls with the one crypto provider (ring), trusting the
+//! platform's roots and the CA certificates of a PEM file the operator
+//! names (`--upstream-ca-file`, `--store-ca-file`), for a server with an
+//! internal CA.
+
+use crate::shared::regular_file::read_regular;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::path::Path;
+
+/// The most a CA file may hold: a bundle of CA certificates, not a file of
+/// another kind named by mistake.
+pub const CA_FILE_LIMIT: u64 = 1024 * 1024;
+
+/// The platform's roots (a certificate it cannot parse is skipped, as
+/// browsers do; a platform without any gives none) and every certificate
+/// in `ca_file`, which must hold at least one. Errors name the file by its
+/// flag, `flag`.
+pub fn roots(ca_file: Option<&Path>, flag: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    let Some(path) = ca_file else {
+        return Ok(roots);
+    };
+    let shown = path.display();
+    // A regular file only: a FIFO would block start-up until written.
+    let pem = read_regular(path, CA_FILE_LIMIT)
+        .map_err(|e| format!("cannot read {flag} `{shown}`: {e}"))?;
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read {flag} `{shown}`: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!("{flag} `{shown}` holds no PEM certificate"));
+    }
+    for certificate in certificates {
+        roots
+            .add(certificate)
+            .map_err(|e| format!("a certificate in {flag} `{shown}` is not usable: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// A client configuration that verifies servers against `roots`, with ring
+/// and rustls's safe default protocol versions, and no client certificate.
+pub fn client_config(roots: RootCertStore) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
