@@ -833,6 +833,48 @@ fn a_rotated_redis_password_is_read_again_for_new_connections() {
     assert_eq!(upstream.requests().len(), 4, "each key forwarded once");
 }
 
+/// A SQLite database deleted, or replaced by another file, under a running
+/// gateway would take every claim made afterwards with it at the next
+/// start: once the store notices (within a second; the log line is the
+/// signal), new keys are refused (`503`, nothing forwarded) and `/readyz`
+/// says so, while what was stored before is still replayed.
+#[test]
+fn sqlite_a_database_deleted_or_replaced_under_the_gateway_refuses_new_keys() {
+    for replaced in [false, true] {
+        let (upstream, calls) = counting();
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("records.db");
+        let store = format!("sqlite:{}", database.display());
+        let gateway = Gateway::start(
+            &upstream,
+            &["--store", &store, "--admin-listen", "127.0.0.1:0"],
+        );
+        let post = |key: &str| status_of(&raw_post(&gateway, "POST", "/deployments", key));
+        assert_eq!(post("before"), 201);
+        if replaced {
+            let other = dir.path().join("other.db");
+            std::fs::write(&other, "").unwrap();
+            std::fs::rename(&other, &database).unwrap();
+        } else {
+            std::fs::remove_file(&database).unwrap();
+        }
+        let line = gateway.log_line_with("was deleted, renamed or replaced");
+        assert!(
+            line.contains("ERROR") && line.contains("records.db"),
+            "{line}"
+        );
+        let refused = raw_post(&gateway, "POST", "/deployments", "after");
+        assert_eq!(status_of(&refused), 503, "{refused}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing forwarded");
+        let admin = gateway.admin.as_ref().unwrap();
+        assert_eq!(support::gateway::readyz(admin).0, 503);
+        let replay = raw_post(&gateway, "POST", "/deployments", "before");
+        assert_eq!(status_of(&replay), 201);
+        assert!(replay.contains("idempotent-replayed: true"), "{replay}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
+
 /// An https upstream is verified: with its CA in `--upstream-ca-file` it
 /// is forwarded to and its answer replayed; without, its certificate is
 /// refused before anything is sent (`502`, the claim released, the retry

@@ -46,6 +46,7 @@
 
 mod checkpoint;
 mod filesystem;
+mod moved;
 
 use super::{
     Claimed, INLINE_OUTCOME, Outcome, Record, RecordId, Store, StoreError, Token, decode_outcome,
@@ -263,6 +264,11 @@ pub struct SqliteStore {
     reading: Arc<tokio::sync::Semaphore>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Checkpointer,
+    /// Set once the path no longer names the open database (`moved.rs`):
+    /// new claims are refused.
+    moved: Arc<std::sync::atomic::AtomicBool>,
+    /// The database's path, for that refusal.
+    path: std::path::PathBuf,
 }
 
 /// The records: a table with a rowid, found by the unique index on
@@ -360,6 +366,15 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
 const PAGE_SIZE: u32 = 1024;
 
 impl SqliteStore {
+    /// Fails once the database's path names another file or none: a claim
+    /// written now would not survive the next start (`moved.rs`).
+    fn in_place(&self) -> Result<(), StoreError> {
+        if self.moved.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError(moved::refusal(&self.path)));
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         restrict_permissions(path).map_err(|e| {
@@ -428,8 +443,12 @@ impl SqliteStore {
                 move || write_batches(writer, wakes, pending)
             })
             .map_err(|e| StoreError(format!("cannot start the SQLite writer thread: {e}")))?;
+        let watch = moved::Watch::new(path);
+        let moved = watch.flag();
         Ok(Self {
-            _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits)?,
+            _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits, watch)?,
+            moved,
+            path: path.to_owned(),
             writer,
             reader: Arc::new(Mutex::new(reader)),
             reading: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -704,6 +723,21 @@ impl Store for SqliteStore {
         lease_until: u64,
         now: u64,
     ) -> Result<Claimed, StoreError> {
+        if let Err(refused) = self.in_place() {
+            // Nothing new is written; a record the open file holds is
+            // still answered from it (a replay, a `409`, a `422`).
+            let id = id.clone();
+            let row = self.run_one(move |c| read(c, &id, INLINE_OUTCOME)).await?;
+            return match row {
+                Some(row)
+                    if row.token.as_deref() != Some(&token[..])
+                        && row.expires_at.is_none_or(|at| at > ms(now)) =>
+                {
+                    row.into_claimed()
+                }
+                _ => Err(refused),
+            };
+        }
         let (id, fingerprint, token) = (id.clone(), *fingerprint, *token);
         let row = self
             .run_one(move |c| {
@@ -826,6 +860,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.in_place()?;
         self.run_one(|c| c.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
@@ -949,6 +984,52 @@ mod tests {
         assert!(!claim.is_finished(), "the claim waits for the connection");
         busy.release();
         assert_eq!(claim.await.unwrap().unwrap(), Claimed::Won);
+    }
+
+    /// Once the path no longer names the open database, a claim writes
+    /// nothing: a record the file holds is still answered (done, in
+    /// flight), while a new key, an expired record and a repeat of the
+    /// caller's own claim are refused with the reason; `ping` fails too.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_moved_database_answers_what_it_holds_and_takes_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap();
+        let id = |key: &str| RecordId {
+            caller: [1; 32],
+            key: key.to_owned(),
+        };
+        let done = Outcome::Unknown("stored".to_owned());
+        for (key, token) in [("done", [1; 16]), ("expired", [2; 16]), ("busy", [3; 16])] {
+            let claimed = store.claim(&id(key), &[0; 32], &token, 100, 0).await;
+            assert_eq!(claimed.unwrap(), Claimed::Won);
+        }
+        let expiry = |key| if key == "expired" { 50 } else { 1_000 };
+        for (key, token) in [("done", [1; 16]), ("expired", [2; 16])] {
+            let stored = store.finish(&id(key), &token, &done, expiry(key), 0).await;
+            assert!(stored.unwrap());
+        }
+        store
+            .moved
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let claim = async |key: &str, token: [u8; 16]| {
+            store.claim(&id(key), &[0; 32], &token, 200, 60).await
+        };
+        assert!(matches!(
+            claim("done", [9; 16]).await,
+            Ok(Claimed::Existing(Record::Done { .. }))
+        ));
+        assert!(matches!(
+            claim("busy", [9; 16]).await,
+            Ok(Claimed::Existing(Record::InFlight { .. }))
+        ));
+        for (key, token) in [("fresh", [9; 16]), ("expired", [9; 16]), ("busy", [3; 16])] {
+            let refused = claim(key, token).await.unwrap_err();
+            assert!(
+                refused.0.contains("deleted, renamed or replaced"),
+                "{key}: {refused:?}"
+            );
+        }
+        assert!(store.ping().await.is_err());
     }
 
     /// A large answer is read beside the writer's connection: a claim

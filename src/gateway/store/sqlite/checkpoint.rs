@@ -140,11 +140,13 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts cycles on the database at `path`, written through `writer`.
+    /// Starts cycles on the database at `path`, written through `writer`;
+    /// each first looks whether `path` still names the database (`watch`).
     pub(super) fn spawn(
         path: &Path,
         writer: Arc<Mutex<Connection>>,
         limits: Limits,
+        watch: super::moved::Watch,
     ) -> Result<Self, StoreError> {
         let own = Connection::open(path).map_err(StoreError::from)?;
         let (stop, stopped) = channel::<()>();
@@ -152,6 +154,7 @@ impl Checkpointer {
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
+                    watch.check();
                     if let Err(error) = cycle(&own, &writer, limits) {
                         tracing::warn!(%error, "WAL checkpoint failed");
                     }
