@@ -54,3 +54,47 @@ pub fn client_config(roots: RootCertStore) -> Result<rustls::ClientConfig, Strin
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_ca_file_adds_its_certificates_to_the_platforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let platform = roots(None, "--upstream-ca-file").unwrap().len();
+        let path = written(dir.path(), &ca.pem());
+        let with_ca = roots(Some(&path), "--upstream-ca-file").unwrap();
+        assert_eq!(with_ca.len(), platform + 1);
+        assert!(client_config(with_ca).is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_without_a_usable_certificate_is_an_error_naming_its_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, why) in [
+            ("just text\n", "holds no PEM certificate"),
+            (
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+                "cannot read --upstream-ca-file",
+            ),
+        ] {
+            let path = written(dir.path(), text);
+            let error = roots(Some(&path), "--upstream-ca-file").unwrap_err();
+            assert!(error.contains(why) && error.contains("ca.pem`"), "{error}");
+        }
+        let missing = dir.path().join("missing.pem");
+        let error = roots(Some(&missing), "--store-ca-file").unwrap_err();
+        assert!(error.contains("cannot read --store-ca-file"), "{error}");
+    }
+}
