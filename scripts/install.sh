@@ -38,7 +38,8 @@ bail() {
 }
 info() { printf '%s\n' "$*" >&2; }
 work=""
-trap '[[ -z "${work}" ]] || rm -rf "${work}"' EXIT
+staging=""
+trap '[[ -z "${work}" ]] || rm -rf "${work}"; [[ -z "${staging}" ]] || rm -rf "${staging}"' EXIT
 
 action_dir="${GITHUB_ACTION_PATH:-}"
 manifest="${IDEMPOTENT_REQUEST_MANIFEST:-}"
@@ -196,14 +197,27 @@ if [[ "${actual}" != "${sha256}" ]]; then
 fi
 info "verified SHA-256 ${actual}"
 
-rm -rf "${cache_dir}" "${cache_dir}.complete"
+# Jobs on one runner host may share its tool cache and install at once:
+# each unpacks and verifies in a directory of its own inside the entry, then
+# renames the binary into place (a rename replaces a file whole, and a job
+# already running the old one keeps it), so none runs or marks complete a
+# binary another is still writing.
 mkdir -p "${cache_dir}"
-tar -xzf "${work}/${asset}" -C "${cache_dir}"
-[[ -f "${binary}" && ! -L "${binary}" ]] || bail "${asset} does not contain idempotent-request${exe}"
-[[ "$(sha256_of "${binary}")" == "${binary_sha256}" ]] ||
+staging=$(mktemp -d "${cache_dir}/.unpacking.XXXXXX")
+tar -xzf "${work}/${asset}" -C "${staging}"
+unpacked="${staging}/idempotent-request${exe}"
+[[ -f "${unpacked}" && ! -L "${unpacked}" ]] || bail "${asset} does not contain idempotent-request${exe}"
+[[ "$(sha256_of "${unpacked}")" == "${binary_sha256}" ]] ||
   bail "the binary in ${asset} does not match the manifest's binary SHA-256; it was not run"
-chmod +x "${binary}"
+chmod +x "${unpacked}"
+if ! mv -f "${unpacked}" "${binary}"; then
+  # Windows cannot replace a binary another job is running: that one was
+  # verified by the job that put it there, and is verified again here.
+  [[ -f "${binary}" && "$(sha256_of "${binary}")" == "${binary_sha256}" ]] ||
+    bail "could not put the verified binary in ${cache_dir}"
+fi
 # Marked complete only now, with the digest it was verified against: an
 # interrupted install is never taken for a hit.
-printf '%s' "${binary_sha256}" >|"${cache_dir}.complete"
+printf '%s' "${binary_sha256}" >|"${staging}/complete"
+mv -f "${staging}/complete" "${cache_dir}.complete"
 write_path "${binary}"

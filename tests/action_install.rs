@@ -19,9 +19,14 @@ const BINARY: &str = "#!/bin/sh\necho stand-in\n";
 
 /// A release archive holding a stand-in `idempotent-request`.
 fn release_asset(dir: &Path) -> Vec<u8> {
+    release_asset_of(dir, BINARY)
+}
+
+/// A release archive holding `binary` as `idempotent-request`.
+fn release_asset_of(dir: &Path, binary: &str) -> Vec<u8> {
     let staging = dir.join("staging");
     std::fs::create_dir_all(&staging).unwrap();
-    std::fs::write(staging.join("idempotent-request"), BINARY).unwrap();
+    std::fs::write(staging.join("idempotent-request"), binary).unwrap();
     let archive = dir.join(ASSET);
     let status = Command::new("tar")
         .args([
@@ -59,11 +64,16 @@ fn action_dir(root: &Path, manifest: &serde_json::Value) -> PathBuf {
 }
 
 fn manifest_for(sha256: &str) -> serde_json::Value {
+    manifest_for_binary(sha256, BINARY)
+}
+
+/// The manifest of an asset with checksum `sha256` that holds `binary`.
+fn manifest_for_binary(sha256: &str, binary: &str) -> serde_json::Value {
     serde_json::json!({
         "version": VERSION,
         "repository": "acme/idempotent-request",
         "assets": { "x86_64-unknown-linux-musl": {
-            "name": ASSET, "sha256": sha256, "binary_sha256": sha256_hex(BINARY.as_bytes())
+            "name": ASSET, "sha256": sha256, "binary_sha256": sha256_hex(binary.as_bytes())
         } }
     })
 }
@@ -116,8 +126,9 @@ impl Run {
 }
 
 fn install(action: &Path, root: &Path, server: &str, env: &[(&str, &str)]) -> Run {
-    let output_file = root.join("github_output");
-    let _ = std::fs::remove_file(&output_file);
+    // One output file per run: runs may go on at once.
+    let output = tempfile::NamedTempFile::new_in(root).unwrap();
+    let output_file = output.path().to_owned();
     let mut cmd = Command::new("bash");
     cmd.arg(action.join("scripts/install.sh"))
         .env_clear()
@@ -181,6 +192,52 @@ fn verified_download_then_cache_hit_without_download() {
         second.log()
     );
     assert_eq!(server.requests().len(), 1, "a cache hit downloads nothing");
+}
+
+/// Jobs of one self-hosted runner host can share its tool cache: installs
+/// that run at once each end with the verified binary in place, and none
+/// runs or marks complete a binary another one is still writing. (Each
+/// used to empty the entry before unpacking into it, so one could delete or
+/// half-overwrite what another had just verified.) The binary is a few
+/// MiB, so the unpacking and hashing of the runs overlap.
+#[test]
+fn installs_running_at_once_into_one_cache_each_get_a_verified_binary() {
+    let root = tempfile::tempdir().unwrap();
+    let binary = format!("{BINARY}{}", "# padding\n".repeat(800_000));
+    let asset = release_asset_of(root.path(), &binary);
+    let action = action_dir(
+        root.path(),
+        &manifest_for_binary(&sha256_hex(&asset), &binary),
+    );
+    let server = serve(asset.clone());
+    let url = server.url("");
+    let runs: Vec<Run> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| install(&action, root.path(), &url, &[])))
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    let entry = cache_entry(root.path(), "acme/idempotent-request", &sha256_hex(&asset));
+    for run in &runs {
+        assert!(run.output.status.success(), "{}", run.log());
+        let path = PathBuf::from(run.path.clone().expect("path output"));
+        assert_eq!(path, entry.join("idempotent-request"));
+    }
+    let installed = std::fs::read(entry.join("idempotent-request")).unwrap();
+    assert_eq!(sha256_hex(&installed), sha256_hex(binary.as_bytes()));
+    let ran = Command::new(entry.join("idempotent-request"))
+        .output()
+        .unwrap();
+    assert_eq!(ran.stdout, b"stand-in\n");
+    let names: Vec<String> = std::fs::read_dir(entry.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the entry and its marker, nothing left over: {names:?}"
+    );
 }
 
 /// Regression: a cache hit was taken on the marker alone, so a binary
