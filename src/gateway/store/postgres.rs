@@ -387,10 +387,12 @@ impl deadpool_postgres::Connect for Connector {
         let tls = self.tls.clone();
         Box::pin(async move {
             let (client, connection) = config.connect(tls).await?;
-            // A connection that breaks fails the call that uses it, which
-            // says so; the pool then replaces it.
+            // A connection that breaks fails the call that uses it, and the
+            // pool replaces it; one that breaks while idle is said here.
             let driver = tokio::spawn(async move {
-                let _ = connection.await;
+                if let Err(e) = connection.await {
+                    tracing::warn!("a PostgreSQL connection ended: {}", store_error(&e).0);
+                }
             });
             Ok((client, driver))
         })
