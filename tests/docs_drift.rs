@@ -286,3 +286,47 @@ fn readme_names_every_debian_package_the_test_command_installs() {
     readme_packages.sort_unstable();
     assert_eq!(readme_packages, script_packages);
 }
+
+/// Every crate `Cargo.toml` depends on (the gateway's and the
+/// platform-specific ones included) is in the README's dependency tables,
+/// with why it is there.
+#[test]
+fn readme_names_every_dependency() {
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let mut section = "";
+    let crates: Vec<&str> = manifest
+        .lines()
+        .filter_map(|line| {
+            if line.starts_with('[') {
+                section = line;
+                return None;
+            }
+            let runtime = section == "[dependencies]"
+                || (section.starts_with("[target.") && section.ends_with(".dependencies]"));
+            let name = line.split_once(" = ").map(|(name, _)| name.trim())?;
+            (runtime && !name.starts_with('#')).then_some(name)
+        })
+        .collect();
+    assert!(
+        crates.contains(&"rusqlite") && crates.contains(&"libc"),
+        "{crates:?}"
+    );
+    let readme = readme();
+    let tables = readme
+        .split("## Dependencies")
+        .nth(1)
+        .expect("a Dependencies section");
+    let cells: Vec<&str> = tables
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .filter_map(|line| line.split(" | ").next())
+        .collect();
+    for name in crates {
+        let quoted = format!("`{name}`");
+        assert!(
+            cells.iter().any(|cell| cell.contains(&quoted)),
+            "README's Dependencies tables lack {quoted}"
+        );
+    }
+}
