@@ -496,6 +496,76 @@ fn the_gateway_does_not_start_without_issuer_and_audience_or_with_an_unreadable_
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
+/// A JWKS URL behind an internal CA: without `--jwt-jwks-ca-file` its
+/// certificate is refused and the gateway does not start (exit 1, saying
+/// it cannot fetch the JWKS); with it, tokens verify. The flag without an
+/// https JWKS URL is refused (exit 2).
+#[test]
+fn a_jwks_url_behind_an_internal_ca_is_trusted_with_its_ca_file() {
+    let pki = support::tls::Pki::new();
+    let key = SigningKey::generate(Algorithm::ES256, "ec-1");
+    let published = document(&[&key]);
+    let server = Server::start_tls(pki.server_config(false), move |_| {
+        Reply::Respond(
+            Response::new(200)
+                .header("content-type", "application/json")
+                .body(published.clone()),
+        )
+    });
+    let url = server.url("/.well-known/jwks");
+    assert!(url.starts_with("https://"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let ca = ca.display().to_string();
+    let (upstream, calls) = counting();
+    let verifying = [
+        "--store",
+        "memory",
+        "--jwt-jwks-url",
+        &url,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ];
+
+    let (code, stderr) = Gateway::refused(Gateway::command(&upstream, &verifying));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot fetch the JWKS"), "{stderr}");
+
+    let gateway = Gateway::start(
+        &upstream,
+        &[&verifying[..], &["--jwt-jwks-ca-file", &ca]].concat(),
+    );
+    let token = bearer(&key.sign(&claims("repo:acme/app:environment:production")));
+    let (status, _, body) = post(&gateway, "ca-1", &[("authorization", &token)]);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, document(&[&key])).unwrap();
+    let file_arg = jwks_file.display().to_string();
+    let (code, stderr) = Gateway::refused(Gateway::command(
+        &upstream,
+        &[
+            "--jwt-jwks-file",
+            &file_arg,
+            "--jwt-jwks-ca-file",
+            &ca,
+            "--jwt-issuer",
+            ISSUER,
+            "--jwt-audience",
+            AUDIENCE,
+        ],
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is for an https --jwt-jwks-url"),
+        "{stderr}"
+    );
+}
+
 /// A JWKS URL that sends without end (chunked, no length) is read to
 /// 1 MiB and no further: the gateway refuses to start, promptly, rather
 /// than filling its memory for the fetch's 10 s.

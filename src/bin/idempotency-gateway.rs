@@ -86,10 +86,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot open the store {spec}: {e}"))?;
     let caller = match (args.jwt(), &args.scope_headers) {
         (Some(jwt), _) => {
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
+            let http = gateway::jwt::jwks_client(jwt.jwks_ca_file.as_deref())?;
             CallerRule::Jwt(Arc::new(Jwt::load(jwt, http).await?))
         }
         (None, Scope::Auto) => CallerRule::Credentials,

@@ -280,8 +280,8 @@ fn non_empty(text: &str) -> Result<String, String> {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  clean shutdown after SIGTERM or Ctrl-C
-  1  the store cannot be opened, the JWKS or --upstream-ca-file cannot be
-     read, or a listener fails
+  1  the store cannot be opened, the JWKS or a CA file cannot be read, or a
+     listener fails
   2  invalid flags or environment variables
 
 Every flag can also be set as the environment variable shown with it; a flag
@@ -337,6 +337,9 @@ pub struct Args {
     /// JWKS URL; turns on caller identity from verified JWT claims (fetched at start, refreshed on an unknown kid).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_URL", value_parser = parse_jwks_url, conflicts_with = "jwt_jwks_file")]
     pub jwt_jwks_url: Option<Url>,
+    /// Regular PEM file (at most 1 MiB) of CA certificates trusted for an https --jwt-jwks-url, besides the platform's roots.
+    #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_CA_FILE")]
+    pub jwt_jwks_ca_file: Option<PathBuf>,
     /// JWKS file, instead of a URL (read at start, read again on an unknown kid).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
@@ -451,6 +454,9 @@ pub struct JwtSettings {
     pub claims: Vec<String>,
     /// Leeway for `exp` and `nbf`.
     pub leeway: Duration,
+    /// CA certificates trusted for the JWKS URL besides the platform's
+    /// roots (`--jwt-jwks-ca-file`).
+    pub jwks_ca_file: Option<PathBuf>,
 }
 
 /// A JWKS source.
@@ -498,6 +504,14 @@ impl Args {
                 .find(|(id, ..)| self.given.contains(id))
         {
             return Err(format!("{flag} is for a PostgreSQL store{why}"));
+        }
+        if self.jwt_jwks_ca_file.is_some()
+            && self.jwt_jwks_url.as_ref().map(Url::scheme) != Some("https")
+        {
+            return Err(
+                "--jwt-jwks-ca-file is for an https --jwt-jwks-url (a JWKS file or a loopback http URL uses no TLS)"
+                    .to_owned(),
+            );
         }
         let jwt = self.jwt_jwks_url.is_some() || self.jwt_jwks_file.is_some();
         if jwt && (self.jwt_issuer.is_empty() || self.jwt_audience.is_empty()) {
@@ -553,6 +567,7 @@ impl Args {
             audiences: self.jwt_audience.clone(),
             claims: self.jwt_claims.clone(),
             leeway: self.jwt_leeway,
+            jwks_ca_file: self.jwt_jwks_ca_file.clone(),
         })
     }
 

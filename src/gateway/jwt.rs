@@ -262,6 +262,29 @@ fn rejection(error: &jsonwebtoken::errors::Error) -> Rejection {
     }
 }
 
+/// The client that fetches a JWKS URL: redirects not followed (a JWKS that
+/// moved is a setting to fix, not to follow), the platform's roots and the
+/// CA certificates in `ca_file` (`--jwt-jwks-ca-file`) trusted.
+pub fn jwks_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let certificates = crate::gateway::tls::ca_certificates(path, "--jwt-jwks-ca-file")?
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                format!(
+                    "a certificate in --jwt-jwks-ca-file `{}` is not usable: {e}",
+                    path.display()
+                )
+            })?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the JWKS client: {e}"))
+}
+
 async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, String> {
     match source {
         JwksSource::File(path) => {

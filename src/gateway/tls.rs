@@ -1,8 +1,8 @@
 //! TLS for the gateway's own connections out (an `https` upstream,
-//! PostgreSQL): rustls with the one crypto provider (ring), trusting the
-//! platform's roots and the CA certificates of a PEM file the operator
-//! names (`--upstream-ca-file`, `--store-ca-file`), for a server with an
-//! internal CA.
+//! PostgreSQL, a JWKS URL): rustls with the one crypto provider (ring),
+//! trusting the platform's roots and the CA certificates of a PEM file the
+//! operator names (`--upstream-ca-file`, `--store-ca-file`,
+//! `--jwt-jwks-ca-file`), for a server with an internal CA.
 
 use crate::shared::regular_file::read_regular;
 use rustls::RootCertStore;
@@ -26,6 +26,21 @@ pub fn roots(ca_file: Option<&Path>, flag: &str) -> Result<RootCertStore, String
     let Some(path) = ca_file else {
         return Ok(roots);
     };
+    for certificate in ca_certificates(path, flag)? {
+        roots.add(certificate).map_err(|e| {
+            format!(
+                "a certificate in {flag} `{}` is not usable: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The certificates of the PEM file at `path` (named by its flag, `flag`,
+/// in errors): a regular file of at most [`CA_FILE_LIMIT`] bytes that holds
+/// at least one.
+pub fn ca_certificates(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     // A regular file only: a FIFO would block start-up until written.
     let pem = read_regular(path, CA_FILE_LIMIT)
@@ -36,12 +51,7 @@ pub fn roots(ca_file: Option<&Path>, flag: &str) -> Result<RootCertStore, String
     if certificates.is_empty() {
         return Err(format!("{flag} `{shown}` holds no PEM certificate"));
     }
-    for certificate in certificates {
-        roots
-            .add(certificate)
-            .map_err(|e| format!("a certificate in {flag} `{shown}` is not usable: {e}"))?;
-    }
-    Ok(roots)
+    Ok(certificates)
 }
 
 /// A client configuration that verifies servers against `roots`, with ring
