@@ -82,13 +82,26 @@ fn sigkill_mid_forward_then_restart_never_resends() {
 
 #[test]
 fn sigterm_lets_the_forward_finish_and_be_stored() {
+    a_signal_lets_the_forward_finish_and_be_stored(libc::SIGTERM);
+}
+
+/// SIGHUP (the terminal the gateway ran in closed) shuts down as
+/// gracefully as SIGTERM; by default it would end the process at once.
+#[test]
+fn sighup_lets_the_forward_finish_and_be_stored() {
+    a_signal_lets_the_forward_finish_and_be_stored(libc::SIGHUP);
+}
+
+/// `signal` while a forward is in flight: the forward is answered and
+/// stored, the gateway exits 0, and a restart replays the answer.
+fn a_signal_lets_the_forward_finish_and_be_stored(signal: i32) {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("records.db").display());
     let (upstream, entered) = slow_upstream(Duration::from_millis(800));
     let mut gateway = Gateway::start(&upstream, &["--store", &store]);
     let pending = post_in_background(gateway.url.clone(), "term-1");
     wait_entered(&entered);
-    gateway.signal(libc::SIGTERM);
+    gateway.signal(signal);
     assert_eq!(
         pending.join().unwrap(),
         Some((201, "{\"deployment\":1}".to_owned()))

@@ -138,16 +138,23 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("the listener failed: {e}"))
 }
 
+/// SIGTERM, SIGINT (Ctrl-C) and SIGHUP (the terminal it ran in closed):
+/// each shuts down gracefully, forwards in flight finished and stored. Left
+/// to its default, SIGHUP would end the process at once, and every forward
+/// in flight would become "outcome unknown".
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return std::future::pending().await;
+        };
         tokio::select! {
             _ = term.recv() => {}
+            _ = hangup.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
     }

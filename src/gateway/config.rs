@@ -279,7 +279,7 @@ fn non_empty(text: &str) -> Result<String, String> {
 
 const AFTER_HELP: &str = "\
 Exit codes:
-  0  clean shutdown after SIGTERM or Ctrl-C
+  0  clean shutdown after SIGTERM, SIGHUP or Ctrl-C
   1  the store cannot be opened, the JWKS or a CA file cannot be read, or a
      listener fails
   2  invalid flags or environment variables
@@ -394,7 +394,7 @@ pub struct Args {
     /// Address for /healthz, /readyz and /metrics; off unless given.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_ADMIN_LISTEN", value_parser = parse_listen)]
     pub admin_listen: Option<SocketAddr>,
-    /// On SIGTERM, how long in-flight forwards may take to finish and be stored.
+    /// On SIGTERM, SIGINT or SIGHUP, how long in-flight forwards may take to finish and be stored.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     /// The PostgreSQL-only flags (`--store-ca-file`, `--store-pooler`,
