@@ -264,11 +264,9 @@ pub struct SqliteStore {
     reading: Arc<tokio::sync::Semaphore>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: checkpoint::Checkpointer,
-    /// Set once the path no longer names the open database (`moved.rs`):
-    /// new claims are refused.
-    moved: Arc<std::sync::atomic::AtomicBool>,
-    /// The database's path, for that refusal.
-    path: std::path::PathBuf,
+    /// Whether the path still names the open database (`moved.rs`): once
+    /// it does not, new claims are refused.
+    watch: Arc<moved::Watch>,
 }
 
 /// The records: a table with a rowid, found by the unique index on
@@ -369,10 +367,7 @@ impl SqliteStore {
     /// Fails once the database's path names another file or none: a claim
     /// written now would not survive the next start (`moved.rs`).
     fn in_place(&self) -> Result<(), StoreError> {
-        if self.moved.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError(moved::refusal(&self.path)));
-        }
-        Ok(())
+        self.watch.in_place().map_err(StoreError)
     }
 
     /// Opens (creating if needed) the database at `path`.
@@ -443,12 +438,15 @@ impl SqliteStore {
                 move || write_batches(writer, wakes, pending)
             })
             .map_err(|e| StoreError(format!("cannot start the SQLite writer thread: {e}")))?;
-        let watch = moved::Watch::new(path);
-        let moved = watch.flag();
+        let watch = Arc::new(moved::Watch::new(path));
         Ok(Self {
-            _checkpointer: checkpoint::Checkpointer::spawn(path, writer.clone(), limits, watch)?,
-            moved,
-            path: path.to_owned(),
+            _checkpointer: checkpoint::Checkpointer::spawn(
+                path,
+                writer.clone(),
+                limits,
+                watch.clone(),
+            )?,
+            watch,
             writer,
             reader: Arc::new(Mutex::new(reader)),
             reading: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -993,7 +991,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_moved_database_answers_what_it_holds_and_takes_nothing_new() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db"), Durability::Process).unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path, Durability::Process).unwrap();
         let id = |key: &str| RecordId {
             caller: [1; 32],
             key: key.to_owned(),
@@ -1008,9 +1007,11 @@ mod tests {
             let stored = store.finish(&id(key), &token, &done, expiry(key), 0).await;
             assert!(stored.unwrap());
         }
-        store
-            .moved
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            store.watch.check(),
+            "the checkpoint thread's look, made now"
+        );
         let claim = async |key: &str, token: [u8; 16]| {
             store.claim(&id(key), &[0; 32], &token, 200, 60).await
         };

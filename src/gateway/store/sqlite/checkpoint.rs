@@ -146,7 +146,7 @@ impl Checkpointer {
         path: &Path,
         writer: Arc<Mutex<Connection>>,
         limits: Limits,
-        watch: super::moved::Watch,
+        watch: Arc<super::moved::Watch>,
     ) -> Result<Self, StoreError> {
         let own = Connection::open(path).map_err(StoreError::from)?;
         let (stop, stopped) = channel::<()>();

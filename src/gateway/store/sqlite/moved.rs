@@ -9,11 +9,10 @@
 //! nothing is watched.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a refused claim is answered with; names the path, no value.
-pub(super) fn refusal(path: &Path) -> String {
+fn refusal(path: &Path) -> String {
     format!(
         "the SQLite database `{}` was deleted, renamed or replaced while the gateway ran; \
          claims written now would be lost at the next start, so new keys are refused: \
@@ -48,12 +47,13 @@ fn identity(_path: &Path) -> Option<FileId> {
 }
 
 /// The path, the file it named when the store opened it, and whether it
-/// has stopped naming it (shared with the store, which reads it per claim).
+/// has stopped naming it (shared by the checkpoint thread, which looks,
+/// and the store, which asks per claim).
 #[derive(Debug)]
 pub(super) struct Watch {
     path: PathBuf,
     opened: Option<FileId>,
-    moved: Arc<AtomicBool>,
+    moved: AtomicBool,
 }
 
 impl Watch {
@@ -62,13 +62,17 @@ impl Watch {
         Self {
             path: path.to_owned(),
             opened: identity(path),
-            moved: Arc::new(AtomicBool::new(false)),
+            moved: AtomicBool::new(false),
         }
     }
 
-    /// The flag [`Watch::check`] sets.
-    pub(super) fn flag(&self) -> Arc<AtomicBool> {
-        self.moved.clone()
+    /// Fails, saying why, once [`Watch::check`] has found the path naming
+    /// another file or none.
+    pub(super) fn in_place(&self) -> Result<(), String> {
+        if self.moved.load(Ordering::Relaxed) {
+            return Err(refusal(&self.path));
+        }
+        Ok(())
     }
 
     /// Looks at the path again: true once it has named another file or
@@ -102,17 +106,16 @@ mod tests {
         let path = dir.path().join("records.db");
         std::fs::write(&path, "db").unwrap();
         let watch = Watch::new(&path);
-        let flag = watch.flag();
         assert!(!watch.check());
         let aside = dir.path().join("aside.db");
         std::fs::rename(&path, &aside).unwrap();
         assert!(watch.check(), "renamed away");
-        assert!(flag.load(Ordering::Relaxed));
+        assert!(watch.in_place().is_err());
         std::fs::write(&path, "another").unwrap();
         assert!(watch.check(), "another file at the path");
         std::fs::rename(&aside, &path).unwrap();
         assert!(!watch.check(), "the same file back");
-        assert!(!flag.load(Ordering::Relaxed));
+        assert!(watch.in_place().is_ok());
         std::fs::remove_file(&path).unwrap();
         assert!(watch.check(), "deleted");
     }
