@@ -125,6 +125,107 @@ fn a_signal_lets_the_forward_finish_and_be_stored(signal: i32) {
     assert_eq!(upstream.requests().len(), 1);
 }
 
+/// A scale-down: SIGTERM to a gateway that holds a crowd of connections in
+/// no request (silent since they connected, idle after an answer, and
+/// halfway through their first request head) beside a forward in flight.
+/// The crowd is closed while the forward is still held by the upstream,
+/// whatever `--header-timeout` says (a first head still arriving gets 1 s
+/// to become whole); the forward is answered and the gateway exits 0
+/// without reaching `--shutdown-timeout`.
+#[test]
+fn a_crowd_in_no_request_is_closed_at_once_on_shutdown() {
+    use std::io::{Read, Write};
+    let each: u32 = 200;
+    rlimit::increase_nofile_limit(u64::from(8 * each)).unwrap();
+    let (upstream, entered, release) =
+        support::held_upstream(support::Response::new(201).body("{\"deployment\":1}"));
+    let mut gateway = Gateway::start(
+        &upstream,
+        &[
+            "--store",
+            "memory",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "300s",
+            "--shutdown-timeout",
+            "300s",
+        ],
+    );
+    let address = gateway.url.trim_start_matches("http://").to_owned();
+    let connect = || std::net::TcpStream::connect(&address).unwrap();
+    let mut crowd = Vec::new();
+    for _ in 0..each {
+        crowd.push(connect());
+    }
+    for _ in 0..each {
+        // Refused by the gateway itself (a path that leaves the prefix),
+        // so the upstream never sees it; the connection stays open.
+        let mut idle = connect();
+        idle.write_all(b"POST /../x HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            idle.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let length: usize = String::from_utf8_lossy(&head)
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: ").map(str::to_owned))
+            .unwrap()
+            .parse()
+            .unwrap();
+        idle.read_exact(&mut vec![0; length]).unwrap();
+        crowd.push(idle);
+    }
+    for _ in 0..each {
+        let mut half = connect();
+        half.write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\n")
+            .unwrap();
+        crowd.push(half);
+    }
+    let admin = gateway.admin.clone().unwrap();
+    support::gateway::wait_until("the gateway holds the crowd", || {
+        support::gateway::sample(
+            &support::gateway::metrics(&admin),
+            "idempotency_gateway_connections_open",
+        ) == f64::from(3 * each)
+    });
+    let pending = post_in_background(gateway.url.clone(), "scale-down-1");
+    wait_entered(&entered);
+
+    gateway.signal(libc::SIGTERM);
+    for (n, mut connection) in crowd.into_iter().enumerate() {
+        // The safety net is far below --header-timeout: only a connection
+        // the shutdown closed ends in time.
+        connection
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match connection.read(&mut [0; 64]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("connection {n} of the crowd was not closed: {other:?}"),
+        }
+    }
+    release.send(()).unwrap();
+    assert_eq!(
+        pending.join().unwrap(),
+        Some((201, "{\"deployment\":1}".to_owned()))
+    );
+    assert!(gateway.child.wait().unwrap().success());
+    let log: Vec<String> = gateway.log.iter().collect();
+    assert!(
+        !log.iter().any(|line| line.contains("timeout reached")),
+        "{log:#?}"
+    );
+}
+
 /// The log is written in batches (src/gateway/log.rs): a clean shutdown
 /// still writes every request's line, in the order they were answered.
 #[test]

@@ -30,9 +30,10 @@
 //!   held to `--max-connections` by the proxy (`super::proxy`).
 //!
 //! Request bodies have their own limits (`super::body`). On shutdown the
-//! listener stops accepting, open connections finish their requests, and
-//! forwards whose clients went away still finish and are stored, all within
-//! one deadline (`--shutdown-timeout`).
+//! listener stops accepting, connections in no request are closed (a first
+//! head still arriving after [`SHUTDOWN_HEAD_TIME`]), open connections
+//! finish their requests, and forwards whose clients went away still finish
+//! and are stored, all within one deadline (`--shutdown-timeout`).
 
 use super::head_timer::{HeadTimer, Reads};
 use super::linger::Lingering;
@@ -108,6 +109,12 @@ pub const MAX_HEADERS: usize = 100;
 /// The most time a connection over the limit is given to send its request
 /// and take the `503` (less when `--header-timeout` is less).
 pub const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// The most time a connection's first request head, still arriving when
+/// the shutdown begins, is given to become whole (less when
+/// `--header-timeout` is less); after it such a connection is dropped, so
+/// half-sent heads cannot hold a shutdown for `--header-timeout`.
+pub const SHUTDOWN_HEAD_TIME: Duration = Duration::from_secs(1);
 
 /// Serves until `shutdown` completes, then stops accepting, lets open
 /// requests and in-flight forwards finish within `limits.shutdown_timeout`,
@@ -412,12 +419,33 @@ async fn serve_connection(
     let verdict = activity.verdict.notified();
     tokio::pin!(verdict);
     let mut closing = false;
+    // Armed on shutdown: when it ends, a connection that has still begun no
+    // request (its first head not yet whole) is dropped.
+    let unbegun = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(unbegun);
+    let (mut stopping, mut unbegun_checked) = (false, false);
     loop {
         tokio::select! {
             _ = connection.as_mut() => break,
-            _ = stopped.wait_for(Option::is_some), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
+            _ = stopped.wait_for(Option::is_some), if !stopping => {
+                // hyper closes an idle connection at once, but waits out a
+                // first request head that has begun to arrive (for up to
+                // `--header-timeout`), and would hold the shutdown that long.
+                stopping = true;
+                unbegun
+                    .as_mut()
+                    .reset(Instant::now() + limits.header_timeout.min(SHUTDOWN_HEAD_TIME));
+                if !closing {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            () = unbegun.as_mut(), if stopping && !unbegun_checked => {
+                if activity.begun.load(Ordering::Relaxed) == 0 {
+                    // No request was begun: nothing to answer or finish.
+                    break;
+                }
+                unbegun_checked = true;
             }
             () = verdict.as_mut() => {
                 if activity.drop_now.load(Ordering::Relaxed) {
