@@ -68,6 +68,16 @@ fn connect(gateway: &Gateway) -> TcpStream {
     stream
 }
 
+/// A connection whose first request head has begun and goes no further
+/// (a slowloris): it holds its place, and is never closed to make room.
+fn slow_head(gateway: &Gateway) -> TcpStream {
+    let mut stream = connect(gateway);
+    stream
+        .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        .unwrap();
+    stream
+}
+
 /// Reads until the peer closes (or the 30 s safety timeout); the text.
 fn read_all(stream: &mut TcpStream) -> String {
     let mut answer = Vec::new();
@@ -403,15 +413,7 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
         &["--max-connections", "16", "--header-timeout", "1s"],
     );
     let admin = gateway.admin.clone().unwrap();
-    let mut crowd: Vec<TcpStream> = (0..16)
-        .map(|_| {
-            let mut stream = connect(&gateway);
-            stream
-                .write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
-                .unwrap();
-            stream
-        })
-        .collect();
+    let mut crowd: Vec<TcpStream> = (0..16).map(|_| slow_head(&gateway)).collect();
     wait_until("the crowd holds every connection", || {
         sample(&metrics(&admin), "idempotency_gateway_connections_open") == 16.0
     });
@@ -434,6 +436,73 @@ fn a_slowloris_crowd_is_refused_then_cut_off() {
     assert!(sample(&text, "idempotency_gateway_connections_refused_total") >= 1.0);
 }
 
+/// At `--max-connections`, a crowd of connections in no request gives way
+/// to new ones, the one idle the longest first: those that sent nothing
+/// since they connected, then those idle after an answer. Each new
+/// connection is served, none refused, and the crowd's connections are
+/// closed in that order.
+#[test]
+fn a_crowd_of_idle_connections_gives_way_to_new_ones_oldest_first() {
+    let upstream = upstream();
+    let gateway = start(&upstream, &["--max-connections", "16"]);
+    let admin = gateway.admin.clone().unwrap();
+    let silent: Vec<TcpStream> = (0..8).map(|_| connect(&gateway)).collect();
+    wait_until_open(&gateway, 8.0, "the silent half of the crowd is in");
+    // A POST with `key` on a new connection, answered `201`; the
+    // connection, kept open.
+    let served = |key: String| {
+        let mut stream = connect(&gateway);
+        let request = format!(
+            "POST /deployments HTTP/1.1\r\nHost: gateway\r\nIdempotency-Key: {key}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let answer = read_answer(&mut stream);
+        assert!(answer.starts_with("HTTP/1.1 201"), "{key}: {answer}");
+        stream
+    };
+    let idle: Vec<TcpStream> = (0..8).map(|n| served(format!("idle-{n}"))).collect();
+    wait_until_open(&gateway, 16.0, "the crowd holds every place");
+
+    let closed = |crowd: &[TcpStream]| {
+        crowd
+            .iter()
+            .map(|stream| {
+                stream.set_nonblocking(true).unwrap();
+                let gone = closed_by_peer((&*stream).read(&mut [0u8; 1]));
+                stream.set_nonblocking(false).unwrap();
+                gone
+            })
+            .collect::<Vec<bool>>()
+    };
+    // New connections, each kept open after its answer.
+    let mut new = Vec::new();
+    for round in 0..2 {
+        new.extend((0..8).map(|n| served(format!("new-{round}-{n}"))));
+        wait_until_open(&gateway, 16.0, "each new connection took one place");
+        let expected_idle_closed = round == 1;
+        assert_eq!(
+            closed(&silent),
+            [true; 8],
+            "round {round}: the silent went first"
+        );
+        assert_eq!(
+            closed(&idle),
+            [expected_idle_closed; 8],
+            "round {round}: then the idle"
+        );
+    }
+    let text = metrics(&admin);
+    assert_eq!(
+        sample(&text, "idempotency_gateway_connections_reused_total"),
+        16.0
+    );
+    assert_eq!(
+        sample(&text, "idempotency_gateway_connections_refused_total"),
+        0.0
+    );
+    gateway.log_line_with("closed the connection idle the longest to make room");
+}
+
 /// Connections over the limit are answered by a bounded number of tasks:
 /// while 32 silent ones wait to send a request (up to a second each), one
 /// more is closed unanswered, and each of the 32 still gets its `503`.
@@ -442,9 +511,7 @@ fn connections_being_refused_are_bounded() {
     let upstream = upstream();
     let gateway = start(&upstream, &["--max-connections", "1"]);
     let admin = gateway.admin.clone().unwrap();
-    let mut held = connect(&gateway);
-    held.write_all(b"POST /deployments HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
-        .unwrap();
+    let _held = slow_head(&gateway);
     wait_until("the only place is taken", || {
         sample(&metrics(&admin), "idempotency_gateway_connections_open") == 1.0
     });
@@ -589,8 +656,9 @@ fn prlimit() -> std::path::PathBuf {
 }
 
 /// A process allowed fewer descriptors than `--max-connections` needs
-/// lowers the limit to what it can hold and says so. Idle connections past
-/// it are refused with `503` at once: none waits unanswered in the listen
+/// lowers the limit to what it can hold and says so. Connections past it,
+/// while a crowd of slow request heads holds every place, are refused with
+/// `503` at once: none waits unanswered in the listen
 /// queue because `accept` ran out of descriptors, and the log is not
 /// flooded with failed accepts. Without the lowering, the crowd below
 /// exhausts the 160 descriptors and the late connections hang.
@@ -615,8 +683,8 @@ fn a_descriptor_limit_below_max_connections_lowers_it_and_keeps_refusals_prompt(
     );
     assert!(startup.contains("max_connections=32"), "{startup}");
     let admin = gateway.admin.clone().unwrap();
-    let idle: Vec<TcpStream> = (0..32).map(|_| connect(&gateway)).collect();
-    wait_until("the idle crowd holds every connection", || {
+    let slow: Vec<TcpStream> = (0..32).map(|_| slow_head(&gateway)).collect();
+    wait_until("the slow crowd holds every connection", || {
         sample(&metrics(&admin), "idempotency_gateway_connections_open") == 32.0
     });
     for _ in 0..150 {
@@ -626,8 +694,8 @@ fn a_descriptor_limit_below_max_connections_lowers_it_and_keeps_refusals_prompt(
         let refused = read_all(&mut late);
         assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
     }
-    drop(idle);
-    wait_until("the idle crowd's connections are gone", || {
+    drop(slow);
+    wait_until("the slow crowd's connections are gone", || {
         sample(&metrics(&admin), "idempotency_gateway_connections_open") == 0.0
     });
     assert_eq!(legitimate(&gateway, "after-the-crowd"), 201);

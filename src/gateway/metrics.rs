@@ -6,6 +6,8 @@
 //!   `overloaded`).
 //! - `idempotency_gateway_connections_refused_total`: connections answered
 //!   `503` over `--max-connections`.
+//! - `idempotency_gateway_connections_reused_total`: idle connections closed
+//!   at `--max-connections` to make room for a new one.
 //! - `idempotency_gateway_connections_open`: client connections open now.
 //! - `idempotency_gateway_forwards_in_flight`: claims being forwarded and
 //!   recorded now, those whose client went away included (each holds its
@@ -154,6 +156,7 @@ pub struct Metrics {
     store: [Histogram; StoreOperation::ALL.len()],
     store_errors: [Counter; StoreOperation::ALL.len()],
     refused: Counter,
+    reused: Counter,
     open: Gauge,
     buffered: Gauge,
     replaying: Gauge,
@@ -200,6 +203,12 @@ impl Default for Metrics {
                 super::server::MAX_REFUSING
             ),
             refused.clone(),
+        );
+        let reused = Counter::default();
+        registry.register(
+            "connections_reused",
+            "Idle connections closed at --max-connections to make room for a new one",
+            reused.clone(),
         );
         let open = Gauge::default();
         registry.register(
@@ -256,6 +265,7 @@ impl Default for Metrics {
                     .clone()
             }),
             refused,
+            reused,
             open,
             buffered,
             replaying,
@@ -274,6 +284,11 @@ impl Metrics {
     /// Counts a connection refused over the connection limit.
     pub fn connection_refused(&self) {
         self.refused.inc();
+    }
+
+    /// Counts an idle connection closed to make room for a new one.
+    pub fn connection_reused(&self) {
+        self.reused.inc();
     }
 
     /// Counts a connection as open until the result is dropped.

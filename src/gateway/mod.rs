@@ -17,6 +17,7 @@
 //! PostgreSQL), [`admin`] and [`metrics`] (health and metrics), [`log`]
 //! (the log's writer), [`clock`].
 
+pub mod activity;
 pub mod admin;
 pub mod body;
 pub mod caller;

@@ -35,6 +35,7 @@
 //! finish their requests, and forwards whose clients went away still finish
 //! and are stored, all within one deadline (`--shutdown-timeout`).
 
+use super::activity::{Activity, Registry};
 use super::head_timer::{HeadTimer, Reads};
 use super::linger::Lingering;
 use super::problem::Problem;
@@ -44,12 +45,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -162,6 +163,14 @@ pub async fn serve(
     let refusal_time = limits.header_timeout.min(REFUSAL_TIME);
     let refusals = Arc::new(refusal_builder(refusal_time));
     let mut accept_failures = Throttle::default();
+    let shared = Shared {
+        builder,
+        app: gateway.clone(),
+        stopped: stopped.clone(),
+        limits,
+        registry: Arc::default(),
+        reused: Arc::default(),
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -180,23 +189,46 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            gateway.metrics.connection_refused();
-            // Without a place to answer from, dropping it closes it.
-            if let Ok(place) = refusing.clone().try_acquire_owned() {
-                let refusals = refusals.clone();
-                connections.spawn(async move {
-                    refuse(stream, &refusals, refusal_time).await;
-                    drop(place);
-                });
-            }
+            // Without a place to wait or answer from, dropping it closes it.
+            let Ok(place) = refusing.clone().try_acquire_owned() else {
+                gateway.metrics.connection_refused();
+                continue;
+            };
+            let (slots, refusals) = (slots.clone(), refusals.clone());
+            connections.spawn(async move {
+                // Room made by closing an idle connection, if one is.
+                let made = if shared.registry.close_idlest() {
+                    shared.app.metrics.connection_reused();
+                    shared
+                        .reused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .note();
+                    tokio::time::timeout(refusal_time, slots.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                match made {
+                    Some(slot) => {
+                        drop(place);
+                        serve_connection(stream, &shared, Arc::new(slot)).await;
+                    }
+                    None => {
+                        shared.app.metrics.connection_refused();
+                        refuse(stream, &refusals, refusal_time).await;
+                        drop(place);
+                    }
+                }
+            });
             continue;
         };
-        let (builder, app, stopped) = (builder.clone(), gateway.clone(), stopped.clone());
-        let open = gateway.metrics.connection_opened();
         connections.spawn(async move {
-            serve_connection(stream, &builder, app, stopped, limits, Arc::new(slot)).await;
-            drop(open);
+            serve_connection(stream, &shared, Arc::new(slot)).await;
         });
     }
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
@@ -285,33 +317,6 @@ async fn refuse(stream: TcpStream, builder: &auto::Builder<TokioExecutor>, time:
     let _ = tokio::time::timeout(time, connection).await;
 }
 
-/// What one connection shares with its watchdog. Plain flags and counters
-/// (no clock read per read or write): the watchdog samples them.
-struct Activity {
-    /// Set whenever bytes are read or written; cleared by the watchdog.
-    moved: AtomicBool,
-    /// Requests being answered now.
-    in_flight: AtomicUsize,
-    /// Requests begun on this connection.
-    begun: AtomicUsize,
-    /// The watchdog's verdict, to the connection.
-    verdict: Notify,
-    /// What the verdict is: `true` to drop the connection at once (no
-    /// request head yet, or an answer that does not move after the close
-    /// was asked), `false` to close it gracefully (idle).
-    drop_now: AtomicBool,
-}
-
-/// Counts a request as in flight while it is being answered.
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.moved.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Watches one connection, in a task of its own so that serving requests
 /// costs no timer: a connection that began no request within
 /// `--header-timeout` of being accepted is dropped; one that moved no byte
@@ -365,21 +370,43 @@ async fn watchdog(activity: Arc<Activity>, limits: Limits) {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    builder: &auto::Builder<TokioExecutor>,
+/// What every connection is served with.
+#[derive(Clone)]
+struct Shared {
+    builder: Arc<auto::Builder<TokioExecutor>>,
     app: Arc<Gateway>,
-    mut stopped: watch::Receiver<Option<Instant>>,
+    stopped: watch::Receiver<Option<Instant>>,
     limits: Limits,
-    slot: ConnectionSlot,
-) {
-    let activity = Arc::new(Activity {
-        moved: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
-        begun: AtomicUsize::new(0),
-        verdict: Notify::new(),
-        drop_now: AtomicBool::new(false),
-    });
+    /// The open connections, for room at `--max-connections`.
+    registry: Arc<Registry>,
+    /// Idle connections closed to make room, warned about once a second.
+    reused: Arc<std::sync::Mutex<Reused>>,
+}
+
+/// Counts idle connections closed to make room, and warns at most once a
+/// second: a gateway that does this often needs a higher
+/// `--max-connections` (or clients that keep fewer connections open).
+#[derive(Debug, Default)]
+struct Reused(Throttle);
+
+impl Reused {
+    fn note(&mut self) {
+        if let Some(suppressed) = self.0.admit(Instant::now()) {
+            tracing::warn!(
+                suppressed,
+                "--max-connections reached: closed the connection idle the longest to make room \
+                 for a new one; raise --max-connections if this repeats"
+            );
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: &Shared, slot: ConnectionSlot) {
+    let open = shared.app.metrics.connection_opened();
+    let (builder, app, limits) = (&*shared.builder, shared.app.clone(), shared.limits);
+    let mut stopped = shared.stopped.clone();
+    let activity = Arc::new(Activity::default());
+    let _entered = shared.registry.enter(activity.clone());
     let reads = Arc::new(Reads::default());
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -393,9 +420,7 @@ async fn serve_connection(
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            activity.begun.fetch_add(1, Ordering::Relaxed);
-            let guard = InFlight(activity.clone());
+            let guard = activity.begin();
             let (gateway, slot) = (app.clone(), slot.clone());
             async move {
                 // The proxy is the whole application: called directly, no
@@ -463,6 +488,7 @@ async fn serve_connection(
         }
     }
     watching.abort();
+    drop(open);
 }
 
 /// A stream that flags when bytes move, and counts the reads that return
@@ -483,6 +509,7 @@ impl AsyncRead for Watched {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.moved.store(true, Ordering::Relaxed);
+            self.activity.heard.store(true, Ordering::Relaxed);
             self.reads.count();
         }
         result
