@@ -833,14 +833,19 @@ fn a_rotated_redis_password_is_read_again_for_new_connections() {
     assert_eq!(upstream.requests().len(), 4, "each key forwarded once");
 }
 
-/// A SQLite database deleted, or replaced by another file, under a running
-/// gateway would take every claim made afterwards with it at the next
-/// start: once the store notices (within a second; the log line is the
-/// signal), new keys are refused (`503`, nothing forwarded) and `/readyz`
-/// says so, while what was stored before is still replayed.
+/// A SQLite database deleted, or replaced by another file, or its `-wal`
+/// file deleted, under a running gateway would take claims made afterwards
+/// with it at the next start: once the store notices (within a second; the
+/// log line, naming the file, is the signal), new keys are refused (`503`,
+/// nothing forwarded) and `/readyz` says so, while what was stored before
+/// is still replayed.
 #[test]
 fn sqlite_a_database_deleted_or_replaced_under_the_gateway_refuses_new_keys() {
-    for replaced in [false, true] {
+    for (case, named) in [
+        ("deleted", "records.db`"),
+        ("replaced", "records.db`"),
+        ("wal deleted", "records.db-wal`"),
+    ] {
         let (upstream, calls) = counting();
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("records.db");
@@ -851,17 +856,19 @@ fn sqlite_a_database_deleted_or_replaced_under_the_gateway_refuses_new_keys() {
         );
         let post = |key: &str| status_of(&raw_post(&gateway, "POST", "/deployments", key));
         assert_eq!(post("before"), 201);
-        if replaced {
-            let other = dir.path().join("other.db");
-            std::fs::write(&other, "").unwrap();
-            std::fs::rename(&other, &database).unwrap();
-        } else {
-            std::fs::remove_file(&database).unwrap();
+        match case {
+            "deleted" => std::fs::remove_file(&database).unwrap(),
+            "replaced" => {
+                let other = dir.path().join("other.db");
+                std::fs::write(&other, "").unwrap();
+                std::fs::rename(&other, &database).unwrap();
+            }
+            _ => std::fs::remove_file(dir.path().join("records.db-wal")).unwrap(),
         }
         let line = gateway.log_line_with("was deleted, renamed or replaced");
         assert!(
-            line.contains("ERROR") && line.contains("records.db"),
-            "{line}"
+            line.contains("ERROR") && line.contains(named),
+            "{case}: {line}"
         );
         let refused = raw_post(&gateway, "POST", "/deployments", "after");
         assert_eq!(status_of(&refused), 503, "{refused}");
@@ -872,6 +879,16 @@ fn sqlite_a_database_deleted_or_replaced_under_the_gateway_refuses_new_keys() {
         assert_eq!(status_of(&replay), 201);
         assert!(replay.contains("idempotent-replayed: true"), "{replay}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Checkpoints stop with the file gone: they would copy into a file
+        // no start opens, or (a deleted `-wal`) fail every second.
+        let mut gateway = gateway;
+        gateway.child.kill().unwrap();
+        gateway.child.wait().unwrap();
+        let rest: Vec<String> = gateway.log.iter().collect();
+        assert!(
+            !rest.iter().any(|line| line.contains("checkpoint failed")),
+            "{case}: {rest:#?}"
+        );
     }
 }
 

@@ -154,7 +154,12 @@ impl Checkpointer {
             .name("sqlite-checkpoint".to_owned())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-                    watch.check();
+                    // With a file gone, a checkpoint would copy into a
+                    // database no later start opens, or fail every second
+                    // (a deleted `-wal`); the watch has said why, once.
+                    if watch.check() {
+                        continue;
+                    }
                     if let Err(error) = cycle(&own, &writer, limits) {
                         tracing::warn!(%error, "WAL checkpoint failed");
                     }

@@ -1,25 +1,34 @@
-//! Whether the database file is still the one the store opened. Deleted,
-//! renamed away or replaced while the gateway runs, SQLite goes on writing
-//! into the file it holds open, which no later start will find: every
-//! claim made from then on would be forgotten at the next start, and its
-//! retry forwarded again. So the store watches the path (each checkpoint
-//! cycle, every second) and, once it names another file or none, refuses
-//! new claims for good: the gateway must be restarted on the file it is
-//! meant to use. Unix only, where an open file can be deleted; elsewhere
-//! nothing is watched.
+//! Whether the database file, and its `-wal` file, are still the ones the
+//! store opened. Deleted, renamed away or replaced while the gateway runs,
+//! SQLite goes on writing into the file it holds open, which no later
+//! start will find: every claim made from then on would be forgotten at
+//! the next start (from a lost `-wal`, those not yet copied into the
+//! database by a checkpoint), and its retry forwarded again. So the store
+//! watches both paths (each checkpoint cycle, every second) and, once one
+//! names another file or none, refuses new claims: the gateway must be
+//! restarted on the files it is meant to use. Unix only, where an open
+//! file can be deleted; elsewhere nothing is watched.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a refused claim is answered with; names the path, no value.
 fn refusal(path: &Path) -> String {
     format!(
-        "the SQLite database `{}` was deleted, renamed or replaced while the gateway ran; \
+        "the SQLite database file `{}` was deleted, renamed or replaced while the gateway ran; \
          claims written now would be lost at the next start, so new keys are refused: \
          restart the gateway on the database it should use (what was stored since the file \
          went is lost)",
         path.display()
     )
+}
+
+/// The database's write-ahead log, which SQLite keeps beside it.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = OsString::from(path.as_os_str());
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// A file's identity: its device and inode.
@@ -46,53 +55,61 @@ fn identity(_path: &Path) -> Option<FileId> {
     None
 }
 
-/// The path, the file it named when the store opened it, and whether it
-/// has stopped naming it (shared by the checkpoint thread, which looks,
-/// and the store, which asks per claim).
+/// The paths, the files they named when the store opened them, and which
+/// has stopped naming its file, if one has (shared by the checkpoint
+/// thread, which looks, and the store, which asks per claim).
 #[derive(Debug)]
 pub(super) struct Watch {
-    path: PathBuf,
-    opened: Option<FileId>,
-    moved: AtomicBool,
+    files: Vec<(PathBuf, FileId)>,
+    /// 0 while every path names its file; else 1 + the index of the first
+    /// that does not.
+    moved: AtomicUsize,
 }
 
 impl Watch {
-    /// Watches `path`, which names the database the store has just opened.
+    /// Watches `path`, which names the database the store has just opened
+    /// (in WAL mode, so its `-wal` file is there too and stays while the
+    /// store holds a connection open).
     pub(super) fn new(path: &Path) -> Self {
+        let files = [path.to_owned(), wal_path(path)]
+            .into_iter()
+            .filter_map(|path| identity(&path).map(|id| (path, id)))
+            .collect();
         Self {
-            path: path.to_owned(),
-            opened: identity(path),
-            moved: AtomicBool::new(false),
+            files,
+            moved: AtomicUsize::new(0),
         }
     }
 
-    /// Fails, saying why, once [`Watch::check`] has found the path naming
+    /// Fails, saying why, once [`Watch::check`] has found a path naming
     /// another file or none.
     pub(super) fn in_place(&self) -> Result<(), String> {
-        if self.moved.load(Ordering::Relaxed) {
-            return Err(refusal(&self.path));
+        match self.moved.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(refusal(&self.files[n - 1].0)),
         }
-        Ok(())
     }
 
-    /// Looks at the path again: true once it has named another file or
-    /// none (logged once, as an error). A path that comes back to the
-    /// opened file later (renamed back) clears it again.
+    /// Looks at the paths again: true once one has named another file or
+    /// none (logged once, as an error). Paths that come back to their
+    /// files later (renamed back) clear it again.
     pub(super) fn check(&self) -> bool {
-        let Some(opened) = self.opened else {
-            return false;
-        };
-        let moved = identity(&self.path) != Some(opened);
+        let moved = self
+            .files
+            .iter()
+            .position(|(path, opened)| identity(path) != Some(*opened))
+            .map_or(0, |index| index + 1);
         let was = self.moved.swap(moved, Ordering::Relaxed);
-        if moved && !was {
-            tracing::error!("{}", refusal(&self.path));
-        } else if was && !moved {
+        if moved != 0 && moved != was {
+            tracing::error!("{}", refusal(&self.files[moved - 1].0));
+        } else if was != 0 && moved == 0 {
             tracing::warn!(
-                path = %self.path.display(),
-                "the SQLite database is back at its path; new keys are accepted again"
+                path = %self.files[0].0.display(),
+                "the SQLite database and its -wal file are back at their paths; new keys are \
+                 accepted again"
             );
         }
-        moved
+        moved != 0
     }
 }
 
@@ -118,6 +135,19 @@ mod tests {
         assert!(watch.in_place().is_ok());
         std::fs::remove_file(&path).unwrap();
         assert!(watch.check(), "deleted");
+    }
+
+    #[test]
+    fn a_deleted_wal_file_is_noticed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.db");
+        std::fs::write(&path, "db").unwrap();
+        std::fs::write(wal_path(&path), "wal").unwrap();
+        let watch = Watch::new(&path);
+        assert!(!watch.check());
+        std::fs::remove_file(wal_path(&path)).unwrap();
+        assert!(watch.check(), "the -wal deleted");
+        assert!(watch.in_place().unwrap_err().contains("records.db-wal"));
     }
 
     #[test]
