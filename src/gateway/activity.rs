@@ -113,19 +113,18 @@ impl Registry {
     /// Asks the closable connection idle the longest to close gracefully
     /// (hyper closes an idle one at once); `false` when none is closable.
     pub fn close_idlest(&self) -> bool {
+        // One pass, no sort: at the limit a flood of new connections asks
+        // once each. `chosen` is only set under the lock, so none is chosen
+        // twice.
         let open = self.lock();
-        let mut candidates: Vec<&Arc<Activity>> = open
+        let Some(chosen) = open
             .values()
             .filter(|activity| !activity.chosen.load(Ordering::Relaxed) && activity.closable())
-            .collect();
-        candidates.sort_unstable_by_key(|activity| activity.idle_since.load(Ordering::Relaxed));
-        // Another caller may have chosen one meanwhile.
-        let Some(chosen) = candidates
-            .into_iter()
-            .find(|activity| !activity.chosen.swap(true, Ordering::Relaxed))
+            .min_by_key(|activity| activity.idle_since.load(Ordering::Relaxed))
         else {
             return false;
         };
+        chosen.chosen.store(true, Ordering::Relaxed);
         chosen.verdict.notify_one();
         true
     }
