@@ -379,7 +379,7 @@ pub struct Args {
     /// How long a connection may sit idle between requests, or with an answer its client does not read (closed gracefully after one to one and a half times it; dropped if an answer still moves no byte for as long again).
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
     pub idle_timeout: Duration,
-    /// Open client connections at most (a request on one more is answered 503 with Retry-After and its connection closed), and upstream requests in flight at most; lowered at start-up to what the descriptor limit holds.
+    /// Open client connections at most (one more takes the place of the connection idle the longest, closed gracefully; with none idle, its request is answered 503 with Retry-After and its connection closed), and upstream requests in flight at most; lowered at start-up to what the descriptor limit holds.
     #[arg(long, env = "IDEMPOTENCY_GATEWAY_MAX_CONNECTIONS", default_value = "4096", value_parser = count)]
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
