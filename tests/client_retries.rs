@@ -276,7 +276,8 @@ fn connection_refused_until_attempts_run_out_exits_3() {
 }
 
 /// A response head past what the client reads (101 fields; one field of
-/// 500 KiB) is an answer the server gave, and would be given again: it is
+/// 500 KiB), or one declaring a length HTTP/1.1 cannot frame (hyper's same
+/// error), is an answer the server gave, and would be given again: it is
 /// not retried, the error says what was too large and what to do, and no
 /// header value reaches the log or the outputs. Exit 3: no response read.
 #[test]
@@ -286,13 +287,26 @@ fn a_response_head_too_large_to_read_is_final_and_named() {
         r.header(&format!("x-field-{n}"), secret)
     });
     let long = Response::new(201).header("x-long", &format!("{secret}{}", "a".repeat(500 << 10)));
-    for (what, response) in [("101 fields", many), ("a 500 KiB field", long)] {
-        let error = final_after_one_attempt(Server::start(scripted(vec![response])), secret, what);
+    let unframable = format!(
+        "HTTP/1.1 201 Created\r\nx-secret: {secret}\r\ncontent-length: 18446744073709551614\r\n\r\n{{}}"
+    )
+    .into_bytes();
+    let servers = [
+        ("101 fields", Server::start(scripted(vec![many]))),
+        ("a 500 KiB field", Server::start(scripted(vec![long]))),
+        (
+            "a Content-Length of 2^64 - 2",
+            Server::start(move |_| Reply::Raw(unframable.clone())),
+        ),
+    ];
+    for (what, server) in servers {
+        let error = final_after_one_attempt(server, secret, what);
         assert!(
             error.contains("response head is larger than this client reads")
                 && error.contains("100 header fields")
                 && error.contains("Not retried")
-                && error.contains("fewer or shorter headers"),
+                && error.contains("fewer or shorter headers")
+                && error.contains("a Content-Length of 2^64 - 2 bytes or more"),
             "{what}: {error}"
         );
     }

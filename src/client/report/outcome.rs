@@ -148,7 +148,8 @@ fn failure_message(
             format!(
                 "{what}. Not retried: the server answered, and every retry would get the same \
                  head. The server may have acted on the request. Have it send fewer or shorter \
-                 headers (a proxy in front of it may be adding them).{rerun}"
+                 headers (a proxy in front of it may be adding them) and a Content-Length it \
+                 can send.{rerun}"
             ),
         ),
         (_, Some(Failure::NotHttp)) => (

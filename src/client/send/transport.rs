@@ -542,12 +542,16 @@ fn classify(error: &reqwest::Error) -> AttemptFailure {
     {
         // hyper's own words for `Parse::TooLarge`: its `is_parse_too_large`
         // exists only in builds with its server, which the client is not.
+        // hyper gives the same error for a `Content-Length` it cannot
+        // frame, and the head is gone by then: the reason names both.
         if parse.to_string().contains("message head is too large") {
             return AttemptFailure {
                 kind: Failure::HeadTooLarge,
                 reason: format!(
                     "the server's response head is larger than this client reads (at most \
-                     {HEAD_FIELDS} header fields and {} KiB in all over HTTP/1.1)",
+                     {HEAD_FIELDS} header fields and {} KiB in all over HTTP/1.1), or declares \
+                     a body longer than HTTP/1.1 can frame (a Content-Length of 2^64 - 2 bytes \
+                     or more)",
                     HEAD_BYTES / 1024
                 ),
             };
