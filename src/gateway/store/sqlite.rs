@@ -53,7 +53,7 @@ use super::{
     encode_outcome,
 };
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, TryLockError};
 
 /// A queued call.
@@ -347,8 +347,7 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
             .open(path)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         for suffix in ["-wal", "-shm"] {
-            let mut side = path.as_os_str().to_owned();
-            side.push(suffix);
+            let side = side_file(path, suffix);
             match std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -358,6 +357,14 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// One of the files SQLite keeps beside the database at `path` in WAL
+/// mode: `suffix` is `-wal` or `-shm`.
+fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut side = path.as_os_str().to_owned();
+    side.push(suffix);
+    PathBuf::from(side)
 }
 
 /// The page size of new databases (existing ones keep theirs).

@@ -9,7 +9,7 @@
 //! restarted on the files it is meant to use. Unix only, where an open
 //! file can be deleted; elsewhere nothing is watched.
 
-use std::ffi::OsString;
+use super::side_file;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,13 +22,6 @@ fn refusal(path: &Path) -> String {
          went is lost)",
         path.display()
     )
-}
-
-/// The database's write-ahead log, which SQLite keeps beside it.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut wal = OsString::from(path.as_os_str());
-    wal.push("-wal");
-    PathBuf::from(wal)
 }
 
 /// A file's identity: its device and inode.
@@ -71,7 +64,7 @@ impl Watch {
     /// (in WAL mode, so its `-wal` file is there too and stays while the
     /// store holds a connection open).
     pub(super) fn new(path: &Path) -> Self {
-        let files = [path.to_owned(), wal_path(path)]
+        let files = [path.to_owned(), side_file(path, "-wal")]
             .into_iter()
             .filter_map(|path| identity(&path).map(|id| (path, id)))
             .collect();
@@ -142,10 +135,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.db");
         std::fs::write(&path, "db").unwrap();
-        std::fs::write(wal_path(&path), "wal").unwrap();
+        std::fs::write(side_file(&path, "-wal"), "wal").unwrap();
         let watch = Watch::new(&path);
         assert!(!watch.check());
-        std::fs::remove_file(wal_path(&path)).unwrap();
+        std::fs::remove_file(side_file(&path, "-wal")).unwrap();
         assert!(watch.check(), "the -wal deleted");
         assert!(watch.in_place().unwrap_err().contains("records.db-wal"));
     }
