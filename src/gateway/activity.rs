@@ -5,6 +5,7 @@
 //! longest and may be closed to make room, as nginx reuses its keep-alive
 //! connections when it runs out of them.
 
+use super::head_timer::Reads;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +25,9 @@ fn next_idle_order() -> u64 {
 pub struct Activity {
     /// Set whenever bytes are read or written; cleared by the watchdog.
     pub moved: AtomicBool,
-    /// Set by the first read that returned bytes: until then the
-    /// connection is silent.
-    pub heard: AtomicBool,
+    /// The reads that returned bytes (for the header timer too): until
+    /// the first, the connection is silent.
+    pub reads: Arc<Reads>,
     /// Requests being answered now.
     pub in_flight: AtomicUsize,
     /// Requests begun on this connection.
@@ -48,7 +49,7 @@ impl Default for Activity {
     fn default() -> Self {
         Self {
             moved: AtomicBool::new(false),
-            heard: AtomicBool::new(false),
+            reads: Arc::default(),
             in_flight: AtomicUsize::new(0),
             begun: AtomicUsize::new(0),
             idle_since: AtomicU64::new(next_idle_order()),
@@ -74,7 +75,7 @@ impl Activity {
     /// is finished by the graceful close.
     fn closable(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
-            && (self.begun.load(Ordering::Relaxed) > 0 || !self.heard.load(Ordering::Relaxed))
+            && (self.begun.load(Ordering::Relaxed) > 0 || self.reads.none())
     }
 }
 
@@ -170,7 +171,7 @@ mod tests {
         let (second, _b) = entered(&registry);
         let (third, _c) = entered(&registry);
         // The first ends a request now: it is the most recently idle.
-        first.heard.store(true, Ordering::Relaxed);
+        first.reads.count();
         drop(first.begin());
         assert!(registry.close_idlest());
         assert!(chosen(&second) && !chosen(&first) && !chosen(&third));
@@ -185,10 +186,10 @@ mod tests {
     fn connections_in_a_request_or_sending_their_first_head_are_never_chosen() {
         let registry = Arc::new(Registry::default());
         let (busy, _a) = entered(&registry);
-        busy.heard.store(true, Ordering::Relaxed);
+        busy.reads.count();
         let request = busy.begin();
         let (sending, _b) = entered(&registry);
-        sending.heard.store(true, Ordering::Relaxed);
+        sending.reads.count();
         assert!(!registry.close_idlest());
         drop(request);
         assert!(registry.close_idlest(), "between requests it may be closed");

@@ -36,6 +36,11 @@ impl Reads {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether no read has returned bytes yet: the client is silent.
+    pub fn none(&self) -> bool {
+        self.now() == 0
+    }
+
     fn now(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

@@ -36,7 +36,7 @@
 //! and are stored, all within one deadline (`--shutdown-timeout`).
 
 use super::activity::{Activity, Registry};
-use super::head_timer::{HeadTimer, Reads};
+use super::head_timer::HeadTimer;
 use super::linger::Lingering;
 use super::problem::Problem;
 use super::proxy::{ConnectionSlot, Gateway};
@@ -407,16 +407,16 @@ async fn serve_connection(stream: TcpStream, shared: &Shared, slot: ConnectionSl
     let mut stopped = shared.stopped.clone();
     let activity = Arc::new(Activity::default());
     let _entered = shared.registry.enter(activity.clone());
-    let reads = Arc::new(Reads::default());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
-        reads: reads.clone(),
     });
     // The shared builder's settings, with a header timer of this
     // connection's own: it starts at a head's first byte.
     let mut builder = builder.clone();
-    builder.http1().timer(HeadTimer::new(reads));
+    builder
+        .http1()
+        .timer(HeadTimer::new(activity.reads.clone()));
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -492,11 +492,10 @@ async fn serve_connection(stream: TcpStream, shared: &Shared, slot: ConnectionSl
 }
 
 /// A stream that flags when bytes move, and counts the reads that return
-/// some (for the header timer).
+/// some (for the header timer and the registry).
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
-    reads: Arc<Reads>,
 }
 
 impl AsyncRead for Watched {
@@ -509,8 +508,7 @@ impl AsyncRead for Watched {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.moved.store(true, Ordering::Relaxed);
-            self.activity.heard.store(true, Ordering::Relaxed);
-            self.reads.count();
+            self.activity.reads.count();
         }
         result
     }
