@@ -103,7 +103,24 @@ install_npm_tools() {
   printf '%s' "${npm_tools[*]}" >|"${stamp}"
 }
 
+# A build that runs out of disk fails minutes in, deep in the linker ("Bus
+# error"), far from its cause: say so up front. A warning, not a stop: an
+# existing target/ may need much less.
+check_disk() {
+  local need_mib=3072 free_mib
+  mkdir -p "${root}/target"
+  free_mib=$(df -Pm "${root}/target" | awk 'NR == 2 { print $4 }')
+  [[ "${free_mib}" =~ ^[0-9]+$ ]] || return 0
+  if ((free_mib < need_mib)); then
+    printf 'warning: %s MiB free on the disk that holds target/; a build and test run from scratch uses about 2.5 GiB.
+' "${free_mib}" >&2
+    printf 'warning: if the build fails with "Bus error" or "No space left on device", free disk space and run again.
+' >&2
+  fi
+}
+
 step "test tools"
+check_disk
 install_debian
 install_python_tools
 install_npm_tools
