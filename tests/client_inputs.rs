@@ -26,6 +26,7 @@ fn every_bad_input_exits_2_and_sends_nothing() {
         ("url", vec![]),
         ("url", vec!["--url", "ftp://127.0.0.1/"]),
         ("method", vec!["--method", "PO ST"]),
+        ("method", vec!["--method", "connect"]),
         ("headers", vec!["-H", "no colon"]),
         ("headers", vec!["--headers", "Idempotency-Key: mine"]),
         ("json", vec!["--body", "x", "--json", "{}"]),

@@ -235,8 +235,19 @@ fn parse_verify(raw: &RawInputs) -> Result<VerifySettings, ConfigError> {
 }
 
 fn parse_method(text: &str) -> Result<Method, String> {
-    Method::from_bytes(text.to_ascii_uppercase().as_bytes())
-        .map_err(|_| "expected an HTTP method token such as POST, PUT or PATCH".to_owned())
+    let method = Method::from_bytes(text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| "expected an HTTP method token such as POST, PUT or PATCH".to_owned())?;
+    // CONNECT asks a proxy for a tunnel: its request line names only a host
+    // and port, so the URL's path would be dropped without a word, and a 2xx
+    // answer opens a tunnel with no body to report.
+    if method == Method::CONNECT {
+        return Err(
+            "CONNECT opens a tunnel through a proxy and sends no path; use the method the API \
+             expects, such as POST, PUT or PATCH"
+                .to_owned(),
+        );
+    }
+    Ok(method)
 }
 
 fn parse_scope(text: &str) -> Result<KeyScope, String> {
@@ -608,6 +619,17 @@ mod tests {
         let config = Config::from_raw(&raw(&[URL, ("method", "patch")])).unwrap();
         assert_eq!(config.method, Method::PATCH);
         assert_eq!(error(&[URL, ("method", "PO ST")]).input, "method");
+    }
+
+    #[test]
+    fn connect_is_refused_in_any_case() {
+        for method in ["CONNECT", "connect", "Connect"] {
+            let err = error(&[URL, ("method", method)]);
+            assert_eq!(err.input, "method");
+            assert!(err.message.contains("tunnel"), "{err}");
+        }
+        let config = Config::from_raw(&raw(&[URL, ("method", "connection")])).unwrap();
+        assert_eq!(config.method.as_str(), "CONNECTION");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub const INPUTS: &[Input] = &[
         "method",
         "POST",
         "METHOD",
-        "HTTP method; any token, upper-cased.",
+        "HTTP method; any token but `CONNECT`, upper-cased.",
     ),
     input(
         "headers",
