@@ -208,17 +208,52 @@ fn a_retry_with_a_renewed_oidc_token_is_the_same_caller_and_is_replayed() {
 }
 
 /// The trade-off the JWT flags exist for, shown: with header scoping, a
-/// token minted per attempt makes each attempt a new caller.
+/// token minted per attempt makes each attempt a new caller. The gateway
+/// says so in its log, once, without the token or its claims.
 #[test]
-fn without_jwt_identity_a_new_token_is_a_new_caller() {
+fn without_jwt_identity_a_new_token_is_a_new_caller_and_warned_about_once() {
+    const WARNING: &str = "bearer JWT that lives a day or less";
     let key = Arc::new(SigningKey::generate(Algorithm::ES256, "ec-1"));
     let (upstream, calls) = counting();
     let gateway = Gateway::start(&upstream, &["--store", "memory"]);
-    let (service, _) = token_service(key, "repo:acme/app:ref:refs/heads/main");
+    let (service, minted) = token_service(key, "repo:acme/app:ref:refs/heads/main");
     run_client(&gateway, &service, "1");
     let rerun = run_client(&gateway, &service, "2");
     assert_eq!(rerun["replayed"], "false");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let lines = gateway.log_lines_through("request method=POST", 2);
+    let warnings: Vec<_> = lines.iter().filter(|line| line.contains(WARNING)).collect();
+    assert_eq!(warnings.len(), 1, "{lines:#?}");
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(warnings[0].contains("--jwt-issuer"), "{}", warnings[0]);
+    for token in minted.lock().unwrap().iter() {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            lines.iter().all(|line| !line.contains(signature)),
+            "{lines:#?}"
+        );
+    }
+    assert!(
+        lines.iter().all(|line| !line.contains("acme")),
+        "{lines:#?}"
+    );
+
+    // Opaque tokens, and long-lived JWTs, are not what the warning is about.
+    let gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let mut long_lived = claims("service-account");
+    long_lived["exp"] = (now() + 90 * 86_400).into();
+    let long_lived = bearer(&SigningKey::generate(Algorithm::RS256, "rsa-1").sign(&long_lived));
+    post(
+        &gateway,
+        "opaque",
+        &[("authorization", "Bearer ghp_opaque")],
+    );
+    post(&gateway, "long", &[("authorization", &long_lived)]);
+    let lines = gateway.log_lines_through("request method=POST", 2);
+    assert!(
+        lines.iter().all(|line| !line.contains(WARNING)),
+        "{lines:#?}"
+    );
 }
 
 #[test]

@@ -17,13 +17,28 @@
 //! The trade-off of header rules: a header whose value changes from request
 //! to request (a per-request signature, a rotating cookie) makes every
 //! request a new caller, and a retry then runs again. Name the stable
-//! headers, or use JWT claims, where clients send such headers.
+//! headers, or use JWT claims, where clients send such headers. The
+//! commonest case, a CI job's OIDC token (minted anew for every attempt)
+//! under a header rule, is warned about once, the first time a keyed
+//! request carries one.
 
 use super::jwt::{Jwt, Rejection};
 use crate::shared::framing::FramedHasher;
 use crate::shared::secret_names::is_secret_header;
 use axum::http::{HeaderMap, HeaderName, header::AUTHORIZATION};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Set once a header-scoped request with a short-lived bearer JWT was
+/// warned about: once per process is enough to be seen, and afterwards the
+/// check costs one load.
+static SHORT_LIVED_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Bearer tokens seen under a header rule before the warning: the first
+/// [`LOOK_AT_FIRST`] are decoded, then one in [`LOOK_AT_FIRST`], so callers
+/// with long-lived JWTs do not pay a decode on every request for ever.
+static BEARERS_SEEN: AtomicU64 = AtomicU64::new(0);
+const LOOK_AT_FIRST: u64 = 256;
 
 /// How callers are told apart.
 #[derive(Clone)]
@@ -69,13 +84,23 @@ pub async fn identify(
     key_header: &HeaderName,
 ) -> Result<[u8; 32], Rejection> {
     match rule {
-        CallerRule::Credentials => Ok(hash_headers(
-            headers,
-            headers
-                .keys()
-                .filter(|name| *name != key_header && is_secret_header(name.as_str())),
-        )),
-        CallerRule::Headers(names) => Ok(hash_headers(headers, names.iter())),
+        CallerRule::Credentials => {
+            if key_header != AUTHORIZATION {
+                warn_of_short_lived_tokens(headers);
+            }
+            Ok(hash_headers(
+                headers,
+                headers
+                    .keys()
+                    .filter(|name| *name != key_header && is_secret_header(name.as_str())),
+            ))
+        }
+        CallerRule::Headers(names) => {
+            if names.contains(&AUTHORIZATION) {
+                warn_of_short_lived_tokens(headers);
+            }
+            Ok(hash_headers(headers, names.iter()))
+        }
         CallerRule::Jwt(jwt) => {
             let mut values = headers.get_all(AUTHORIZATION).iter();
             let authorization = values.next().and_then(|v| v.to_str().ok());
@@ -84,6 +109,33 @@ pub async fn identify(
             }
             jwt.caller(authorization).await
         }
+    }
+}
+
+/// Warns, once per process, when a caller taken from headers includes a
+/// short-lived bearer JWT: such a token is minted anew for every CI job
+/// attempt (GitHub's and GitLab's OIDC tokens), so each attempt is a new
+/// caller, and a re-run with the same key would be forwarded again. The
+/// token and its claims are never logged.
+fn warn_of_short_lived_tokens(headers: &HeaderMap) {
+    if SHORT_LIVED_WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let short_lived = headers.get_all(AUTHORIZATION).iter().any(|value| {
+        super::jwt::bearer_token(value.to_str().ok()).is_some_and(|token| {
+            let seen = BEARERS_SEEN.fetch_add(1, Ordering::Relaxed);
+            (seen < LOOK_AT_FIRST || seen.is_multiple_of(LOOK_AT_FIRST))
+                && super::jwt::is_short_lived(token)
+        })
+    });
+    if short_lived && !SHORT_LIVED_WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "a keyed request carried a bearer JWT that lives a day or less (such as a CI job's \
+             OIDC token), and the caller is taken from request headers: a token minted for each \
+             job attempt makes each attempt a new caller, so a re-run with the same key is \
+             forwarded again; set --jwt-jwks-url (or --jwt-jwks-file), --jwt-issuer and \
+             --jwt-audience to take the caller from the token's verified claims (warned once)"
+        );
     }
 }
 
@@ -128,6 +180,37 @@ mod tests {
             caller(&rule, &[("x-api-key", "one")]),
             caller(&rule, &[("x-api-key", "two")])
         );
+    }
+
+    fn token(claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        let part = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+        format!("{}.{}.c2ln", part(&header), part(claims))
+    }
+
+    #[test]
+    fn tokens_that_live_a_day_or_less_are_short_lived() {
+        use super::super::jwt::is_short_lived;
+        let now = 1_800_000_000_u64;
+        for life in [1, 300, 3600, 86_400] {
+            let jwt = token(&serde_json::json!({"iat": now, "exp": now + life, "sub": "x"}));
+            assert!(is_short_lived(&jwt), "{life}");
+        }
+        for claims in [
+            serde_json::json!({"iat": now, "exp": now + 86_401}),
+            serde_json::json!({"iat": now, "exp": now}),
+            serde_json::json!({"exp": now + 60}),
+            serde_json::json!({"iat": now}),
+            serde_json::json!({"iat": "now", "exp": "later"}),
+        ] {
+            assert!(!is_short_lived(&token(&claims)), "{claims}");
+        }
+        for opaque in ["", "abc", "a.b.c", "ghp_0123456789", "..", "x.eyJ9.y"] {
+            assert!(!is_short_lived(opaque), "{opaque}");
+        }
     }
 
     #[test]

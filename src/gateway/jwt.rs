@@ -142,12 +142,7 @@ impl Jwt {
 
     /// The caller hash from a verified `Authorization` bearer token.
     pub async fn caller(&self, authorization: Option<&str>) -> Result<[u8; 32], Rejection> {
-        let token = authorization
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or(Rejection::Missing)?;
+        let token = bearer_token(authorization).ok_or(Rejection::Missing)?;
         let claims = self.verify(token).await?;
         let mut hasher = FramedHasher::default();
         hasher.field(b"jwt");
@@ -244,6 +239,38 @@ impl Jwt {
 
 /// Reads a JWKS file on the blocking pool (a refresh runs while requests
 /// wait): a regular file only, so a FIFO cannot block the read forever.
+/// The token of an `Authorization: Bearer` value, if it is one.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// The longest life, from `iat` to `exp`, of a token taken to be minted per
+/// job attempt or refreshed (a CI system's OIDC token lives minutes to a
+/// few hours).
+pub const SHORT_LIFE_SECONDS: f64 = 24.0 * 3600.0;
+
+/// Whether `token` has the form of a JWT that lives [`SHORT_LIFE_SECONDS`]
+/// or less. Read without verifying anything: only a hint for the operator
+/// (see [`super::caller`]), never a decision about a caller.
+pub fn is_short_lived(token: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Life {
+        iat: Option<f64>,
+        exp: Option<f64>,
+    }
+    match jsonwebtoken::dangerous::insecure_decode::<Life>(token) {
+        Ok(data) => match (data.claims.iat, data.claims.exp) {
+            (Some(iat), Some(exp)) => exp > iat && exp - iat <= SHORT_LIFE_SECONDS,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
 async fn read_file(path: std::path::PathBuf) -> std::io::Result<Vec<u8>> {
     let read = tokio::task::spawn_blocking(move || read_regular(&path, MAX_JWKS_BYTES));
     read.await.map_err(std::io::Error::other)?

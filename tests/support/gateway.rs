@@ -141,6 +141,22 @@ impl Gateway {
         }
     }
 
+    /// Every log line up to and including the `count`th that contains
+    /// `needle` (the wait is a safety net, as in [`Self::log_line_with`]).
+    pub fn log_lines_through(&self, needle: &str, count: usize) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            let line = self
+                .log
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no log line {} with {needle:?}", seen + 1));
+            seen += usize::from(line.contains(needle));
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Asserts that the gateway warned at start-up that its clock is an
     /// hour `apart` (`"behind the Redis server's"`, `"ahead of the
     /// PostgreSQL server's"`) from its store server's.
