@@ -105,6 +105,7 @@ fn the_gateway_in_front_of_a_key_unaware_upstream_passes_every_required_check() 
     assert_verdict(&v, "changed-payload", "passed", "refused with 422");
     assert_verdict(&v, "concurrent", "passed", "the one after replayed it");
     assert_verdict(&v, "no-key", "info", "answered 201");
+    assert_verdict(&v, "new-token", "not-applicable", "set oidc-audience");
     assert_verdict(&v, "retention", "not-applicable", "set verify-retention");
     // One execution per check that sends a key (replay, lost response,
     // changed payload, concurrent) and one for the request without a key.
@@ -309,6 +310,10 @@ fn the_plan_comes_first_and_a_dry_run_sends_nothing() {
         stderr.contains("7 requests with one key at once"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("(skipped: needs oidc-audience in a GitHub Actions job)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was sent"), "{stderr}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(server.connections(), 0);
@@ -431,4 +436,103 @@ fn a_body_file_is_read_once_and_sent_by_every_check() {
         1,
         "one changed payload"
     );
+}
+
+/// The product's two halves composed under OIDC: the new-token check
+/// passes through a gateway that takes the caller from the token's verified
+/// claims, and fails through one that takes it from the header (where a
+/// re-run, which mints a new token, would act again). Every token the
+/// client is given is masked, and the retention check's request, sent
+/// after its wait, carries a token minted after the wait.
+#[cfg(all(feature = "gateway", unix))]
+#[test]
+fn the_new_token_check_tells_a_jwt_gateway_from_a_header_scoped_one() {
+    use support::gateway::Gateway;
+    use support::jwt::{AUDIENCE, Jwks, SigningKey, claims};
+    let key = Arc::new(SigningKey::generate(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+    ));
+    let jwks = Jwks::serve(&[&key]);
+    let minted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let service = {
+        let (key, minted) = (key.clone(), minted.clone());
+        Server::start(move |request: &Request| {
+            if request.header("authorization") != Some("Bearer runner-request-token") {
+                return Reply::Respond(Response::new(403).body("{}"));
+            }
+            let token = key.sign(&claims("repo:acme/app:environment:staging"));
+            minted.lock().unwrap().push(token.clone());
+            Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
+        })
+    };
+    let run = |gateway: &Gateway, extra: &[&str]| {
+        minted.lock().unwrap().clear();
+        let dir = tempfile::tempdir().unwrap();
+        let assert = client()
+            .envs(support::github_env(dir.path()))
+            .env(
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                service.url("/token?api-version=2.0"),
+            )
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
+            .args(["verify", "--url", &format!("{}/deployments", gateway.url)])
+            .args(["--json", r#"{"ref":"v1"}"#, "--oidc-audience", AUDIENCE])
+            .args(["--verify-id-field", "/deployment"])
+            .args(extra)
+            .assert();
+        let code = assert.get_output().status.code().unwrap();
+        let text = support::both_streams(&assert);
+        let outputs = support::read_outputs(dir.path());
+        let checks: serde_json::Value = serde_json::from_str(&outputs["verify-checks"])
+            .unwrap_or_else(|e| panic!("{e}: {text}"));
+        let summary = std::fs::read_to_string(dir.path().join("summary")).unwrap();
+        let minted = minted.lock().unwrap().clone();
+        for token in &minted {
+            assert!(text.contains(&format!("::add-mask::{token}")), "{text}");
+            assert!(!summary.contains(token.as_str()));
+            assert!(
+                outputs
+                    .values()
+                    .all(|value| !value.contains(token.as_str()))
+            );
+        }
+        (code, checks, text, minted.len())
+    };
+    let verdict = |checks: &serde_json::Value, name: &str| {
+        (
+            checks[name]["verdict"].as_str().unwrap().to_owned(),
+            checks[name]["seen"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    let (upstream, _calls) = counting();
+    let mut args = jwks.gateway_args();
+    args.extend(["--store".into(), "memory".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let jwt_gateway = Gateway::start(&upstream, &args);
+    let (code, checks, text, tokens) = run(&jwt_gateway, &["--verify-retention", "1s"]);
+    assert_eq!(code, 0, "{text}");
+    let (got, seen) = verdict(&checks, "new-token");
+    assert_eq!(got, "passed", "{seen}");
+    assert!(seen.contains("replayed to a newly minted token"), "{seen}");
+    assert_eq!(verdict(&checks, "retention").0, "passed", "{checks}");
+    // The request's token, the new-token check's, the retention check's.
+    assert_eq!(tokens, 3, "{text}");
+
+    let header_gateway = Gateway::start(&upstream, &["--store", "memory"]);
+    let (code, checks, text, tokens) = run(&header_gateway, &[]);
+    assert_eq!(code, 1, "{text}");
+    let (got, seen) = verdict(&checks, "new-token");
+    assert_eq!(got, "failed", "{seen}");
+    assert!(
+        seen.contains("not replayed with a newly minted token"),
+        "{seen}"
+    );
+    assert!(seen.contains("deployment"), "{seen}");
+    assert!(text.contains("--jwt-jwks-url"), "{text}");
+    for check in ["replay", "lost-response", "changed-payload", "concurrent"] {
+        assert_eq!(verdict(&checks, check).0, "passed", "{check}: {checks}");
+    }
+    assert_eq!(tokens, 2, "{text}");
 }

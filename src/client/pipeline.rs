@@ -298,12 +298,10 @@ fn oidc_bearer<'e>(
             })
         })?;
     log.mask(&token);
-    add_bearer(prepared, &token);
+    prepared.add_bearer(&token);
     log.info("Authorization: a GitHub OIDC token for the given audience (masked)");
     Ok(Some(github::oidc::Renewer::new(
-        client,
-        env,
-        audience.clone(),
+        github::oidc::Minter::new(client, env, audience.clone()),
         &token,
     )))
 }
@@ -352,12 +350,15 @@ fn verify_stages(
             }
         })?;
     let mut prepared = prepare(config, env)?;
+    // OIDC tokens come from a GitHub job's token service.
+    let oidc = log.is_github() && plan.github.oidc_audience.is_some();
     verify::report::plan(
         &verify::report::Plan {
             method: prepared.method.as_str(),
             url: &redact_url(&prepared.url),
             concurrency: settings.concurrency,
             has_body: !prepared.body.is_empty(),
+            new_token: oidc,
             retention: settings.retention.map(crate::shared::units::show),
         },
         log,
@@ -366,12 +367,22 @@ fn verify_stages(
         return Ok(verify::report::dry_run(log));
     }
     let runtime = start_runtime(log)?;
-    if log.is_github() {
-        // verify's checks are quick: the token is not renewed between them.
-        oidc_bearer(&runtime, &plan, &mut prepared, env, log)?;
-    }
+    let minter = if oidc {
+        // verify's checks are quick: the token is not renewed between them,
+        // but the new-token and retention checks mint their own.
+        oidc_bearer(&runtime, &plan, &mut prepared, env, log)?
+            .map(github::oidc::Renewer::into_minter)
+    } else {
+        None
+    };
     let mut probe = Probe::new(&transport, prepared, probe_settings);
+    if let Some(minter) = minter {
+        probe = probe.with_minter(minter);
+    }
     let observed = runtime.block_on(probe.observe(settings.concurrency, settings.retention));
+    for token in &probe.minted {
+        log.mask(token);
+    }
     Ok(match observed {
         Err(probe::Unreachable(reason)) => verify::report::unreachable(&reason, &plan.sinks, log),
         Ok(observed) => verify::report::emit(
@@ -418,33 +429,6 @@ fn sends_stable_key(prepared: &Prepared) -> bool {
     matches!(&prepared.key, Some((key, _)) if key.source != KeySource::Random && key.caveat.is_none())
 }
 
-/// Sends the OIDC token as `Authorization: Bearer`. Added after the key is
-/// derived, so it never feeds it, and as a user header, so it never follows
-/// a redirect to another origin.
-fn add_bearer(prepared: &mut Prepared, token: &str) {
-    let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return;
-    };
-    value.set_sensitive(true);
-    prepared
-        .headers
-        .insert(0, (reqwest::header::AUTHORIZATION, value));
-    prepared.user_header_count += 1;
-}
-
-/// Replaces the bearer [`add_bearer`] added (always the first header).
-fn replace_bearer(prepared: &mut Prepared, token: &str) {
-    let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return;
-    };
-    value.set_sensitive(true);
-    if let Some((name, old)) = prepared.headers.first_mut()
-        && *name == reqwest::header::AUTHORIZATION
-    {
-        *old = value;
-    }
-}
-
 struct Sender<'a, 'e> {
     transport: &'a Transport,
     request: &'a mut Prepared,
@@ -472,7 +456,7 @@ impl Sender<'_, '_> {
         let renewed = match renewer.renew_if_due(SystemTime::now(), within).await {
             Renewal::Kept => Renewed::default(),
             Renewal::Renewed(token) => {
-                replace_bearer(self.request, &token);
+                self.request.replace_bearer(&token);
                 Renewed {
                     note: Some(
                         "the OIDC token was about to expire; sending a fresh one (masked)".into(),

@@ -115,23 +115,50 @@ pub enum Renewal {
     },
 }
 
-/// Keeps the request's OIDC token fresh across the retry loop.
-pub struct Renewer<'a> {
+/// Asks the runner's token service for tokens for one audience.
+pub struct Minter<'a> {
     client: reqwest::Client,
     env: &'a Env,
     audience: String,
-    expires_at: Option<SystemTime>,
 }
 
-impl<'a> Renewer<'a> {
-    /// For a token just fetched for `audience`.
-    pub fn new(client: reqwest::Client, env: &'a Env, audience: String, token: &str) -> Self {
+impl<'a> Minter<'a> {
+    /// For `audience`, through `client`.
+    pub fn new(client: reqwest::Client, env: &'a Env, audience: String) -> Self {
         Self {
             client,
             env,
             audience,
+        }
+    }
+
+    /// A token minted now (the service mints a new one for every request),
+    /// giving up after `within`.
+    pub async fn mint(&self, within: Duration) -> Result<String, String> {
+        tokio::time::timeout(within, token(&self.client, self.env, &self.audience))
+            .await
+            .unwrap_or_else(|_| Err("the OIDC token service did not answer in time".to_owned()))
+    }
+}
+
+/// Keeps the request's OIDC token fresh across the retry loop.
+pub struct Renewer<'a> {
+    minter: Minter<'a>,
+    expires_at: Option<SystemTime>,
+}
+
+impl<'a> Renewer<'a> {
+    /// For `token`, just fetched through `minter`.
+    pub fn new(minter: Minter<'a>, token: &str) -> Self {
+        Self {
+            minter,
             expires_at: expires_at(token),
         }
+    }
+
+    /// The minter, for requests that need a token of their own.
+    pub fn into_minter(self) -> Minter<'a> {
+        self.minter
     }
 
     /// When the current token is [`due`] at `now`, fetches a fresh one,
@@ -140,9 +167,7 @@ impl<'a> Renewer<'a> {
         if !due(self.expires_at, now) {
             return Renewal::Kept;
         }
-        let fetched = tokio::time::timeout(within, token(&self.client, self.env, &self.audience))
-            .await
-            .unwrap_or_else(|_| Err("the OIDC token service did not answer in time".to_owned()));
+        let fetched = self.minter.mint(within).await;
         match fetched {
             Ok(token) => {
                 self.expires_at = expires_at(&token);

@@ -36,6 +36,14 @@ pub struct Key {
     pub caveat: Option<String>,
 }
 
+/// `Bearer TOKEN`, marked sensitive (never shown by a `Debug`); `None` for
+/// a token that cannot be a header value.
+fn bearer_value(token: &str) -> Option<reqwest::header::HeaderValue> {
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// The request every attempt sends.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -56,6 +64,31 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Sends an OIDC token as `Authorization: Bearer`. Added after the key
+    /// is derived, so it never feeds it, and as a user header, so it never
+    /// follows a redirect to another origin.
+    pub fn add_bearer(&mut self, token: &str) {
+        let Some(value) = bearer_value(token) else {
+            return;
+        };
+        self.headers
+            .insert(0, (reqwest::header::AUTHORIZATION, value));
+        self.user_header_count += 1;
+    }
+
+    /// Replaces the bearer [`Self::add_bearer`] added (always the first
+    /// header).
+    pub fn replace_bearer(&mut self, token: &str) {
+        let Some(value) = bearer_value(token) else {
+            return;
+        };
+        if let Some((name, old)) = self.headers.first_mut()
+            && *name == reqwest::header::AUTHORIZATION
+        {
+            *old = value;
+        }
+    }
+
     /// The key that is sent, or `""` when none is.
     pub fn key_value(&self) -> &str {
         self.key.as_ref().map_or("", |(key, _)| key.value.as_str())

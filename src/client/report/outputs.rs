@@ -134,7 +134,7 @@ pub const OUTPUTS: &[OutputSpec] = &[
         name: "verify-checks",
         json: JsonType::Object,
         dotenv: false,
-        help: "`verify` only: each check by name (`replay`, `lost-response`, `changed-payload`, `concurrent`, `no-key`, `retention`) with its `verdict` (`passed`, `failed`, `not-applicable`, `info`), `required` and what was `seen`.",
+        help: "`verify` only: each check by name (`replay`, `lost-response`, `changed-payload`, `concurrent`, `no-key`, `new-token`, `retention`) with its `verdict` (`passed`, `failed`, `not-applicable`, `info`), `required` and what was `seen`.",
     },
     OutputSpec {
         name: "error",

@@ -15,6 +15,8 @@ pub enum CheckId {
     Concurrent,
     /// The request without a key.
     NoKey,
+    /// The key again with a newly minted OIDC token.
+    NewToken,
     /// The key again after a wait.
     Retention,
 }
@@ -87,6 +89,15 @@ pub const CHECKS: &[Check] = &[
         remedy: "",
     },
     Check {
+        id: CheckId::NewToken,
+        name: "new-token",
+        title: "New OIDC token",
+        required: true,
+        sends: "with `oidc-audience`: the replay check's request again with a newly minted OIDC token, as a re-run sends it",
+        correct: "still replays the first answer: the caller is the token's stable claims (repository, environment), not the token",
+        remedy: "the server takes every new token for a new caller, so a re-run, which mints one, acts again: run `idempotency-gateway` with `--jwt-jwks-url`, `--jwt-issuer` and `--jwt-audience` in front of it",
+    },
+    Check {
         id: CheckId::Retention,
         name: "retention",
         title: "Retention",
@@ -107,9 +118,9 @@ pub fn check(id: CheckId) -> &'static Check {
 
 /// How many requests verification sends at most, retries of in-flight
 /// answers (409, 425, 429) aside.
-pub fn planned_requests(concurrency: u32, has_body: bool, retention: bool) -> u32 {
+pub fn planned_requests(concurrency: u32, has_body: bool, new_token: bool, retention: bool) -> u32 {
     let changed = if has_body { 2 } else { 0 };
-    2 + 3 + changed + concurrency + 1 + 1 + u32::from(retention)
+    2 + 3 + changed + concurrency + 1 + 1 + u32::from(new_token) + u32::from(retention)
 }
 
 #[cfg(test)]
@@ -124,6 +135,7 @@ mod tests {
             CheckId::ChangedPayload,
             CheckId::Concurrent,
             CheckId::NoKey,
+            CheckId::NewToken,
             CheckId::Retention,
         ] {
             assert_eq!(CHECKS.iter().filter(|c| c.id == id).count(), 1);
@@ -137,7 +149,11 @@ mod tests {
 
     #[test]
     fn the_plan_counts_every_request() {
-        assert_eq!(planned_requests(5, true, false), 2 + 3 + 2 + 6 + 1);
-        assert_eq!(planned_requests(2, false, true), 2 + 3 + 3 + 1 + 1);
+        assert_eq!(planned_requests(5, true, false, false), 2 + 3 + 2 + 6 + 1);
+        assert_eq!(planned_requests(2, false, false, true), 2 + 3 + 3 + 1 + 1);
+        assert_eq!(
+            planned_requests(2, false, true, true),
+            2 + 3 + 3 + 1 + 1 + 1
+        );
     }
 }

@@ -502,7 +502,7 @@ pub fn no_key(answer: &Sent) -> Finding {
     Finding::new(id, Verdict::Info, seen)
 }
 
-/// Check 6: `later` is `first`'s request again after `wait` (`None`: not
+/// Check 7: `later` is `first`'s request again after `wait` (`None`: not
 /// asked for).
 pub fn retention(first: &Sent, later: Option<(&Sent, Duration)>, rules: &Rules) -> Finding {
     let id = CheckId::Retention;
@@ -514,28 +514,73 @@ pub fn retention(first: &Sent, later: Option<(&Sent, Duration)>, rules: &Rules) 
         );
     };
     let waited = crate::shared::units::show(wait);
+    let words = Again {
+        no_answer: format!("no answer after {waited}"),
+        passed: format!("still replayed after {waited}"),
+        not_replayed: format!("not replayed after {waited}"),
+        because: "keys live shorter than that",
+    };
+    asked_again(id, first, later, rules, &words)
+}
+
+/// Check 6: `again` is `first`'s request sent again with a newly minted
+/// OIDC token (`None`: no `oidc-audience`; `Some(Err)`: no new token came).
+pub fn new_token(first: &Sent, again: Option<&Result<Sent, String>>, rules: &Rules) -> Finding {
+    let id = CheckId::NewToken;
+    let again = match again {
+        None => {
+            return Finding::new(
+                id,
+                Verdict::NotApplicable,
+                "not run: no OIDC token (set oidc-audience in a GitHub Actions job)",
+            );
+        }
+        Some(Err(why)) => {
+            return Finding::new(id, Verdict::NotApplicable, format!("not run: {why}"));
+        }
+        Some(Ok(again)) => again,
+    };
+    let words = Again {
+        no_answer: "no answer with a new token".to_owned(),
+        passed: "replayed to a newly minted token, as a re-run needs".to_owned(),
+        not_replayed: "not replayed with a newly minted token".to_owned(),
+        because: "the server takes each token for another caller, and a re-run mints one",
+    };
+    asked_again(id, first, again, rules, &words)
+}
+
+/// How a check that sends the replay check's request once more words its
+/// verdicts.
+struct Again {
+    no_answer: String,
+    passed: String,
+    not_replayed: String,
+    because: &'static str,
+}
+
+/// The verdict on `again`, the replay check's request sent once more: it
+/// must be the first answer's replay.
+fn asked_again(id: CheckId, first: &Sent, again: &Sent, rules: &Rules, words: &Again) -> Finding {
     let first = match usable(first) {
         Ok(first) => first,
         Err(why) => return Finding::new(id, Verdict::Failed, why),
     };
-    match later {
+    match again {
         Err(reason) => Finding::new(
             id,
             Verdict::Failed,
-            format!("no answer after {waited}: {reason}"),
+            format!("{}: {reason}", words.no_answer),
         ),
-        Ok(later) => match execution_differs(first, later, rules) {
-            None => Finding::new(
-                id,
-                Verdict::Passed,
-                format!("still replayed after {waited}"),
-            ),
+        Ok(again) => match execution_differs(first, again, rules) {
+            None => Finding::new(id, Verdict::Passed, words.passed.clone()),
             Some(d) => Finding::new(
                 id,
                 Verdict::Failed,
                 format!(
-                    "not replayed after {waited}: {}; keys live shorter than that",
-                    d.words(rules)
+                    "{}: {}; {}",
+                    words.not_replayed,
+                    d.words(rules),
+                    words.because
                 ),
             ),
         },
@@ -564,7 +609,10 @@ pub struct Rest {
     pub concurrent: (Vec<Sent>, Sent),
     /// Check 5.
     pub no_key: Sent,
-    /// Check 6, when asked for: the replay check's request after the wait.
+    /// Check 6, with `oidc-audience`: the replay check's request with a
+    /// newly minted token, or why no new token came.
+    pub new_token: Option<Result<Sent, String>>,
+    /// Check 7, when asked for: the replay check's request after the wait.
     pub retention: Option<(Sent, Duration)>,
 }
 
@@ -588,6 +636,7 @@ pub fn findings(observed: &Observations, rules: &Rules) -> Vec<Finding> {
     let (burst, after) = &rest.concurrent;
     findings.push(concurrent(burst, after, rules));
     findings.push(no_key(&rest.no_key));
+    findings.push(new_token(first, rest.new_token.as_ref(), rules));
     findings.push(retention(
         first,
         rest.retention.as_ref().map(|(later, wait)| (later, *wait)),
@@ -788,6 +837,30 @@ mod tests {
         assert_eq!(info.verdict, Verdict::Info);
         assert!(passed(&[kept.clone(), info.clone()]));
         assert!(!passed(&[kept, info, lost]));
+    }
+
+    #[test]
+    fn a_new_token_must_get_the_replay() {
+        let first = Ok(answer(201, "1"));
+        let replayed = Ok(Ok(answer(201, "1")));
+        let acted = Ok(Ok(answer(201, "2")));
+        let refused = Ok(Ok(answer(401, "")));
+        assert_eq!(
+            new_token(&first, Some(&replayed), &rules()).verdict,
+            Verdict::Passed
+        );
+        for again in [acted, refused] {
+            let f = new_token(&first, Some(&again), &rules());
+            assert_eq!(f.verdict, Verdict::Failed);
+            assert!(f.seen.contains("another caller"), "{}", f.seen);
+        }
+        let none = new_token(&first, None, &rules());
+        assert_eq!(none.verdict, Verdict::NotApplicable);
+        assert!(none.seen.contains("oidc-audience"), "{}", none.seen);
+        let no_second = Err("no second token: HTTP 500".to_owned());
+        let f = new_token(&first, Some(&no_second), &rules());
+        assert_eq!(f.verdict, Verdict::NotApplicable);
+        assert!(f.seen.contains("HTTP 500"), "{}", f.seen);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::client::send::retry::Failure;
 use crate::client::send::retry_after;
 use crate::client::send::transport::{Attempted, Response, Transport};
 use crate::client::verify::judge::{Answer, Observations, Rest, Sent};
+use crate::github::oidc::Minter;
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,8 +38,14 @@ pub struct Probe<'a> {
     transport: &'a Transport,
     base: Prepared,
     settings: ProbeSettings,
+    /// With `oidc-audience`: mints the tokens of the new-token check and
+    /// of the retention check (sent after a wait the first token may not
+    /// outlive).
+    minter: Option<Minter<'a>>,
     /// Requests sent so far.
     pub sent: u32,
+    /// Tokens minted by the probe, for the log to mask.
+    pub minted: Vec<String>,
 }
 
 /// What a probe needs besides the transport and the request.
@@ -64,8 +71,16 @@ impl<'a> Probe<'a> {
             transport,
             base,
             settings,
+            minter: None,
             sent: 0,
+            minted: Vec::new(),
         }
+    }
+
+    /// With `oidc-audience`: `base` carries a token `minter` minted.
+    pub fn with_minter(mut self, minter: Minter<'a>) -> Self {
+        self.minter = Some(minter);
+        self
     }
 
     /// Runs every check's requests in order; `Err` when the very first
@@ -92,11 +107,22 @@ impl<'a> Probe<'a> {
         let changed = self.changed_payload().await;
         let concurrent = self.concurrent(concurrency).await;
         let no_key = self.send(&self.unkeyed()).await;
+        let new_token = if self.minter.is_some() {
+            Some(self.new_token(&replay_request).await)
+        } else {
+            None
+        };
         let retention = match retention {
             Some(wait) => {
                 self.settings.deadline_at += wait;
                 tokio::time::sleep(wait).await;
-                Some((self.settle(&replay_request).await, wait))
+                let mut later = replay_request.clone();
+                // A re-run that late mints its own token; the first may
+                // have expired during the wait.
+                if let Some(Ok(token)) = self.mint().await {
+                    later.replace_bearer(&token);
+                }
+                Some((self.settle(&later).await, wait))
             }
             None => None,
         };
@@ -107,9 +133,37 @@ impl<'a> Probe<'a> {
                 changed,
                 concurrent,
                 no_key,
+                new_token,
                 retention,
             }),
         })
+    }
+
+    /// A token minted now, when there is a minter (kept for masking).
+    async fn mint(&mut self) -> Option<Result<String, String>> {
+        let minter = self.minter.as_ref()?;
+        let minted = minter.mint(self.settings.timeout).await;
+        if let Ok(token) = &minted {
+            self.minted.push(token.clone());
+        }
+        Some(minted)
+    }
+
+    /// The replay check's request again with a newly minted token, as a
+    /// re-run sends it; `Err` when no new token came.
+    async fn new_token(&mut self, replay_request: &Prepared) -> Result<Sent, String> {
+        let token = match self.mint().await {
+            Some(Ok(token)) => token,
+            Some(Err(why)) => return Err(format!("no second token: {why}")),
+            None => return Err("no token service".to_owned()),
+        };
+        let mut request = replay_request.clone();
+        let before = request.headers.first().map(|(_, value)| value.clone());
+        request.replace_bearer(&token);
+        if request.headers.first().map(|(_, value)| value.clone()) == before {
+            return Err("the token service answered with the same token again".to_owned());
+        }
+        Ok(self.settle(&request).await)
     }
 
     async fn lost_response(&mut self) -> (Result<u16, String>, Sent, Sent) {

@@ -20,6 +20,8 @@ pub struct Plan<'a> {
     pub concurrency: u32,
     /// Whether the request has a body (check 3 applies).
     pub has_body: bool,
+    /// Whether the request carries an OIDC token (check 6 applies).
+    pub new_token: bool,
     /// `verify-retention`, shown.
     pub retention: Option<String>,
 }
@@ -27,7 +29,12 @@ pub struct Plan<'a> {
 /// Says how many requests will be sent, that each may act, and what each
 /// check sends.
 pub fn plan(plan: &Plan<'_>, log: &mut Log) {
-    let n = planned_requests(plan.concurrency, plan.has_body, plan.retention.is_some());
+    let n = planned_requests(
+        plan.concurrency,
+        plan.has_body,
+        plan.new_token,
+        plan.retention.is_some(),
+    );
     log.info(&format!(
         "verify: up to {n} requests {} {}, each of which may act on the server (create, deploy, \
          charge): aim verify at a staging or test endpoint; answers refused while a key is in \
@@ -37,6 +44,9 @@ pub fn plan(plan: &Plan<'_>, log: &mut Log) {
     for c in CHECKS {
         let note = match c.id {
             CheckId::ChangedPayload if !plan.has_body => " (skipped: no body)",
+            CheckId::NewToken if !plan.new_token => {
+                " (skipped: needs oidc-audience in a GitHub Actions job)"
+            }
             CheckId::Retention if plan.retention.is_none() => {
                 " (skipped: verify-retention is not set)"
             }
