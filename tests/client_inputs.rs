@@ -441,3 +441,38 @@ fn key_prints_exactly_the_key_on_stdout_under_github_actions() {
         "{stderr}"
     );
 }
+
+/// A stdout that takes nothing (its reader gone, as in `… | true`) is an
+/// output that could not be written: exit 3 and a line that says so, for
+/// `key`, a dry run, the body and JSON alike; never a panic.
+#[test]
+fn a_stdout_whose_reader_is_gone_is_exit_3_not_a_panic() {
+    let server = Server::start(|_| Reply::Respond(Response::new(201).body("created")));
+    let url = server.url("/d");
+    let cases: [&[&str]; 4] = [
+        &["key", "--url", &url],
+        &["--url", &url, "--dry-run"],
+        &["--url", &url],
+        &["--url", &url, "--output", "json"],
+    ];
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_idempotent-request"))
+            .args(args)
+            .args(["--key-salt", "s"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write outputs"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

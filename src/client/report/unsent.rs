@@ -79,8 +79,10 @@ pub fn dry_run(prepared: &Prepared, sinks: &Sinks, log: &mut Log) -> Exit {
         prepared.method,
         redact_url(&prepared.url)
     ));
-    if sinks.json || sinks.github_output.is_none() {
-        println!("{}", prepared.key_value());
+    if (sinks.json || sinks.github_output.is_none())
+        && let Err(exit) = print_key_line(prepared, log)
+    {
+        return exit;
     }
     let mut outputs = Outputs::default();
     outputs.set("idempotency-key", prepared.key_value());
@@ -94,8 +96,24 @@ pub fn print_key(prepared: &Prepared, log: &mut Log) -> Exit {
     if let Some(line) = prepared.key_line() {
         log.info(&line);
     }
-    println!("{}", prepared.key_value());
-    Exit::Success
+    print_key_line(prepared, log).err().unwrap_or(Exit::Success)
+}
+
+/// The key and a line break on stdout. A stdout that takes nothing (a pipe
+/// whose reader has gone) is an output not written: exit 3, said on the
+/// log, never a panic.
+fn print_key_line(prepared: &Prepared, log: &mut Log) -> Result<(), Exit> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", prepared.key_value())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| {
+            log.error(
+                "Cannot write outputs",
+                &format!("writing the key to stdout: {e}"),
+            );
+            Exit::NoResponse
+        })
 }
 
 /// Appends `outputs` to `$GITHUB_OUTPUT` and `dotenv-file` where set;
