@@ -689,6 +689,29 @@ fn refuses_to_start_with_a_key_or_caller_header_it_cannot_read() {
     assert!(upstream.requests().is_empty());
 }
 
+/// An error at start-up with a stderr that takes nothing (its reader gone)
+/// still exits with the error's code, never a panic's (101).
+#[test]
+fn a_start_up_error_with_stderr_gone_keeps_its_exit_code() {
+    for (args, code) in [
+        (&["--upstream", "ftp://127.0.0.1/"][..], 2),
+        (
+            &["--upstream", "http://127.0.0.1:9", "--lock-timeout", "1ms"],
+            2,
+        ),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_idempotency-gateway"))
+            .args(args)
+            .args(["--store", "memory"])
+            .stderr(writer)
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+}
+
 /// A PostgreSQL-only flag given with another store is refused, even at its
 /// default value and from the environment: it would be ignored.
 #[test]

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            say_error(&describe(&e));
             return ExitCode::from(2);
         }
     };
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let (log, _flusher) = match gateway::log::start(std::io::stderr()) {
         Ok(started) => started,
         Err(e) => {
-            eprintln!("error: cannot start the log writer thread: {e}");
+            say_error(&format!("cannot start the log writer thread: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -58,13 +58,13 @@ fn main() -> ExitCode {
         report_panic(panic);
     }));
     if let Err(message) = args.validate() {
-        eprintln!("error: {message}");
+        say_error(&message);
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -75,6 +75,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: …` on stderr, before the log runs. A stderr that takes nothing
+/// loses the line rather than turn the exit code into a panic's.
+fn say_error(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "error: {message}");
 }
 
 async fn run(args: Args) -> Result<(), String> {
