@@ -32,6 +32,8 @@ fn every_bad_input_exits_2_and_sends_nothing() {
         ("json", vec!["--body", "x", "--json", "{}"]),
         ("json", vec!["--json", "{unclosed: ["]),
         ("json", vec!["--json", &laughs]),
+        ("json", vec!["--json", "ref: main\ncountry: no"]),
+        ("json", vec!["--json", "postcode: 01234"]),
         ("body-file", vec!["--body-file", "/nonexistent/file"]),
         ("idempotency-key", vec!["--idempotency-key", "has space"]),
         ("key-scope", vec!["--key-scope", "forever"]),

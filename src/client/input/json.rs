@@ -6,6 +6,13 @@
 //! what is sent). Anything else is read as one YAML document (through
 //! `serde-saphyr`, a maintained pure-Rust YAML reader) and serialised as
 //! compact JSON, keeping the document's key order.
+//!
+//! A plain scalar whose type YAML's two versions disagree on is refused
+//! rather than guessed: `yes`, `no`, `on`, `off`, `y`, `n` (booleans in
+//! YAML 1.1, text in 1.2: `country: no` would otherwise send `false`) and
+//! numbers with a leading zero (`0123`: octal in 1.1, a number in 1.2, an
+//! id or a postcode to whoever wrote it). The document is read both ways;
+//! where the two readings differ, the user says which was meant.
 
 /// Returns the JSON bytes for `document`, or a message saying why it is
 /// neither JSON nor YAML. The message gives positions and kinds of error,
@@ -23,11 +30,93 @@ pub fn to_json_bytes(document: &str) -> Result<Vec<u8>, String> {
             describe_yaml(&yaml_error)
         )
     })?;
+    if let Some(ambiguity) = ambiguity(document, &value) {
+        return Err(ambiguity);
+    }
     serde_json::to_vec(&value).map_err(|_| {
         "a YAML document that cannot be expressed as JSON (for example a mapping with a \
          non-string key)"
             .to_owned()
     })
+}
+
+/// Why `document`, read as `lenient` (YAML 1.1's booleans, leading zeros
+/// read as numbers), means something else under YAML 1.2's rules; `None`
+/// when both readings agree.
+fn ambiguity(document: &str, lenient: &serde_json::Value) -> Option<String> {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.leading_zero_numbers_as_strings = true;
+    // The same reader with stricter scalars cannot fail where the lenient
+    // one passed; if it did, there is nothing to compare.
+    let strict: serde_json::Value = serde_saphyr::from_str_with_options(document, options).ok()?;
+    let mut counts = Differences::default();
+    counts.add(lenient, &strict);
+    let Differences {
+        booleans,
+        numbers,
+        others,
+    } = counts;
+    let mut kinds = Vec::new();
+    if booleans > 0 {
+        kinds.push(format!(
+            "{booleans} unquoted value(s) among yes, no, on, off, y and n, which YAML 1.1 reads as \
+             booleans and YAML 1.2 as text: write true or false, or quote the text"
+        ));
+    }
+    if numbers > 0 {
+        kinds.push(format!(
+            "{numbers} unquoted number(s) with a leading zero, such as 0123, which YAML 1.1 reads \
+             as octal and YAML 1.2 as decimal: quote it to send text (an id, a postcode), or drop \
+             the zeros"
+        ));
+    }
+    if others > 0 {
+        kinds.push(format!("{others} other unquoted value(s): quote them"));
+    }
+    (!kinds.is_empty()).then(|| {
+        format!(
+            "a YAML document that YAML 1.1 and 1.2 read differently: {}; the text is not shown, \
+             as it may hold a secret",
+            kinds.join("; and ")
+        )
+    })
+}
+
+/// The scalars where two readings of one document differ, by kind.
+#[derive(Default)]
+struct Differences {
+    /// Booleans in one reading, text in the other.
+    booleans: usize,
+    /// Numbers in one reading, text in the other.
+    numbers: usize,
+    /// Any other difference (a mapping key, say).
+    others: usize,
+}
+
+impl Differences {
+    fn add(&mut self, lenient: &serde_json::Value, strict: &serde_json::Value) {
+        use serde_json::Value;
+        match (lenient, strict) {
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (a, b) in a.iter().zip(b) {
+                    self.add(a, b);
+                }
+            }
+            (Value::Object(a), Value::Object(b)) if a.len() == b.len() => {
+                for ((key_a, a), (key_b, b)) in a.iter().zip(b) {
+                    if key_a != key_b {
+                        self.others += 1;
+                    }
+                    self.add(a, b);
+                }
+            }
+            (Value::Bool(_), Value::String(_)) => self.booleans += 1,
+            (Value::Number(_), Value::String(_)) => self.numbers += 1,
+            (a, b) if a != b => self.others += 1,
+            _ => {}
+        }
+    }
 }
 
 fn describe_json(error: &serde_json::Error) -> String {
@@ -80,6 +169,39 @@ mod tests {
             String::from_utf8(to_json_bytes(doc).unwrap()).unwrap(),
             r#"{"ref":"main","environment":"production","inputs":{"replicas":3,"canary":true}}"#
         );
+    }
+
+    #[test]
+    fn scalars_yaml_versions_read_differently_are_refused_unshown() {
+        for (document, kind, count) in [
+            ("country: no\n", "yes, no, on", "1 unquoted value"),
+            (
+                "a: [on, off, Yes, y]\nb: {c: N}\n",
+                "yes, no, on",
+                "5 unquoted value",
+            ),
+            ("postcode: 01234\n", "leading zero", "1 unquoted number"),
+            (
+                "id: 0123\nenabled: off\n",
+                "leading zero",
+                "1 unquoted value",
+            ),
+        ] {
+            let err = to_json_bytes(document).unwrap_err();
+            assert!(err.contains(kind), "{document}: {err}");
+            assert!(err.contains(count), "{document}: {err}");
+            for text in ["country", "postcode", "01234", "0123", "enabled"] {
+                assert!(!err.contains(&format!("{text}:")), "{text} in {err}");
+            }
+        }
+        // What both versions read alike is sent as before.
+        let doc = "enabled: true\ncountry: \"no\"\nid: \"0123\"\nn: 0\nx: 0.5\nhex: 0x1F\nword: yesterday\n";
+        assert_eq!(
+            String::from_utf8(to_json_bytes(doc).unwrap()).unwrap(),
+            r#"{"enabled":true,"country":"no","id":"0123","n":0,"x":0.5,"hex":31,"word":"yesterday"}"#
+        );
+        // JSON is JSON: no YAML rule applies to it.
+        assert!(to_json_bytes("{\"country\": \"no\", \"id\": 123}").is_ok());
     }
 
     #[test]
