@@ -65,11 +65,11 @@ pub fn parse_line(line: &str) -> Result<Header, String> {
         let offset = raw_value.len() - raw_value.trim_start().len();
         let bad = value_text
             .char_indices()
-            .find(|&(_, c)| !(c == '\t' || (' '..='~').contains(&c)))
+            .find(|&(_, c)| c != '\t' && c.is_ascii_control())
             .map_or(0, |(i, _)| value_text[..i].chars().count());
         format!(
             "the value of `{name}` has a character a header value cannot hold (a control \
-             character or non-ASCII text) at column {}",
+             character) at column {}",
             line[..colon + 1 + offset].chars().count() + bad + 1
         )
     })?;
@@ -119,6 +119,12 @@ mod tests {
     }
 
     #[test]
+    fn values_may_hold_text_beyond_ascii() {
+        let (_, value) = parse_line("X-Name: caf\u{e9}").unwrap();
+        assert_eq!(value.as_bytes(), "caf\u{e9}".as_bytes());
+    }
+
+    #[test]
     fn value_may_contain_colons() {
         let (_, value) = parse_line("Link: <https://a/b>; rel=x").unwrap();
         assert_eq!(value, "<https://a/b>; rel=x");
@@ -131,6 +137,9 @@ mod tests {
             ("Bearer s3cret: x", "column 7"),
             (": empty name", "empty"),
             ("X: a\u{7}s3cret", "column 5"),
+            // Text beyond ASCII is allowed (obs-text); the control character
+            // after it is the one named.
+            ("X: caf\u{e9} s3cret\u{7f}", "column 15"),
             ("X-\u{e9}t\u{e9}: x", "column 3"),
         ];
         for (line, expected) in cases {
