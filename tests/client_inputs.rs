@@ -22,9 +22,18 @@ fn every_bad_input_exits_2_and_sends_nothing() {
             format!("{doc}a{n}: &a{n} [{}]\n", vec![previous; 10].join(", "))
         },
     );
+    // What a lenient parser would read as this server's address: a URL
+    // with its host after three slashes (an empty `${HOST}` before it), or
+    // after one.
+    let address = url.trim_start_matches("http://");
+    let three_slashes = format!("http:///{address}");
+    let one_slash = format!("http:/{address}");
     let cases: Vec<(&str, Vec<&str>)> = vec![
         ("url", vec![]),
         ("url", vec!["--url", "ftp://127.0.0.1/"]),
+        ("url", vec!["--url", &three_slashes]),
+        ("url", vec!["--url", &one_slash]),
+        ("url", vec!["--url", "http://127.0.0.1:0/"]),
         ("method", vec!["--method", "PO ST"]),
         ("method", vec!["--method", "connect"]),
         ("headers", vec!["-H", "no colon"]),
@@ -50,6 +59,10 @@ fn every_bad_input_exits_2_and_sends_nothing() {
         ("ca-file", vec!["--ca-file", "Cargo.toml"]),
         ("client-key", vec!["--client-cert", "Cargo.toml"]),
         ("max-response-size", vec!["--max-response-size", "big"]),
+        (
+            "redirect-key-origins",
+            vec!["--redirect-key-origins", "https:///api.example.com"],
+        ),
     ];
     for (input, args) in cases {
         let dir = tempfile::tempdir().unwrap();

@@ -689,6 +689,45 @@ fn refuses_to_start_with_a_key_or_caller_header_it_cannot_read() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A URL flag whose text names no host after `scheme://` is refused (and
+/// an upstream on port 0, which nothing can connect to), where
+/// a lenient parser would take a host from its path: `http:///127.0.0.1:PORT`
+/// (an empty `${HOST}` before it) would otherwise forward to that address.
+#[test]
+fn refuses_a_url_flag_without_a_written_host_or_with_port_0() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let address = upstream.url("/").trim_start_matches("http://").to_owned();
+    for (flag, url) in [
+        ("--upstream", format!("http:///{address}")),
+        ("--upstream", format!("http:/{address}")),
+        ("--upstream", "http://127.0.0.1:0".to_owned()),
+        (
+            "--jwt-jwks-url",
+            "https:///jwks.example.com/keys".to_owned(),
+        ),
+    ] {
+        let mut args = vec![flag, url.as_str(), "--store", "memory"];
+        if flag == "--jwt-jwks-url" {
+            args.extend(["--jwt-issuer", "https://issuer", "--jwt-audience", "a"]);
+        }
+        let command = if flag == "--upstream" {
+            Gateway::command_for(&url, &args[2..])
+        } else {
+            Gateway::command(&upstream, &args)
+        };
+        let (code, stderr) = Gateway::refused(command);
+        assert_eq!(code, Some(2), "{flag} {url}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(
+            ["no host", "does not begin", "port 0"]
+                .iter()
+                .any(|says| stderr.contains(says)),
+            "{stderr}"
+        );
+    }
+    assert!(upstream.requests().is_empty());
+}
+
 /// An error at start-up with a stderr that takes nothing (its reader gone)
 /// still exits with the error's code, never a panic's (101).
 #[test]

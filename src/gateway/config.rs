@@ -143,10 +143,17 @@ pub enum Scope {
 }
 
 fn parse_upstream(text: &str) -> Result<Url, String> {
+    crate::shared::url_text::require_written_host(text)
+        .map_err(|why| format!("{why}; expected an http(s) URL such as http://127.0.0.1:9000"))?;
     let url = Url::parse(text)
         .map_err(|e| format!("{e}; expected an http(s) URL such as http://127.0.0.1:9000"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err("expected an http(s) URL such as http://127.0.0.1:9000".to_owned());
+    }
+    if url.port() == Some(0) {
+        return Err(
+            "port 0 cannot be connected to; give the port the upstream listens on".to_owned(),
+        );
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
@@ -164,6 +171,7 @@ fn parse_upstream(text: &str) -> Result<Url, String> {
 }
 
 fn parse_jwks_url(text: &str) -> Result<Url, String> {
+    crate::shared::url_text::require_written_host(text).map_err(str::to_owned)?;
     let url = Url::parse(text).map_err(|e| format!("{e}"))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match url.scheme() {

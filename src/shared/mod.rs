@@ -11,7 +11,9 @@
 //! [`secret_names`] (which header and query names carry credentials),
 //! [`cli_error`] (command-line errors that never quote a value),
 //! [`regular_file`] (opening a named file without blocking on a FIFO),
-//! [`bounded_body`] (a small response body read up to a limit).
+//! [`bounded_body`] (a small response body read up to a limit),
+//! [`url_text`] (a URL's host written where the text says it is, before
+//! a lenient parser guesses one).
 
 pub mod bounded_body;
 pub mod cli_error;
@@ -25,3 +27,4 @@ pub mod regular_file;
 pub mod secret_names;
 pub mod traceparent;
 pub mod units;
+pub mod url_text;

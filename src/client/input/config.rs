@@ -178,6 +178,9 @@ fn flag(raw: &RawInputs, name: &'static str) -> Result<bool, ConfigError> {
 }
 
 fn parse_url(text: &str) -> Result<Url, String> {
+    crate::shared::url_text::require_written_host(text).map_err(|why| {
+        format!("{why}; give an absolute URL such as https://api.example.com/deployments")
+    })?;
     let url = Url::parse(text).map_err(|e| {
         use url::ParseError::*;
         let why = match e {
@@ -196,6 +199,11 @@ fn parse_url(text: &str) -> Result<Url, String> {
         };
         format!("{why}; give an absolute URL such as https://api.example.com/deployments")
     })?;
+    if url.port() == Some(0) {
+        return Err(
+            "port 0 cannot be connected to; give the port the server listens on".to_owned(),
+        );
+    }
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         "http" | "https" => Err("the URL has no host".to_owned()),
@@ -367,7 +375,10 @@ fn parse_origins(text: &str) -> Result<Vec<url::Origin>, String> {
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(|item| {
-            let url = Url::parse(item).map_err(|_| {
+            let url = crate::shared::url_text::require_written_host(item)
+                .ok()
+                .and_then(|()| Url::parse(item).ok())
+                .ok_or_else(|| {
                 "each origin must be `https://host` or `https://host:port`".to_owned()
             })?;
             let bare = matches!(url.scheme(), "http" | "https")
