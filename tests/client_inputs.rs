@@ -416,7 +416,7 @@ fn a_fifo_named_by_an_input_is_refused_at_once() {
     let server = Server::start(echo);
     let dir = tempfile::tempdir().unwrap();
     let fifo = support::fifo(dir.path(), "fifo");
-    for input in ["--body-file", "--ca-file", "--client-cert"] {
+    for input in ["--body-file", "--ca-file", "--client-cert", "--dotenv-file"] {
         let mut cmd = client();
         cmd.args(["--url", &server.url("/"), input, fifo.to_str().unwrap()]);
         if input == "--client-cert" {
@@ -427,6 +427,19 @@ fn a_fifo_named_by_an_input_is_refused_at_once() {
         let log = both_streams(&assert);
         assert!(log.contains("not a regular file"), "{input}: {log}");
     }
+    assert_eq!(server.connections(), 0);
+    // A dotenv-file in a directory that does not exist is found before
+    // sending, not after.
+    let assert = client()
+        .args(["--url", &server.url("/")])
+        .args([
+            "--dotenv-file",
+            dir.path().join("none/out.env").to_str().unwrap(),
+        ])
+        .assert()
+        .code(2);
+    let log = both_streams(&assert);
+    assert!(log.contains("directory does not exist"), "{log}");
     assert_eq!(server.connections(), 0);
 }
 

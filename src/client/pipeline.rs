@@ -53,6 +53,7 @@ fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Hal
     if invocation.action == Action::Key {
         return Ok(unsent::print_key(&prepared, log));
     }
+    check_dotenv(&plan)?;
     if let Some(line) = prepared.key_line() {
         log.info(&line);
     }
@@ -76,6 +77,19 @@ fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Hal
     let rerun_safe = plan.github.same_key_on_rerun && sends_stable_key(&prepared);
     let report = Report::new(finished, &prepared, plan.sinks.max_output_size, rerun_safe);
     Ok(report.emit(&prepared, &plan.sinks, log))
+}
+
+/// A `dotenv-file` that the report could not append to (a FIFO, a
+/// directory, a file in a missing directory) is an invalid input, found
+/// before anything is sent rather than after.
+fn check_dotenv(plan: &Plan) -> Result<(), ConfigError> {
+    let Some(path) = &plan.sinks.dotenv else {
+        return Ok(());
+    };
+    crate::shared::regular_file::check_appendable(path).map_err(|e| ConfigError {
+        input: "dotenv-file",
+        message: format!("`{}` cannot be appended to: {e}", path.display()),
+    })
 }
 
 /// Why the pipeline ended before the report stage.
@@ -316,6 +330,7 @@ fn verify_stages(
     log: &mut Log,
 ) -> Result<Exit, Halt> {
     let plan = Plan::new(&config, invocation, env, started, log);
+    check_dotenv(&plan)?;
     let transport = Transport::new(&config, plan.body_dir.clone())?;
     if config.key.explicit.is_some() {
         log.warning(

@@ -10,7 +10,8 @@
 //! [`protocol`] (replay headers, the gateway's problem types, delta-seconds),
 //! [`secret_names`] (which header and query names carry credentials),
 //! [`cli_error`] (command-line errors that never quote a value),
-//! [`regular_file`] (opening a named file without blocking on a FIFO),
+//! [`regular_file`] (opening a named file to read or append to without
+//! blocking on a FIFO),
 //! [`bounded_body`] (a small response body read up to a limit),
 //! [`url_text`] (a URL's host written where the text says it is, before
 //! a lenient parser guesses one).

@@ -1,8 +1,9 @@
 //! Opening the files that users name (the client's `body-file`,
-//! `ca-file`, `client-cert` and `client-key`; the gateway's
-//! `--jwt-jwks-file`, `--store-password-file` and `--store-ca-file`)
-//! without ever blocking: a FIFO or a device opened for reading can wait
-//! forever for a writer, past every timeout.
+//! `ca-file`, `client-cert` and `client-key`, and `dotenv-file`, which it
+//! appends to; the gateway's `--jwt-jwks-file`, `--store-password-file`
+//! and `--store-ca-file`) without ever blocking: a FIFO opened for reading
+//! waits for a writer, and one opened for writing waits for a reader,
+//! forever, past every timeout.
 //! Only regular files are accepted, checked on the opened file itself, so
 //! a path swapped for a FIFO between two attempts is refused as well.
 
@@ -19,18 +20,67 @@ pub struct NotRegular;
 /// with `O_NONBLOCK`, so a FIFO never blocks the open (regular files ignore
 /// the flag); the type is then checked on the open file.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
+    let mut options = nonblocking();
     options.read(true);
+    regular(options.open(path)?)
+}
+
+/// Open options with `O_NONBLOCK` on Unix: opening a FIFO then never waits
+/// for its other end (regular files ignore the flag).
+fn nonblocking() -> std::fs::OpenOptions {
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut options = std::fs::OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK);
     }
-    let file = options.open(path)?;
+    options
+}
+
+/// `file` if it is a regular file, checked on the open file itself.
+fn regular(file: File) -> std::io::Result<File> {
     if file.metadata()?.is_file() {
         Ok(file)
     } else {
         Err(std::io::Error::other(NotRegular))
+    }
+}
+
+/// Opens `path` for appending, creating it when it is missing, if it is a
+/// regular file. Like [`open_regular`], with `O_NONBLOCK` on Unix (a FIFO
+/// without a reader then fails at once instead of waiting) and the type
+/// checked on the open file.
+pub fn append_regular(path: &Path) -> std::io::Result<File> {
+    if std::fs::metadata(path).is_ok_and(|found| !found.is_file()) {
+        return Err(std::io::Error::other(NotRegular));
+    }
+    let mut options = nonblocking();
+    options.create(true).append(true);
+    regular(options.open(path)?)
+}
+
+/// Whether [`append_regular`] can open `path` later, found without
+/// creating or changing anything: an existing regular file that opens for
+/// appending, or a missing file in an existing directory.
+pub fn check_appendable(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(found) if found.is_file() => nonblocking().append(true).open(path).map(drop),
+        Ok(_) => Err(std::io::Error::other(NotRegular)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            if std::fs::metadata(parent).is_ok_and(|found| found.is_dir()) {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(
+                    "its directory does not exist; create it first or name a file in one that does",
+                ))
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -51,8 +101,8 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_fifo_is_refused_without_blocking() {
+    /// A directory holding a FIFO named `fifo`, which nobody opens.
+    fn fifo() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         let status = std::process::Command::new("mkfifo")
@@ -60,10 +110,47 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
+        (dir, fifo)
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let (dir, fifo) = fifo();
         // Nobody writes to it: a blocking open would never return.
         let err = open_regular(&fifo).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert!(open_regular(dir.path()).is_err());
+    }
+
+    #[test]
+    fn appending_never_blocks_on_a_fifo_and_checking_changes_nothing() {
+        let (dir, fifo) = fifo();
+        // Nobody reads it: a blocking open for writing would never return.
+        for result in [append_regular(&fifo).map(drop), check_appendable(&fifo)] {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        assert!(append_regular(dir.path()).is_err());
+        assert!(check_appendable(dir.path()).is_err());
+        let missing = dir.path().join("out.env");
+        check_appendable(&missing).unwrap();
+        assert!(!missing.exists(), "checking created nothing");
+        let err = check_appendable(&dir.path().join("no-dir/out.env")).unwrap_err();
+        assert!(
+            err.to_string().contains("directory does not exist"),
+            "{err}"
+        );
+        use std::io::Write as _;
+        append_regular(&missing)
+            .unwrap()
+            .write_all(b"a=1\n")
+            .unwrap();
+        append_regular(&missing)
+            .unwrap()
+            .write_all(b"b=2\n")
+            .unwrap();
+        assert_eq!(std::fs::read(&missing).unwrap(), b"a=1\nb=2\n");
+        check_appendable(&missing).unwrap();
     }
 
     #[test]

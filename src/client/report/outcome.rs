@@ -319,13 +319,10 @@ pub fn append_summary(sinks: &Sinks, summary: &Summary<'_>, log: &mut Log) {
 }
 
 /// Appends `bytes` to the file at `path`, creating it if needed (the
-/// runner's file commands are appended to, never overwritten).
+/// runner's file commands are appended to, never overwritten). Only a
+/// regular file: a FIFO named by `dotenv-file` must not hold the step.
 pub fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?
-        .write_all(bytes)
+    crate::shared::regular_file::append_regular(path)?.write_all(bytes)
 }
 
 /// Appends the one-line outputs to `dotenv-file`, when set.
