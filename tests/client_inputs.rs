@@ -443,6 +443,37 @@ fn a_fifo_named_by_an_input_is_refused_at_once() {
     assert_eq!(server.connections(), 0);
 }
 
+/// The directory the response body goes to is tried before the request is
+/// sent: found unusable afterwards, the server would have acted and its
+/// answer would be lost.
+#[test]
+fn a_temporary_directory_that_cannot_hold_the_body_is_found_before_sending() {
+    let server = Server::start(echo);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    for variable in ["TMPDIR", "RUNNER_TEMP"] {
+        let assert = client()
+            .env(variable, &missing)
+            .args(["--url", &server.url("/"), "--key-salt", "s"])
+            .assert()
+            .code(2);
+        let log = both_streams(&assert);
+        assert!(
+            log.contains(&format!("invalid input `{variable}`")),
+            "{log}"
+        );
+        assert!(log.contains("No such file or directory"), "{log}");
+        assert!(log.contains("Nothing was sent"), "{log}");
+    }
+    assert_eq!(server.connections(), 0);
+    // A dry run writes no body: it does not need the directory.
+    client()
+        .env("TMPDIR", &missing)
+        .args(["--url", &server.url("/"), "--key-salt", "s", "--dry-run"])
+        .assert()
+        .code(0);
+}
+
 /// Regression: under GitHub Actions `key` printed masks and warnings on
 /// stdout too, so `KEY=$(idempotent-request key …)` captured them.
 #[test]
