@@ -34,9 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// check costs one load.
 static SHORT_LIVED_WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Bearer tokens seen under a header rule before the warning: the first
+/// Bearer JWTs seen under a header rule before the warning: the first
 /// [`LOOK_AT_FIRST`] are decoded, then one in [`LOOK_AT_FIRST`], so callers
 /// with long-lived JWTs do not pay a decode on every request for ever.
+/// Opaque tokens are not counted (they are told apart by their shape).
 static BEARERS_SEEN: AtomicU64 = AtomicU64::new(0);
 const LOOK_AT_FIRST: u64 = 256;
 
@@ -122,11 +123,14 @@ fn warn_of_short_lived_tokens(headers: &HeaderMap) {
         return;
     }
     let short_lived = headers.get_all(AUTHORIZATION).iter().any(|value| {
-        super::jwt::bearer_token(value.to_str().ok()).is_some_and(|token| {
-            let seen = BEARERS_SEEN.fetch_add(1, Ordering::Relaxed);
-            (seen < LOOK_AT_FIRST || seen.is_multiple_of(LOOK_AT_FIRST))
-                && super::jwt::is_short_lived(token)
-        })
+        let token = super::jwt::bearer_token(value.to_str().ok());
+        token
+            .filter(|token| super::jwt::has_jwt_shape(token))
+            .is_some_and(|token| {
+                let seen = BEARERS_SEEN.fetch_add(1, Ordering::Relaxed);
+                (seen < LOOK_AT_FIRST || seen.is_multiple_of(LOOK_AT_FIRST))
+                    && super::jwt::is_short_lived(token)
+            })
     });
     if short_lived && !SHORT_LIVED_WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -180,37 +184,6 @@ mod tests {
             caller(&rule, &[("x-api-key", "one")]),
             caller(&rule, &[("x-api-key", "two")])
         );
-    }
-
-    fn token(claims: &serde_json::Value) -> String {
-        use base64::Engine as _;
-        let part = |value: &serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-        };
-        let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-        format!("{}.{}.c2ln", part(&header), part(claims))
-    }
-
-    #[test]
-    fn tokens_that_live_a_day_or_less_are_short_lived() {
-        use super::super::jwt::is_short_lived;
-        let now = 1_800_000_000_u64;
-        for life in [1, 300, 3600, 86_400] {
-            let jwt = token(&serde_json::json!({"iat": now, "exp": now + life, "sub": "x"}));
-            assert!(is_short_lived(&jwt), "{life}");
-        }
-        for claims in [
-            serde_json::json!({"iat": now, "exp": now + 86_401}),
-            serde_json::json!({"iat": now, "exp": now}),
-            serde_json::json!({"exp": now + 60}),
-            serde_json::json!({"iat": now}),
-            serde_json::json!({"iat": "now", "exp": "later"}),
-        ] {
-            assert!(!is_short_lived(&token(&claims)), "{claims}");
-        }
-        for opaque in ["", "abc", "a.b.c", "ghp_0123456789", "..", "x.eyJ9.y"] {
-            assert!(!is_short_lived(opaque), "{opaque}");
-        }
     }
 
     #[test]

@@ -253,6 +253,12 @@ pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
 /// few hours).
 pub const SHORT_LIFE_SECONDS: f64 = 24.0 * 3600.0;
 
+/// Whether `token` looks like a compact JWS (three dot-separated parts, a
+/// JSON header first): a test of its shape only, costing no decoding.
+pub fn has_jwt_shape(token: &str) -> bool {
+    token.starts_with("eyJ") && token.bytes().filter(|&b| b == b'.').count() == 2
+}
+
 /// Whether `token` has the form of a JWT that lives [`SHORT_LIFE_SECONDS`]
 /// or less. Read without verifying anything: only a hint for the operator
 /// (see [`super::caller`]), never a decision about a caller.
@@ -346,5 +352,42 @@ async fn fetch(source: &JwksSource, http: &reqwest::Client) -> Result<Vec<Key>, 
                 .map_err(|e| format!("the JWKS at {shown}: {e}"))?;
             parse(&bytes).map_err(|e| format!("the JWKS at {shown}: {e}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        let part = |value: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+        format!("{}.{}.c2ln", part(&header), part(claims))
+    }
+
+    #[test]
+    fn tokens_that_live_a_day_or_less_are_short_lived() {
+        let now = 1_800_000_000_u64;
+        for life in [1, 300, 3600, 86_400] {
+            let jwt = token(&serde_json::json!({"iat": now, "exp": now + life, "sub": "x"}));
+            assert!(is_short_lived(&jwt), "{life}");
+        }
+        for claims in [
+            serde_json::json!({"iat": now, "exp": now + 86_401}),
+            serde_json::json!({"iat": now, "exp": now}),
+            serde_json::json!({"exp": now + 60}),
+            serde_json::json!({"iat": now}),
+            serde_json::json!({"iat": "now", "exp": "later"}),
+        ] {
+            assert!(!is_short_lived(&token(&claims)), "{claims}");
+        }
+        for opaque in ["", "abc", "a.b.c", "ghp_0123456789", "..", "x.eyJ9.y"] {
+            assert!(!is_short_lived(opaque), "{opaque}");
+            assert!(!has_jwt_shape(opaque), "{opaque}");
+        }
+        assert!(has_jwt_shape(&token(&serde_json::json!({"iat": now}))));
     }
 }
