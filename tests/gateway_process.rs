@@ -728,6 +728,22 @@ fn refuses_a_url_flag_without_a_written_host_or_with_port_0() {
     assert!(upstream.requests().is_empty());
 }
 
+/// A SQLite path that names a FIFO (which SQLite would wait on for ever,
+/// before the gateway logs a word) or a directory is refused at start-up.
+#[test]
+fn refuses_a_sqlite_path_that_is_not_a_regular_file() {
+    let (upstream, _entered) = slow_upstream(Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = support::fifo(dir.path(), "records.db");
+    for path in [fifo.as_path(), dir.path()] {
+        let store = format!("sqlite:{}", path.display());
+        // The safety net in `refused` turns a hang into a failure.
+        let (code, stderr) = Gateway::refused(Gateway::command(&upstream, &["--store", &store]));
+        assert_eq!(code, Some(1), "{store}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+    }
+}
+
 /// An error at start-up with a stderr that takes nothing (its reader gone)
 /// still exits with the error's code, never a panic's (101).
 #[test]

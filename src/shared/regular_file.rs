@@ -47,18 +47,29 @@ fn regular(file: File) -> std::io::Result<File> {
     }
 }
 
-/// Opens `path` for appending, creating it when it is missing, if it is a
+/// Opens `path` for appending, creating it when it is missing (with the
+/// permission bits `create_mode` on Unix, less the umask), if it is a
 /// regular file. Like [`open_regular`], with `O_NONBLOCK` on Unix (a FIFO
 /// without a reader then fails at once instead of waiting) and the type
 /// checked on the open file.
-pub fn append_regular(path: &Path) -> std::io::Result<File> {
+pub fn append_regular(path: &Path, create_mode: u32) -> std::io::Result<File> {
     if std::fs::metadata(path).is_ok_and(|found| !found.is_file()) {
         return Err(std::io::Error::other(NotRegular));
     }
     let mut options = nonblocking();
     options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(create_mode);
+    }
+    #[cfg(not(unix))]
+    let _ = create_mode;
     regular(options.open(path)?)
 }
+
+/// The permission bits a file is created with by default (less the umask).
+pub const DEFAULT_MODE: u32 = 0o666;
 
 /// Whether [`append_regular`] can open `path` later, found without
 /// creating or changing anything: an existing regular file that opens for
@@ -126,11 +137,14 @@ mod tests {
     fn appending_never_blocks_on_a_fifo_and_checking_changes_nothing() {
         let (dir, fifo) = fifo();
         // Nobody reads it: a blocking open for writing would never return.
-        for result in [append_regular(&fifo).map(drop), check_appendable(&fifo)] {
+        for result in [
+            append_regular(&fifo, DEFAULT_MODE).map(drop),
+            check_appendable(&fifo),
+        ] {
             let err = result.unwrap_err();
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
-        assert!(append_regular(dir.path()).is_err());
+        assert!(append_regular(dir.path(), DEFAULT_MODE).is_err());
         assert!(check_appendable(dir.path()).is_err());
         let missing = dir.path().join("out.env");
         check_appendable(&missing).unwrap();
@@ -141,11 +155,11 @@ mod tests {
             "{err}"
         );
         use std::io::Write as _;
-        append_regular(&missing)
+        append_regular(&missing, DEFAULT_MODE)
             .unwrap()
             .write_all(b"a=1\n")
             .unwrap();
-        append_regular(&missing)
+        append_regular(&missing, DEFAULT_MODE)
             .unwrap()
             .write_all(b"b=2\n")
             .unwrap();

@@ -322,7 +322,8 @@ pub fn append_summary(sinks: &Sinks, summary: &Summary<'_>, log: &mut Log) {
 /// runner's file commands are appended to, never overwritten). Only a
 /// regular file: a FIFO named by `dotenv-file` must not hold the step.
 pub fn append(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::shared::regular_file::append_regular(path)?.write_all(bytes)
+    use crate::shared::regular_file::{DEFAULT_MODE, append_regular};
+    append_regular(path, DEFAULT_MODE)?.write_all(bytes)
 }
 
 /// Appends the one-line outputs to `dotenv-file`, when set.

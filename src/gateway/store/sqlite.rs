@@ -339,12 +339,10 @@ fn rebuild_first_layout(connection: &Connection) -> rusqlite::Result<()> {
 fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        // Regular files only, opened without blocking: SQLite would wait
+        // on a FIFO for ever, before the gateway says a word.
+        let file = crate::shared::regular_file::append_regular(path, 0o600)?;
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         for suffix in ["-wal", "-shm"] {
             let side = side_file(path, suffix);
@@ -381,7 +379,7 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         restrict_permissions(path).map_err(|e| {
             StoreError(format!(
-                "cannot create `{}` readable by its owner only: {e}",
+                "cannot open or create `{}` as the database, readable by its owner only: {e}",
                 path.display()
             ))
         })?;
