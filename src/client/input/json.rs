@@ -141,6 +141,9 @@ fn describe_yaml(error: &serde_saphyr::Error) -> String {
         Error::MultipleDocuments { .. } => "more than one document".to_owned(),
         Error::DuplicateMappingKey { .. } => "a key repeated in one mapping".to_owned(),
         Error::UnknownAnchor { .. } => "an alias to an anchor that is not defined".to_owned(),
+        Error::NonFiniteFloat { .. } => {
+            "a number JSON cannot hold (.inf or .nan; quote it to send text)".to_owned()
+        }
         Error::Budget { .. } => "more than the YAML reader takes (its aliases expand to too \
                                  many values, or it is too large or too deeply nested)"
             .to_owned(),
@@ -228,6 +231,8 @@ mod tests {
                 "an alias to an anchor that is not defined",
             ),
             (laughs.as_str(), "more than the YAML reader takes"),
+            ("token: .inf\n", "a number JSON cannot hold"),
+            ("token: [-.Inf, .NaN]\n", "a number JSON cannot hold"),
         ] {
             let err = to_json_bytes(document).unwrap_err();
             assert!(err.contains(kind), "{kind}: {err}");
