@@ -60,7 +60,7 @@ fn stages(invocation: &Invocation, env: &Env, log: &mut Log) -> Result<Exit, Hal
     if plan.dry_run {
         return Ok(unsent::dry_run(&prepared, &plan.sinks, log));
     }
-    check_body_dir(&plan, env)?;
+    check_body_dir(&transport, env)?;
     let runtime = start_runtime(log)?;
     let renewer = if log.is_github() {
         github_steps(&runtime, &mut plan, &mut prepared, env, log)?
@@ -94,37 +94,23 @@ fn check_dotenv(plan: &Plan) -> Result<(), ConfigError> {
 }
 
 /// The directory every response body is written to must take a file
-/// before the request goes out: found afterwards, the server would have
-/// acted and its answer would be lost. Probed with a file that is removed
-/// at once.
-fn check_body_dir(plan: &Plan, env: &Env) -> Result<(), ConfigError> {
-    let probe = plan.body_dir.join(format!(
-        "idempotent-request-{}.probe",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe);
-    created
-        .map(|_| {
-            let _ = std::fs::remove_file(&probe);
-        })
-        .map_err(|e| {
-            let variable = if env.get("RUNNER_TEMP").is_some() {
-                "RUNNER_TEMP"
-            } else {
-                "TMPDIR"
-            };
-            ConfigError {
-                input: variable,
-                message: format!(
-                    "`{}` cannot hold the response body's file ({e}); point {variable} at a \
-                     writable directory",
-                    plan.body_dir.display()
-                ),
-            }
-        })
+/// before the request goes out ([`Transport::check_body_dir`]): found
+/// afterwards, the server would have acted and its answer would be lost.
+fn check_body_dir(transport: &Transport, env: &Env) -> Result<(), ConfigError> {
+    transport.check_body_dir().map_err(|e| {
+        let variable = if env.get("RUNNER_TEMP").is_some() {
+            "RUNNER_TEMP"
+        } else {
+            "TMPDIR"
+        };
+        ConfigError {
+            input: variable,
+            message: format!(
+                "it names a directory that cannot hold the response body's file ({e}); point \
+                 {variable} at a writable directory"
+            ),
+        }
+    })
 }
 
 /// Why the pipeline ended before the report stage.
@@ -416,7 +402,7 @@ fn verify_stages(
     if plan.dry_run {
         return Ok(verify::report::dry_run(log));
     }
-    check_body_dir(&plan, env)?;
+    check_body_dir(&transport, env)?;
     let runtime = start_runtime(log)?;
     let minter = if oidc {
         // verify's checks are quick: the token is not renewed between them,

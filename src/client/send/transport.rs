@@ -184,6 +184,23 @@ impl Transport {
         })
     }
 
+    /// Creates and removes a response body's file, as an answer would: an
+    /// error says the body directory cannot hold one. Tried before a
+    /// request is sent, since afterwards the server would have acted and
+    /// its answer would be lost.
+    pub fn check_body_dir(&self) -> std::io::Result<()> {
+        self.body_file().map(drop)
+    }
+
+    /// A new file for a response body, in the body directory (removed when
+    /// dropped, unless kept).
+    fn body_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("idempotent-request-")
+            .suffix(".body")
+            .tempfile_in(&self.body_dir)
+    }
+
     /// One attempt: the request and any redirects, within `timeout`, with a
     /// `traceparent` span of its own.
     pub async fn attempt(&self, request: &Prepared, timeout: Duration) -> Attempted {
@@ -361,10 +378,8 @@ impl Transport {
         {
             return Err(too_large(len));
         }
-        let mut file = tempfile::Builder::new()
-            .prefix("idempotent-request-")
-            .suffix(".body")
-            .tempfile_in(&self.body_dir)
+        let mut file = self
+            .body_file()
             .map_err(|e| local_failure(&self.body_dir, e))?;
         let mut head = Vec::new();
         let mut total = 0u64;
