@@ -163,14 +163,15 @@ pub async fn serve(
     let refusal_time = limits.header_timeout.min(REFUSAL_TIME);
     let refusals = Arc::new(refusal_builder(refusal_time));
     let mut accept_failures = Throttle::default();
-    let shared = Shared {
+    // One allocation shared by every connection: each takes one reference.
+    let shared = Arc::new(Shared {
         builder,
         app: gateway.clone(),
         stopped: stopped.clone(),
         limits,
         registry: Arc::default(),
-        reused: Arc::default(),
-    };
+        reused: std::sync::Mutex::default(),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -371,7 +372,6 @@ async fn watchdog(activity: Arc<Activity>, limits: Limits) {
 }
 
 /// What every connection is served with.
-#[derive(Clone)]
 struct Shared {
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: Arc<Gateway>,
@@ -380,7 +380,7 @@ struct Shared {
     /// The open connections, for room at `--max-connections`.
     registry: Arc<Registry>,
     /// Idle connections closed to make room, warned about once a second.
-    reused: Arc<std::sync::Mutex<Reused>>,
+    reused: std::sync::Mutex<Reused>,
 }
 
 /// Counts idle connections closed to make room, and warns at most once a
