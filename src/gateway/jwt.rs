@@ -268,12 +268,15 @@ pub fn is_short_lived(token: &str) -> bool {
         iat: Option<f64>,
         exp: Option<f64>,
     }
-    match jsonwebtoken::dangerous::insecure_decode::<Life>(token) {
-        Ok(data) => match (data.claims.iat, data.claims.exp) {
-            (Some(iat), Some(exp)) => exp > iat && exp - iat <= SHORT_LIFE_SECONDS,
-            _ => false,
-        },
-        Err(_) => false,
+    if jsonwebtoken::decode_header(token).is_err() {
+        return false;
+    }
+    match crate::shared::jwt_claims::unverified::<Life>(token) {
+        Some(Life {
+            iat: Some(iat),
+            exp: Some(exp),
+        }) => exp > iat && exp - iat <= SHORT_LIFE_SECONDS,
+        _ => false,
     }
 }
 

@@ -8,7 +8,6 @@
 
 use crate::shared::bounded_body::read_at_most;
 use crate::shared::env::Env;
-use base64::Engine as _;
 use std::time::{Duration, SystemTime};
 
 /// The most of a token service's answer that is read (a GitHub OIDC token
@@ -75,15 +74,11 @@ pub const RENEW_BEFORE: Duration = Duration::from_secs(60);
 /// know when to ask for another. `None` when the token is not a JWT whose
 /// payload has a numeric `exp`.
 pub fn expires_at(token: &str) -> Option<SystemTime> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
     #[derive(serde::Deserialize)]
     struct Claims {
         exp: f64,
     }
-    let exp = serde_json::from_slice::<Claims>(&bytes).ok()?.exp;
+    let exp = crate::shared::jwt_claims::unverified::<Claims>(token)?.exp;
     if !exp.is_finite() || exp < 0.0 {
         return None;
     }
@@ -186,6 +181,7 @@ mod tests {
     use super::*;
 
     fn jwt(payload: &str) -> String {
+        use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.signature", b64(r#"{"alg":"RS256"}"#), b64(payload))
     }

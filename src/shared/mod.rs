@@ -13,6 +13,7 @@
 //! [`regular_file`] (opening a named file to read or append to without
 //! blocking on a FIFO),
 //! [`bounded_body`] (a small response body read up to a limit),
+//! [`jwt_claims`] (a JWT's claims read unverified, for hints and expiry),
 //! [`url_text`] (a URL's host written where the text says it is, before
 //! a lenient parser guesses one).
 
@@ -21,6 +22,7 @@ pub mod cli_error;
 pub mod env;
 pub mod framing;
 pub mod http_error;
+pub mod jwt_claims;
 pub mod outside_text;
 pub mod protocol;
 pub mod redact;
