@@ -448,24 +448,13 @@ fn a_body_file_is_read_once_and_sent_by_every_check() {
 #[test]
 fn the_new_token_check_tells_a_jwt_gateway_from_a_header_scoped_one() {
     use support::gateway::Gateway;
-    use support::jwt::{AUDIENCE, Jwks, SigningKey, claims};
+    use support::jwt::{AUDIENCE, Jwks, SigningKey, token_service};
     let key = Arc::new(SigningKey::generate(
         jsonwebtoken::Algorithm::RS256,
         "rsa-1",
     ));
     let jwks = Jwks::serve(&[&key]);
-    let minted: Arc<Mutex<Vec<String>>> = Arc::default();
-    let service = {
-        let (key, minted) = (key.clone(), minted.clone());
-        Server::start(move |request: &Request| {
-            if request.header("authorization") != Some("Bearer runner-request-token") {
-                return Reply::Respond(Response::new(403).body("{}"));
-            }
-            let token = key.sign(&claims("repo:acme/app:environment:staging"));
-            minted.lock().unwrap().push(token.clone());
-            Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
-        })
-    };
+    let (service, minted) = token_service(key, "repo:acme/app:environment:staging");
     let run = |gateway: &Gateway, extra: &[&str]| {
         minted.lock().unwrap().clear();
         let dir = tempfile::tempdir().unwrap();

@@ -9,10 +9,13 @@ use crate::support;
 
 use base64::Engine as _;
 use jsonwebtoken::Algorithm;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use support::gateway::{Gateway, http, runtime};
-use support::jwt::{AUDIENCE, ISSUER, Jwks, SigningKey, claims, document, now};
+use support::jwt::{
+    AUDIENCE, ISSUER, Jwks, SigningKey, claims, document, now, short_lived_token_service,
+    token_service,
+};
 use support::{Reply, Response, Server, client, counting, github_env, read_outputs, slow_upstream};
 
 fn start(upstream: &Server, jwks: &Jwks) -> Gateway {
@@ -46,33 +49,6 @@ fn post(
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-/// A token service like GitHub's: every request mints a new token (a new
-/// `jti` and `iat`) for the same repository and environment.
-fn token_service(key: Arc<SigningKey>, sub: &'static str) -> (Server, Arc<Mutex<Vec<String>>>) {
-    short_lived_token_service(key, sub, 600)
-}
-
-/// [`token_service`] with tokens that expire `lifetime_secs` after minting.
-fn short_lived_token_service(
-    key: Arc<SigningKey>,
-    sub: &'static str,
-    lifetime_secs: u64,
-) -> (Server, Arc<Mutex<Vec<String>>>) {
-    let minted = Arc::new(Mutex::new(Vec::new()));
-    let log = minted.clone();
-    let server = Server::start(move |request| {
-        if request.header("authorization") != Some("Bearer runner-request-token") {
-            return Reply::Respond(Response::new(403).body("{}"));
-        }
-        let mut claims = claims(sub);
-        claims["exp"] = (now() + lifetime_secs).into();
-        let token = key.sign(&claims);
-        log.lock().unwrap().push(token.clone());
-        Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
-    });
-    (server, minted)
 }
 
 /// The client binary, as attempt `attempt` of one GitHub Actions job, with

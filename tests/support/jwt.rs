@@ -139,3 +139,31 @@ impl Jwks {
         ]
     }
 }
+
+/// A token service like GitHub's runner's (`ACTIONS_ID_TOKEN_REQUEST_URL`,
+/// its bearer `runner-request-token`): every request mints a new token (a
+/// new `jti` and `iat`) for the same subject; the tokens minted are kept.
+pub fn token_service(key: Arc<SigningKey>, sub: &'static str) -> (Server, Arc<Mutex<Vec<String>>>) {
+    short_lived_token_service(key, sub, 600)
+}
+
+/// [`token_service`] with tokens that expire `lifetime_secs` after minting.
+pub fn short_lived_token_service(
+    key: Arc<SigningKey>,
+    sub: &'static str,
+    lifetime_secs: u64,
+) -> (Server, Arc<Mutex<Vec<String>>>) {
+    let minted = Arc::new(Mutex::new(Vec::new()));
+    let log = minted.clone();
+    let server = Server::start(move |request| {
+        if request.header("authorization") != Some("Bearer runner-request-token") {
+            return Reply::Respond(Response::new(403).body("{}"));
+        }
+        let mut claims = claims(sub);
+        claims["exp"] = (now() + lifetime_secs).into();
+        let token = key.sign(&claims);
+        log.lock().unwrap().push(token.clone());
+        Reply::Respond(Response::new(200).body(format!("{{\"value\":\"{token}\"}}")))
+    });
+    (server, minted)
+}
